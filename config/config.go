@@ -1,0 +1,325 @@
+// Package config loads and validates poolwatch's YAML configuration.
+//
+// Parsing is strict: every key is known, every value has the right type and
+// range, and every error names the file, the line and the YAML path of the
+// offending key on one line (see Error). A *Config can only be obtained from
+// Load or Parse, so holding one means the configuration passed validation.
+//
+// The file has two top-level keys, defaults and targets. Every key under
+// defaults can be overridden per target; mappings (labels, tls, probe_pool)
+// merge key by key. config.yaml.example at the top of the repository
+// documents every key and its default.
+//
+// # What is checked at load
+//
+// Besides the types and ranges of all values: target names are unique and
+// URL-safe; DSNs parse with pgx exactly as the probe pool will parse them;
+// each target has at most one password source; a password_file exists and
+// can be opened (its content is read only by PasswordSource.Read, once per
+// new connection); a password_env variable is set and not empty; tls files
+// exist and can be opened; static labels are valid Prometheus label names and
+// do not clash with the labels poolwatch sets itself (ReservedLabels).
+//
+// # Relative paths
+//
+// password_file, tls.ca_file, tls.cert_file and tls.key_file are resolved
+// relative to the directory of the configuration file, as Prometheus does.
+// Target holds the resolved paths.
+//
+// # DSNs
+//
+// A DSN is a postgres:// or postgresql:// URL or a keyword/value string
+// ("host=db1 user=poolwatch dbname=postgres"), and it must parse with
+// pgx.ParseConfig, which is what the probe pool uses; like pgx, validation
+// sees the PG* environment variables, and paths inside a DSN (sslrootcert…)
+// are pgx's: relative to the working directory. Rejected: other URL schemes,
+// several hosts (a target is one server), pgxpool's pool_* keys and
+// statement_timeout or lock_timeout (probe_pool sets those), and, for a
+// pgbouncer target, any database but the admin console "pgbouncer".
+//
+// # Secrets
+//
+// No error produced by this package contains a password, whether it was
+// written in a DSN or read from a file or the environment. Errors do not
+// quote DSNs at all; use RedactDSN or Target.RedactedDSN to show one.
+package config
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"time"
+)
+
+// Kind is the kind of a target.
+type Kind string
+
+// The kinds of target.
+const (
+	// KindPostgres is a PostgreSQL server, watched through pg_stat_activity.
+	KindPostgres Kind = "postgres"
+	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
+	KindPgBouncer Kind = "pgbouncer"
+)
+
+// ReservedLabels are the label names that poolwatch sets itself, on pool
+// series (target, pool), on info metrics (kind, database, user, mode,
+// version), on error counters (query), or that Prometheus attaches at scrape
+// time (job, instance). A static label may not use one of them, nor a name
+// starting with "__".
+func ReservedLabels() []string {
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+}
+
+// ServerPoolName is the pool name of a postgres target's connection slots. An
+// application pool may not use it.
+const ServerPoolName = "server"
+
+// Config is a validated configuration. The only way to get one is Load or
+// Parse; its fields are unexported and its accessors return copies, so a
+// *Config is immutable and safe for concurrent use.
+type Config struct {
+	targets []Target
+	index   map[string]int
+}
+
+// Load reads the file at path and parses it with Parse. Relative file paths
+// inside the configuration are resolved against the directory of path. A
+// failure to read the file wraps the os error; any other error is an *Error.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // reading the operator's config file is the point
+	if err != nil {
+		return nil, fmt.Errorf("read config file: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a configuration. filename is used in error
+// messages, and its directory is the base for relative file paths in the
+// configuration. Any error it returns is an *Error.
+func Parse(filename string, data []byte) (*Config, error) {
+	if filename == "" {
+		filename = "<input>"
+	}
+	p := &parser{file: filename}
+	doc, err := p.document(data)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := p.resolve(doc)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{targets: targets, index: make(map[string]int, len(targets))}
+	for i, t := range targets {
+		c.index[t.Name] = i
+	}
+	return c, nil
+}
+
+// Targets returns a copy of the targets, in configuration order, with the
+// defaults already merged in. The caller may modify the result.
+func (c *Config) Targets() []Target {
+	if c == nil {
+		return nil
+	}
+	out := make([]Target, len(c.targets))
+	for i, t := range c.targets {
+		out[i] = t.clone()
+	}
+	return out
+}
+
+// Target returns a copy of the target with the given name.
+func (c *Config) Target(name string) (Target, bool) {
+	if c == nil {
+		return Target{}, false
+	}
+	i, ok := c.index[name]
+	if !ok {
+		return Target{}, false
+	}
+	return c.targets[i].clone(), true
+}
+
+// Target is one configured target with the defaults merged in. Every field is
+// set after Load: durations and sizes hold their effective values, never a
+// "use the default" zero, except where a comment says otherwise.
+type Target struct {
+	// Name is unique within the configuration, matches ^[a-zA-Z0-9_.:-]+$
+	// and is the value of the `target` label and of /probe?target=.
+	Name string
+	Kind Kind
+	// DSN is the connection string as written: a postgres:// or
+	// postgresql:// URL, or a keyword/value string, that pgx parses. It can
+	// contain a password: never log it; use RedactedDSN.
+	DSN string
+	// Password is where the password comes from when it is not in the DSN.
+	// The zero value means none besides the DSN.
+	Password PasswordSource
+	// Labels are the static labels of every series of this target: the
+	// defaults' labels merged key by key with the target's. A label given
+	// the empty value in the target removes the default of that name. Never
+	// nil.
+	Labels map[string]string
+	// ScrapeTimeout bounds one scrape of this target (> 0).
+	ScrapeTimeout time.Duration
+	// MinScrapeInterval: when > 0, a result younger than this is served
+	// again instead of querying the target. 0 means fresh data every scrape.
+	MinScrapeInterval time.Duration
+	// LeakThreshold: a connection of the target held this long with no
+	// activity counts as leaked (> 0).
+	LeakThreshold time.Duration
+	// SessionModeLeaks, for pgbouncer targets: count linked idle clients of
+	// session-mode pools as leaks. Always false for postgres targets.
+	SessionModeLeaks bool
+	// MaxPools caps the number of pools exported for this target (>= 1).
+	MaxPools int
+	// TLS holds optional files for TLS to the target. sslmode comes from
+	// the DSN; files given here are never also given in the DSN.
+	TLS TLSFiles
+	// ApplicationPools are the application pools declared for a postgres
+	// target, in configuration order (a backend belongs to the first one
+	// that matches it). Always nil for pgbouncer targets.
+	ApplicationPools []ApplicationPool
+	// ProbePool configures the agent's own pool for this target.
+	ProbePool ProbePool
+}
+
+// TLSFiles are optional files for TLS to a target, the equivalents of
+// libpq's sslrootcert, sslcert and sslkey. Empty means not set. CertFile and
+// KeyFile are either both set or both empty. Paths are resolved (see the
+// package comment) and were readable at load.
+type TLSFiles struct {
+	CAFile   string
+	CertFile string
+	KeyFile  string
+}
+
+// ApplicationPool is an application's own connection pool, declared on a
+// postgres target and recognised by its backends in pg_stat_activity.
+type ApplicationPool struct {
+	// Name is the value of the `pool` label: unique within the target, not
+	// empty and not "server".
+	Name string
+	// ApplicationName is a glob matched against application_name: `*`
+	// matches any run of characters, `?` any single character, and every
+	// other character matches itself. Never empty.
+	ApplicationName string
+	// User and Database are globs with the same syntax, matched against
+	// usename and datname. Empty matches anything.
+	User     string
+	Database string
+	// MinConnections and MaxConnections are the declared size of the
+	// application's pool; nil when not declared. When both are set,
+	// min <= max; MaxConnections is >= 1.
+	MinConnections *int
+	MaxConnections *int
+}
+
+// ProbePool configures the agent's own connection pool for one target.
+type ProbePool struct {
+	// MinConnections (>= 0) are kept open once the pool is in use;
+	// MaxConnections (>= 1, >= MinConnections) is the pool's hard limit.
+	MinConnections int
+	MaxConnections int
+	// AcquireRetries is the number of retries after a failed first attempt
+	// to acquire a healthy connection: an acquire makes at most
+	// 1 + AcquireRetries attempts, with a backoff between them. 0 means
+	// a single attempt.
+	AcquireRetries int
+	// ConnectTimeout bounds dialling and authenticating a new connection;
+	// HealthCheckTimeout bounds one health check. Both are > 0 and at most
+	// the target's ScrapeTimeout. Defaults: min(3s, scrape timeout) and
+	// min(1s, scrape timeout).
+	ConnectTimeout     time.Duration
+	HealthCheckTimeout time.Duration
+	// RetryBackoff is the wait before the first retry (>= 0; 0 means retry
+	// at once). The probe pool doubles it for each further retry, up to 5s.
+	RetryBackoff time.Duration
+	// LeakThreshold: one of the agent's own connections held this long
+	// counts as leaked (> 0).
+	LeakThreshold time.Duration
+	// IdleClose: a probe pool unused for this long closes its connections.
+	// 0 means never.
+	IdleClose time.Duration
+	// StatementTimeout and LockTimeout are sent as runtime parameters on
+	// postgres targets, in whole milliseconds. StatementTimeout is > 0 (a
+	// configured 0 means the scrape timeout); LockTimeout 0 means no lock
+	// timeout. Both are 0 on pgbouncer targets, whose console rejects them.
+	StatementTimeout time.Duration
+	LockTimeout      time.Duration
+}
+
+// RedactedDSN returns the DSN with its password replaced by "xxxxx".
+func (t Target) RedactedDSN() string { return RedactDSN(t.DSN) }
+
+// Equal reports whether t and o are the same target in every field. Reload
+// uses it to keep the pools of unchanged targets. It compares configuration
+// only: a changed password file content does not make a target unequal (the
+// password is read again for every new connection anyway).
+func (t Target) Equal(o Target) bool {
+	return t.Name == o.Name &&
+		t.Kind == o.Kind &&
+		t.DSN == o.DSN &&
+		t.Password == o.Password &&
+		maps.Equal(t.Labels, o.Labels) &&
+		t.ScrapeTimeout == o.ScrapeTimeout &&
+		t.MinScrapeInterval == o.MinScrapeInterval &&
+		t.LeakThreshold == o.LeakThreshold &&
+		t.SessionModeLeaks == o.SessionModeLeaks &&
+		t.MaxPools == o.MaxPools &&
+		t.TLS == o.TLS &&
+		slices.EqualFunc(t.ApplicationPools, o.ApplicationPools, ApplicationPool.Equal) &&
+		t.ProbePool == o.ProbePool
+}
+
+// Equal reports whether p and o are the same application pool, comparing
+// the values of MinConnections and MaxConnections rather than the pointers.
+func (p ApplicationPool) Equal(o ApplicationPool) bool {
+	return p.Name == o.Name &&
+		p.ApplicationName == o.ApplicationName &&
+		p.User == o.User &&
+		p.Database == o.Database &&
+		equalIntPtr(p.MinConnections, o.MinConnections) &&
+		equalIntPtr(p.MaxConnections, o.MaxConnections)
+}
+
+func equalIntPtr(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+// clone returns a deep copy of t.
+func (t Target) clone() Target {
+	c := t
+	c.Labels = maps.Clone(t.Labels)
+	if c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	if t.ApplicationPools != nil {
+		c.ApplicationPools = make([]ApplicationPool, len(t.ApplicationPools))
+		for i, p := range t.ApplicationPools {
+			c.ApplicationPools[i] = p.clone()
+		}
+	}
+	return c
+}
+
+func (p ApplicationPool) clone() ApplicationPool {
+	c := p
+	c.MinConnections = cloneIntPtr(p.MinConnections)
+	c.MaxConnections = cloneIntPtr(p.MaxConnections)
+	return c
+}
+
+func cloneIntPtr(p *int) *int {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
