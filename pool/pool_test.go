@@ -1,0 +1,684 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/pool"
+)
+
+// shared is one PostgreSQL cluster and one PgBouncer used by the package's
+// tests, started by the first test that needs them and stopped by TestMain.
+// Each test uses its own application_name, so pg_stat_activity counts do not
+// mix.
+var shared struct {
+	once    sync.Once
+	pg      *testenv.Postgres
+	pgb     *testenv.PgBouncer
+	stops   []func()
+	initErr error
+}
+
+const (
+	monUser = "pwmon"
+	monPass = "s3cret-Pa55word"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for i := len(shared.stops) - 1; i >= 0; i-- {
+		shared.stops[i]()
+	}
+	os.Exit(code)
+}
+
+// env returns the shared servers, starting them on first use.
+func env(t *testing.T) (*testenv.Postgres, *testenv.PgBouncer) {
+	t.Helper()
+	testenv.RequireBinaries(t, "postgres", "pgbouncer")
+	shared.once.Do(func() {
+		pg, stop, err := testenv.LaunchPostgres(testenv.PostgresOptions{})
+		if err != nil {
+			shared.initErr = err
+			return
+		}
+		shared.stops = append(shared.stops, stop)
+		pg.CreateRole(t, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
+		pgb, stop, err := testenv.LaunchPgBouncer(pg, testenv.PgBouncerOptions{
+			Users:      map[string]string{monUser: monPass},
+			StatsUsers: []string{monUser},
+		})
+		if err != nil {
+			shared.initErr = err
+			return
+		}
+		shared.stops = append(shared.stops, stop)
+		shared.pg, shared.pgb = pg, pgb
+	})
+	if shared.initErr != nil {
+		t.Fatalf("shared test environment: %v", shared.initErr)
+	}
+	return shared.pg, shared.pgb
+}
+
+func pgServer(t *testing.T) *testenv.Postgres { pg, _ := env(t); return pg }
+func bouncer(t *testing.T) *testenv.PgBouncer { _, b := env(t); return b }
+
+// appName returns an application_name unique to the test.
+func appName(t *testing.T) string {
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	if len(name) > 50 {
+		name = name[len(name)-50:]
+	}
+	return "pw_" + name
+}
+
+// pgDSN returns a DSN for the shared cluster with the test's application
+// name, optionally through addr (a proxy) instead of the server.
+func pgDSN(t *testing.T, addr string) string {
+	t.Helper()
+	pg, _ := env(t)
+	if addr == "" {
+		addr = pg.Addr()
+	}
+	return fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&application_name=%s", monUser, monPass, addr, appName(t))
+}
+
+// testOptions are fast options for tests: no backoff, short timeouts.
+func testOptions(t *testing.T, dsn string) pool.Options {
+	return pool.Options{
+		Target:             t.Name(),
+		Kind:               pool.KindPostgres,
+		DSN:                dsn,
+		MaxConns:           2,
+		ConnectTimeout:     2 * time.Second,
+		HealthCheckTimeout: time.Second,
+		AcquireRetries:     3,
+		RetryBackoff:       time.Millisecond,
+		LeakThreshold:      30 * time.Second,
+		Logger:             log.NewNopLogger(),
+	}
+}
+
+// newPool creates a pool and closes it at the end of the test, then checks
+// that no goroutine of it is left behind.
+func newPool(t *testing.T, opts pool.Options) *pool.Pool {
+	t.Helper()
+	p, err := pool.New(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, p.Close(ctx))
+	})
+	return p
+}
+
+// verifyNoLeaks asserts that the pool is empty of acquired connections and
+// that the server settles at no more than max backends for the test's
+// application_name.
+func verifyNoLeaks(t *testing.T, p *pool.Pool, maxBackends int) {
+	t.Helper()
+	s := p.Stats()
+	require.Equal(t, 0, s.InUse, "in use after release")
+	require.Equal(t, 0, s.Leaked, "leaked")
+	require.LessOrEqual(t, s.Open, s.Max, "open <= max")
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n <= maxBackends }, 10*time.Second)
+}
+
+// checkGoroutines registers, as the test's last cleanup, a check that no
+// goroutine started during the test outlives it: it runs after the pools
+// the test opened are closed. The shared servers' goroutines, started
+// earlier, are ignored.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	env(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// fill opens n connections in the pool at once and returns them to it.
+func fill(t *testing.T, p *pool.Pool, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var ready sync.WaitGroup
+	ready.Add(n)
+	release := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- p.Do(context.Background(), func(context.Context, *pgx.Conn) error {
+				ready.Done()
+				<-release
+				return nil
+			})
+		}()
+	}
+	ready.Wait()
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, n, p.Stats().Idle)
+}
+
+func TestDo_DestroysEveryConnectionThatFailsItsHealthCheck(t *testing.T) {
+	checkGoroutines(t)
+	const failing = 3
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.MaxConns = failing + 1
+	opts.AcquireRetries = failing
+	p := newPool(t, opts)
+	fill(t, p, failing)
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == failing }, 10*time.Second)
+
+	// Kill the backends of every idle connection: each attempt's health
+	// check now fails, until one dials afresh.
+	require.Equal(t, failing, pgServer(t).TerminateBackends(t, appName(t)))
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
+
+	calls := 0
+	var pid uint32
+	err := p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+		calls++
+		pid = c.PgConn().PID()
+		return c.QueryRow(ctx, "SELECT 1").Scan(new(int))
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, calls, "exactly one connection handed out")
+	require.NotZero(t, pid)
+
+	s := p.Stats()
+	require.Equal(t, uint64(failing), s.HealthCheckFailures)
+	require.Equal(t, uint64(failing), s.AcquireRetries)
+	require.Equal(t, 1, s.Open, "the failed connections were destroyed, not returned")
+	require.Equal(t, 1, s.Idle)
+	verifyNoLeaks(t, p, 1)
+}
+
+func TestDo_DestroysEveryConnectionWhoseHealthCheckTimesOut(t *testing.T) {
+	checkGoroutines(t)
+	const failing = 2
+	proxy := testenv.StartProxy(t, pgServer(t).Addr())
+	opts := testOptions(t, pgDSN(t, proxy.Addr))
+	opts.MaxConns = failing + 1
+	opts.AcquireRetries = failing
+	opts.HealthCheckTimeout = 200 * time.Millisecond
+	p := newPool(t, opts)
+	fill(t, p, failing)
+
+	// The idle connections stop answering; a fresh one works.
+	proxy.FreezeExisting()
+
+	calls := 0
+	start := time.Now()
+	err := p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+		calls++
+		return c.QueryRow(ctx, "SELECT 1").Scan(new(int))
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, calls)
+	require.GreaterOrEqual(t, time.Since(start), failing*opts.HealthCheckTimeout, "each frozen connection cost one health check timeout")
+	s := p.Stats()
+	require.Equal(t, uint64(failing), s.HealthCheckFailures)
+	require.Equal(t, uint64(failing), s.AcquireRetries)
+	require.Equal(t, 1, s.Open)
+	verifyNoLeaks(t, p, 1)
+}
+
+func TestDo_GivesUpAfterBoundedAttemptsAndHoldsNothing(t *testing.T) {
+	checkGoroutines(t)
+	proxy := testenv.StartProxy(t, pgServer(t).Addr())
+	opts := testOptions(t, pgDSN(t, proxy.Addr))
+	opts.AcquireRetries = 2
+	opts.HealthCheckTimeout = 100 * time.Millisecond
+	opts.RetryBackoff = 20 * time.Millisecond
+	p := newPool(t, opts)
+	// Every connection, old or new, is reset by the proxy right away.
+	proxy.Refuse(true)
+
+	called := false
+	err := p.Do(context.Background(), func(context.Context, *pgx.Conn) error { called = true; return nil })
+	require.Error(t, err)
+	require.False(t, called)
+	require.Contains(t, err.Error(), t.Name())
+	s := p.Stats()
+	require.Equal(t, uint64(2), s.AcquireRetries)
+	require.Equal(t, uint64(1), s.AcquireErrors)
+	require.Equal(t, 0, s.Open)
+	proxy.Refuse(false)
+	require.NoError(t, p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }))
+	verifyNoLeaks(t, p, 1)
+}
+
+func TestDo_ReleasesOnErrorAndDestroysOnPanicOrOpenTransaction(t *testing.T) {
+	checkGoroutines(t)
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.MaxConns = 1
+	p := newPool(t, opts)
+	ctx := context.Background()
+
+	boom := errors.New("boom")
+	var firstPID uint32
+	err := p.Do(ctx, func(_ context.Context, c *pgx.Conn) error {
+		firstPID = c.PgConn().PID()
+		return boom
+	})
+	require.ErrorIs(t, err, boom)
+	require.Equal(t, 1, p.Stats().Idle, "a callback error on a healthy connection returns it")
+
+	// Left inside a transaction: destroyed.
+	require.NoError(t, p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		require.Equal(t, firstPID, c.PgConn().PID(), "the returned connection was reused")
+		_, err := c.Exec(ctx, "BEGIN")
+		return err
+	}))
+	require.Equal(t, 0, p.Stats().Open, "a connection left in a transaction is destroyed")
+
+	// A panic releases the connection, then propagates.
+	require.PanicsWithValue(t, "callback panic", func() {
+		_ = p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.Exec(ctx, "BEGIN")
+			require.NoError(t, err)
+			panic("callback panic")
+		})
+	})
+	s := p.Stats()
+	require.Equal(t, 0, s.InUse)
+	require.Equal(t, 0, s.Open, "the panicking callback's connection was in a transaction: destroyed")
+
+	// A query cut off by the context leaves the connection broken: destroyed.
+	qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err = p.Do(qctx, func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SELECT pg_sleep(5)")
+		return err
+	})
+	require.Error(t, err)
+	require.Equal(t, 0, p.Stats().Open)
+	verifyNoLeaks(t, p, 0)
+}
+
+func TestDo_SendsApplicationNameAndTimeoutsOnPostgres(t *testing.T) {
+	checkGoroutines(t)
+	dsn := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", monUser, monPass, pgServer(t).Addr())
+	opts := testOptions(t, dsn)
+	opts.StatementTimeout = 4500 * time.Millisecond
+	opts.LockTimeout = 700 * time.Millisecond
+	p := newPool(t, opts)
+	var app, stmt, lock string
+	require.NoError(t, p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT current_setting('application_name'), current_setting('statement_timeout'), current_setting('lock_timeout')").Scan(&app, &stmt, &lock)
+	}))
+	require.Equal(t, "poolwatch", app)
+	require.Equal(t, "4500ms", stmt)
+	require.Equal(t, "700ms", lock)
+
+	// A DSN's own application_name wins.
+	p2 := newPool(t, testOptions(t, dsn+"&application_name=custom-probe"))
+	require.NoError(t, p2.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app)
+	}))
+	require.Equal(t, "custom-probe", app)
+}
+
+func TestDo_RereadsThePasswordForEveryNewConnection(t *testing.T) {
+	checkGoroutines(t)
+	role := "pw_rotate"
+	pgServer(t).CreateRole(t, role, "first-Secret", "LOGIN")
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pwFile, []byte("first-Secret\n"), 0o600))
+	opts := testOptions(t, fmt.Sprintf("postgres://%s@%s/postgres?sslmode=disable&application_name=%s", role, pgServer(t).Addr(), appName(t)))
+	opts.Password = func() (string, error) {
+		b, err := os.ReadFile(pwFile)
+		return strings.TrimSuffix(string(b), "\n"), err
+	}
+	p := newPool(t, opts)
+	ping := func() error {
+		return p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) })
+	}
+	require.NoError(t, ping())
+
+	// Rotate: new password on the server and in the file, old connections gone.
+	pgServer(t).Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD 'second-Secret'", role))
+	require.NoError(t, os.WriteFile(pwFile, []byte("second-Secret\n"), 0o600))
+	pgServer(t).TerminateBackends(t, appName(t))
+	require.NoError(t, ping(), "the rotated password is read for the new connection")
+	require.Equal(t, uint64(2), p.Stats().NewConnections)
+
+	// An unreadable password source is a clear error.
+	require.NoError(t, os.Remove(pwFile))
+	pgServer(t).TerminateBackends(t, appName(t))
+	err := ping()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "read password")
+	verifyNoLeaks(t, p, 0)
+}
+
+func TestDo_WrongPasswordIsAClearErrorWithoutThePasswordAndIsNotRetried(t *testing.T) {
+	checkGoroutines(t)
+	const bad = "Wr0ng-Pa55word-xyz"
+	dsn := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&application_name=%s", monUser, bad, pgServer(t).Addr(), appName(t))
+	p := newPool(t, testOptions(t, dsn))
+	err := p.Do(context.Background(), func(context.Context, *pgx.Conn) error { return nil })
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "password authentication failed")
+	require.NotContains(t, err.Error(), bad)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "28P01", pgErr.Code)
+	s := p.Stats()
+	require.Equal(t, uint64(0), s.AcquireRetries, "a wrong password is not retried")
+	require.Equal(t, uint64(1), s.AcquireErrors)
+	require.Equal(t, 0, s.Open)
+}
+
+func TestNew_RejectsBadOptionsWithoutLeakingThePassword(t *testing.T) {
+	base := pool.Options{Target: "t", DSN: "postgres://u:hunter2-secret@127.0.0.1:1/db", MaxConns: 1}
+	for name, tc := range map[string]struct {
+		mutate func(*pool.Options)
+		want   string
+	}{
+		"zero max":       {func(o *pool.Options) { o.MaxConns = 0 }, "max connections must be > 0"},
+		"min above max":  {func(o *pool.Options) { o.MinConns = 2 }, "min connections 2 must be between 0 and max 1"},
+		"negative retry": {func(o *pool.Options) { o.AcquireRetries = -1 }, "acquire retries must be >= 0"},
+		"bad dsn":        {func(o *pool.Options) { o.DSN = "postgres://u:hunter2-secret@127.0.0.1:notaport/db" }, "invalid DSN"},
+		"bad kv dsn":     {func(o *pool.Options) { o.DSN = "host=x password=hunter2-secret sslmode=bogus" }, "invalid DSN"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := base
+			tc.mutate(&o)
+			_, err := pool.New(o)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			require.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+}
+
+func TestKind_String(t *testing.T) {
+	require.Equal(t, "postgres", pool.KindPostgres.String())
+	require.Equal(t, "pgbouncer", pool.KindPgBouncer.String())
+}
+
+func TestDo_AfterCloseFailsWithErrClosed(t *testing.T) {
+	checkGoroutines(t)
+	p, err := pool.New(testOptions(t, pgDSN(t, "")))
+	require.NoError(t, err)
+	require.NoError(t, p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }))
+	require.NoError(t, p.Close(context.Background()))
+	require.NoError(t, p.Close(context.Background()), "Close is idempotent")
+	err = p.Do(context.Background(), func(context.Context, *pgx.Conn) error { return nil })
+	require.ErrorIs(t, err, pool.ErrClosed)
+	require.Equal(t, 0, p.Stats().Open)
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
+}
+
+func TestClose_CancelsCallbacksThatOutliveItsContext(t *testing.T) {
+	checkGoroutines(t)
+	p, err := pool.New(testOptions(t, pgDSN(t, "")))
+	require.NoError(t, err)
+	started := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		result <- p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+			close(started)
+			_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
+			return err
+		})
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	err = p.Close(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(begin), 10*time.Second, "Close did not wait for the 30 s query")
+	require.Error(t, <-result, "the callback saw its context cancelled")
+	require.Equal(t, 0, p.Stats().InUse)
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
+}
+
+func TestClose_WaitsForCallbacksThatFinishInTime(t *testing.T) {
+	checkGoroutines(t)
+	p, err := pool.New(testOptions(t, pgDSN(t, "")))
+	require.NoError(t, err)
+	started := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		result <- p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
+			close(started)
+			_, err := c.Exec(ctx, "SELECT pg_sleep(0.3)")
+			return err
+		})
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Close(ctx))
+	require.NoError(t, <-result, "the callback ran to completion")
+}
+
+func TestStats_IdleClosedPoolHoldsNoConnectionAndReopensOnUse(t *testing.T) {
+	checkGoroutines(t)
+	clock := newFakeClock()
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.IdleClose = time.Minute
+	opts.LeakThreshold = 100 * time.Millisecond // makes the janitor tick every 50 ms
+	opts.MinConns = 1
+	opts.Now = clock.Now
+	p := newPool(t, opts)
+	ping := func() error {
+		return p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) })
+	}
+	require.Equal(t, 0, p.Stats().Open, "nothing is opened before the first use")
+	require.NoError(t, ping())
+	// The call's own dial and the MinConns top-up may both have dialled.
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n >= 1 }, 10*time.Second)
+
+	clock.Advance(59 * time.Second)
+	time.Sleep(200 * time.Millisecond) // several janitor ticks: nothing may happen
+	require.GreaterOrEqual(t, p.Stats().Open, 1, "not idle for IdleClose yet")
+
+	clock.Advance(2 * time.Second)
+	require.Eventually(t, func() bool { return p.Stats().Open == 0 }, 10*time.Second, 10*time.Millisecond)
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
+	require.NoError(t, ping())
+	// The reopened pool dials for the call, and maybe a second time in the
+	// background to top up MinConns.
+	require.GreaterOrEqual(t, p.Stats().NewConnections, uint64(2))
+}
+
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestStats_CountsALeakedConnectionUntilItIsReleased uses an injected clock:
+// the leak threshold is crossed without waiting for it.
+func TestStats_CountsALeakedConnectionUntilItIsReleased(t *testing.T) {
+	checkGoroutines(t)
+	clock := newFakeClock()
+	advance := clock.Advance
+
+	var logs logBuffer
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.LeakThreshold = 30 * time.Second
+	opts.Now = clock.Now
+	opts.Logger = log.NewLogfmtLogger(&logs)
+	p := newPool(t, opts)
+
+	holding := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Do(context.Background(), func(context.Context, *pgx.Conn) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	advance(29 * time.Second)
+	s := p.Stats()
+	require.Equal(t, 0, s.Leaked, "below the threshold")
+	require.Equal(t, 1, s.InUse)
+	require.Equal(t, 29*time.Second, s.OldestHeld)
+
+	advance(2 * time.Second)
+	s = p.Stats()
+	require.Equal(t, 1, s.Leaked)
+	require.Equal(t, 31*time.Second, s.OldestHeld)
+	p.Stats()
+	require.Equal(t, 1, strings.Count(logs.String(), "held past leak threshold"), "each leak is logged once: %s", logs.String())
+	require.Contains(t, logs.String(), "held_for=31s")
+
+	close(release)
+	require.NoError(t, <-done)
+	s = p.Stats()
+	require.Equal(t, 0, s.Leaked)
+	require.Equal(t, 0, s.InUse)
+	require.Equal(t, time.Duration(0), s.OldestHeld)
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestDo_StressKeepsInvariants runs many goroutines that acquire, fail,
+// panic, leave transactions open and release, while a watcher checks the
+// pool's invariants. Bounded by count and time.
+func TestDo_StressKeepsInvariants(t *testing.T) {
+	checkGoroutines(t)
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.MaxConns = 3
+	opts.AcquireRetries = 2
+	p := newPool(t, opts)
+
+	const workers, perWorker = 12, 40
+	deadline := time.Now().Add(20 * time.Second)
+	var violations atomic.Int64
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			default:
+			}
+			s := p.Stats()
+			if s.InUse > s.Max || s.Open > s.Max || s.InUse < 0 || s.Idle < 0 {
+				violations.Add(1)
+			}
+			runtime.Gosched()
+		}
+	}()
+
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				if time.Now().After(deadline) {
+					return
+				}
+				op := (w*perWorker + i*7) % 6
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				err := func() (err error) {
+					defer func() {
+						if r := recover(); r != nil {
+							err = fmt.Errorf("recovered: %v", r)
+						}
+					}()
+					return p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+						switch op {
+						case 0:
+							return c.QueryRow(ctx, "SELECT 1").Scan(new(int))
+						case 1:
+							return errors.New("callback failure")
+						case 2:
+							panic("stress panic")
+						case 3:
+							_, err := c.Exec(ctx, "BEGIN")
+							return err
+						case 4:
+							_, err := c.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
+							return err
+						default:
+							_, err := c.Exec(ctx, "SELECT pg_sleep(0.005)")
+							return err
+						}
+					})
+				}()
+				cancel()
+				if err != nil {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopWatch)
+	<-watchDone
+	t.Logf("stress: %d ok, %d failed, stats %+v", ok.Load(), failed.Load(), p.Stats())
+	require.Zero(t, violations.Load(), "invariant violations")
+	require.Positive(t, ok.Load())
+	require.Positive(t, failed.Load())
+	verifyNoLeaks(t, p, int(opts.MaxConns))
+}
