@@ -1,0 +1,194 @@
+package target
+
+import (
+	"context"
+	"net"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// NewPgBouncer returns a Scraper for a PgBouncer admin console. The
+// connection it is given must be logged in to the `pgbouncer` database as an
+// admin_users or stats_users user. Every command is sent with the simple
+// protocol, whatever the connection's default exec mode.
+func NewPgBouncer(o PgBouncerOptions) Scraper {
+	return &pgBouncer{opts: o, versions: newVersionCache(versionCacheSize)}
+}
+
+type pgBouncer struct {
+	opts     PgBouncerOptions
+	versions *versionCache
+}
+
+// Scrape runs one round: SHOW POOLS, DATABASES, USERS (1.23+), CONFIG,
+// LISTS and STATS; then SHOW CLIENTS only if a leak is possible, and SHOW
+// SERVERS only if there is a leak to attribute. docs/metrics.md has the
+// mapping.
+func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
+	r := &bouncerRound{opts: s.opts}
+	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		cons := func(ctx context.Context, sql string, mapFn func(rowSource) error) error {
+			return showQuery(ctx, conn, sql, mapFn)
+		}
+		r.version = s.version(ctx, conn.PgConn().ParameterStatus("server_version"), conn.PgConn(), cons, r)
+		s.collect(ctx, cons, ownClientOf(conn), r)
+		return nil
+	})
+	if err != nil {
+		r.errors = append(r.errors, QueryError{Query: QueryConnect, Err: err})
+	}
+	return r.result()
+}
+
+// console runs one admin console command and hands its rows to mapFn, which
+// consumes them. Live, it is showQuery on the probe connection; in tests it
+// serves recorded output.
+type console func(ctx context.Context, sql string, mapFn func(rowSource) error) error
+
+// collect runs the round's commands on cons and maps their output into r.
+// r.version must be set: it gates SHOW USERS. Each failed command is
+// recorded in r.errors and the round goes on.
+func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r *bouncerRound) {
+	run := func(name, sql string, mapFn func(rowSource) error) bool {
+		if err := cons(ctx, sql, mapFn); err != nil {
+			r.errors = append(r.errors, QueryError{Query: name, Err: err})
+			return false
+		}
+		return true
+	}
+
+	r.poolsOK = run(QueryShowPools, "SHOW POOLS", func(src rowSource) (err error) {
+		r.pools, err = mapPools(src)
+		return err
+	})
+	run(QueryShowDatabases, "SHOW DATABASES", func(src rowSource) (err error) {
+		r.dbs, err = mapDatabases(src)
+		return err
+	})
+	if versionAtLeast(r.version, 1, 23) {
+		run(QueryShowUsers, "SHOW USERS", func(src rowSource) (err error) {
+			r.users, err = mapUsers(src)
+			return err
+		})
+	}
+	run(QueryShowConfig, "SHOW CONFIG", func(src rowSource) (err error) {
+		r.config, err = mapConfig(src)
+		return err
+	})
+	run(QueryShowLists, "SHOW LISTS", func(src rowSource) (err error) {
+		r.lists, err = mapLists(src)
+		return err
+	})
+	run(QueryShowStats, "SHOW STATS", func(src rowSource) (err error) {
+		r.stats, err = mapStats(src)
+		return err
+	})
+
+	modes := newModeResolver(r.pools, r.dbs, r.config, s.opts.SessionModeLeaks)
+	if r.poolsOK && !modes.possible(r.pools) {
+		return // no server is linked to a client in a pool where leaks count
+	}
+	r.clientsRan = true
+	var scan clientScan
+	if !run(QueryShowClients, "SHOW CLIENTS", func(src rowSource) (err error) {
+		scan, err = scanClients(src, own, modes)
+		return err
+	}) {
+		return
+	}
+	r.ownFound = scan.ownFound
+	r.leaks = leaksOf(scan, s.opts.LeakThreshold)
+	if len(r.leaks) == 0 {
+		return
+	}
+	want := make(map[string]bool, len(r.leaks))
+	for _, l := range r.leaks {
+		want[l.link] = true
+	}
+	run(QueryShowServers, "SHOW SERVERS", func(src rowSource) (err error) {
+		r.servers, err = mapServers(src, want)
+		return err
+	})
+}
+
+// version returns the PgBouncer version of the connection pc, whose console
+// reported `reported` as its server_version ParameterStatus at login
+// ("1.18.0/bouncer"): that costs no query and cannot change for the
+// connection's life. Should a console report none, SHOW VERSION runs once
+// per connection and is remembered.
+func (s *pgBouncer) version(ctx context.Context, reported string, pc *pgconn.PgConn, cons console, r *bouncerRound) string {
+	if v := parseBouncerVersion(reported); v != "" {
+		return v
+	}
+	if v, ok := s.versions.get(pc); ok {
+		return v
+	}
+	var v string
+	err := cons(ctx, "SHOW VERSION", func(src rowSource) error {
+		c := colIndex(src.columns(), "version")
+		for src.next() {
+			if v == "" {
+				v = parseBouncerVersion(str(src.values(), c[0]))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.errors = append(r.errors, QueryError{Query: QueryShowVersion, Err: err})
+		return ""
+	}
+	if v != "" {
+		s.versions.put(pc, v)
+	}
+	return v
+}
+
+// ownClientOf returns how the agent's connection shows in SHOW CLIENTS:
+// its local address and port, as PgBouncer sees them unless NAT or a proxy
+// is in between.
+func ownClientOf(conn *pgx.Conn) ownClient {
+	nc := conn.PgConn().Conn()
+	if nc == nil {
+		return ownClient{}
+	}
+	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+		return ownClient{addr: a.IP.String(), port: a.Port}
+	}
+	return ownClient{}
+}
+
+// versionCacheSize bounds the version cache: a probe pool holds a few
+// connections.
+const versionCacheSize = 16
+
+// versionCache remembers the version of connections whose console sent no
+// server_version. It is keyed by the *pgconn.PgConn, which it keeps alive
+// until evicted, so a pointer cannot be reused by another connection while
+// it is a key. When full, it is emptied.
+type versionCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[*pgconn.PgConn]string
+}
+
+func newVersionCache(maxEntries int) *versionCache {
+	return &versionCache{max: maxEntries, m: map[*pgconn.PgConn]string{}}
+}
+
+func (c *versionCache) get(k *pgconn.PgConn) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *versionCache) put(k *pgconn.PgConn, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[k] = v
+}
