@@ -1,0 +1,44 @@
+// Command mixin writes poolwatch's Prometheus rules and Grafana dashboards
+// from the mixin package:
+//
+//	go run ./mixin/cmd/mixin -out .                  # the shipped files (make mixin)
+//	go run ./mixin/cmd/mixin -variant short -out DIR # short durations, for e2e and demo
+//
+// It writes DIR/alerts/poolwatch.rules.yml and DIR/dashboards/*.json.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/poolwatch/poolwatch/mixin"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "mixin:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("mixin", flag.ContinueOnError)
+	variant := fs.String("variant", "default", "configuration to render: default or short")
+	out := fs.String("out", ".", "directory to write alerts/ and dashboards/ into")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg, err := mixin.Variant(*variant)
+	if err != nil {
+		return err
+	}
+	files, err := mixin.Files(cfg, *variant)
+	if err != nil {
+		return err
+	}
+	return mixin.Write(*out, files)
+}
