@@ -1,0 +1,90 @@
+# poolwatch's build. Every target works from a fresh Debian machine with Go:
+# `make deps` installs what is missing and is run by the targets that need it.
+
+# go1.26.8 carries known net/http and crypto/tls vulnerabilities; the module
+# proxy serves this toolchain.
+export GOTOOLCHAIN := go1.27.3
+
+GO        ?= go
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+PKG       := github.com/poolwatch/poolwatch
+BINARY    := poolwatch
+VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+BUILDDATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
+VPKG      := github.com/prometheus/common/version
+LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
+             -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=poolwatch-make -X $(VPKG).BuildDate=$(BUILDDATE)
+
+STATICCHECK_VERSION   := v0.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
+APT_PACKAGES          := pgbouncer prometheus prometheus-alertmanager
+# Coverage floor for the probe pool, in percent.
+POOL_COVERAGE_MIN     := 95
+
+.PHONY: all build test test-go check-fmt vet staticcheck coverage deps deps-apt deps-go \
+        lint mixin e2e bench fuzz clean
+
+all: build
+
+## build: a static binary, ./poolwatch
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINARY) .
+
+## deps: install what the tests need when it is missing (idempotent)
+deps: deps-apt deps-go
+
+deps-apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing apt packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@test -x /usr/lib/postgresql/15/bin/postgres || { echo "PostgreSQL 15 server binaries are missing in /usr/lib/postgresql/15/bin"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-15 >/dev/null; }
+
+deps-go:
+	$(GO) mod download
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage
+test: deps check-fmt vet staticcheck test-go coverage
+
+check-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GOBIN)/staticcheck ./...
+
+# Each package's tests have a time budget (-timeout); the suites run against
+# real PostgreSQL, PgBouncer, Prometheus and Alertmanager.
+test-go:
+	$(GO) test -race -count=1 -timeout 8m -coverprofile=coverage.out -coverpkg=./pool/ ./...
+
+coverage:
+	@$(GO) tool cover -func=coverage.out | tail -1 | awk -v min=$(POOL_COVERAGE_MIN) \
+		'{ sub("%","",$$3); printf "pool/ statement coverage: %s%% (minimum %s%%)\n", $$3, min; if ($$3+0 < min) exit 1 }'
+
+## lint: golangci-lint v2 with the project's strict config
+lint:
+	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	$(GOBIN)/golangci-lint run ./...
+
+## mixin: regenerate alerts/ and dashboards/ from mixin/
+mixin:
+	$(GO) run ./mixin/cmd/mixin -out .
+
+## fuzz: run each fuzz target for FUZZTIME (seed corpora run in make test)
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+
+clean:
+	rm -f $(BINARY) coverage.out

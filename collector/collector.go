@@ -1,0 +1,205 @@
+// Package collector turns poolwatch's model (target results and probe pool
+// snapshots) into Prometheus metrics. It knows no SQL.
+//
+// Collectors here are built for one request from snapshots taken before
+// Collect: Collect only converts, it never queries. Their series depend on
+// what the targets returned, so they are unchecked collectors (Describe
+// sends nothing).
+package collector
+
+import (
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/poolwatch/poolwatch/pool"
+	"github.com/poolwatch/poolwatch/target"
+)
+
+// Target is one target's round, as the collector needs it.
+type Target struct {
+	Name string
+	Kind string
+	// Labels are the target's static labels, added to every series.
+	Labels map[string]string
+	// Up is true when every query of the round succeeded.
+	Up bool
+	// Duration is how long the round took.
+	Duration time.Duration
+	// Result is what the round read; nil means nothing was read.
+	Result *target.Result
+	// ScrapeErrors counts failed queries since the target was configured.
+	ScrapeErrors map[string]float64
+}
+
+// ProbePool is one target's probe pool snapshot.
+type ProbePool struct {
+	Target string
+	Labels map[string]string
+	Stats  pool.Stats
+}
+
+// Names of the metrics this package emits, for documentation and tests.
+const (
+	namespace = "poolwatch"
+)
+
+// Targets collects the target and pool series of a set of rounds.
+type Targets struct {
+	targets []Target
+}
+
+// NewTargets returns a collector of ts's series. ts must not be modified
+// afterwards.
+func NewTargets(ts []Target) *Targets { return &Targets{targets: ts} }
+
+// Describe sends nothing: the collector is unchecked.
+func (*Targets) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends every series of every target.
+func (c *Targets) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range c.targets {
+		d := newTargetDescs(t.Labels)
+		collectTarget(ch, d, t)
+	}
+}
+
+// targetDescs are the descriptors of one target's series. The static labels
+// are constant labels, so they differ between targets.
+type targetDescs struct {
+	up, duration, info, errors, dropped                              *prometheus.Desc
+	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
+	poolInfo                                                         *prometheus.Desc
+	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+}
+
+func newTargetDescs(static map[string]string) *targetDescs {
+	cl := prometheus.Labels(static)
+	tl := []string{"target"}
+	pl := []string{"target", "pool"}
+	dl := []string{"target", "database"}
+	nd := func(name, help string, labels []string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, cl)
+	}
+	return &targetDescs{
+		up:       nd("target_up", "1 when every query of this scrape of the target succeeded, else 0.", tl),
+		duration: nd("target_scrape_duration_seconds", "How long this scrape of the target took.", tl),
+		info:     nd("target_info", "Always 1; the kind and server version of the target.", []string{"target", "kind", "version"}),
+		errors:   nd("target_scrape_errors_total", "Failed queries against the target, by query.", []string{"target", "query"}),
+		dropped:  nd("target_pools_dropped", "Pools of the target not exported because of max_pools.", tl),
+
+		min:      nd("pool_min_connections", "The pool's floor: PgBouncer min_pool_size, or the declared minimum. Absent where there is none.", pl),
+		max:      nd("pool_max_connections", "The pool's ceiling: PgBouncer pool_size, the server's usable slots, or the declared maximum. Absent when unlimited.", pl),
+		reserve:  nd("pool_reserve_connections", "PgBouncer reserve pool size.", pl),
+		open:     nd("pool_open_connections", "Connections that exist and count against the pool's maximum.", pl),
+		inUse:    nd("pool_in_use_connections", "Connections working for a client.", pl),
+		waiting:  nd("pool_waiting_clients", "Clients queued for a connection. Absent where the pool has no queue.", pl),
+		maxWait:  nd("pool_max_wait_seconds", "Age of the oldest queued client. Absent where the pool has no queue.", pl),
+		leaked:   nd("pool_leaked_connections", "Connections held past the leak threshold with no activity.", pl),
+		oldest:   nd("pool_oldest_leak_seconds", "How long the oldest leaked connection has been held; 0 when there is none.", pl),
+		poolInfo: nd("pool_info", "Always 1; metadata of the pool for joins.", []string{"target", "pool", "kind", "database", "user", "mode"}),
+
+		paused:       nd("pgbouncer_database_paused", "1 when the PgBouncer database is paused.", dl),
+		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
+		transactions: nd("pgbouncer_transactions_total", "Transactions pooled by PgBouncer for the database (SHOW STATS total_xact_count).", dl),
+		queries:      nd("pgbouncer_queries_total", "Queries pooled by PgBouncer for the database (SHOW STATS total_query_count).", dl),
+		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", dl),
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, t Target) {
+	gauge(ch, d.up, boolValue(t.Up), t.Name)
+	gauge(ch, d.duration, t.Duration.Seconds(), t.Name)
+	queries := make([]string, 0, len(t.ScrapeErrors))
+	for q := range t.ScrapeErrors {
+		queries = append(queries, q)
+	}
+	sort.Strings(queries)
+	for _, q := range queries {
+		counter(ch, d.errors, t.ScrapeErrors[q], t.Name, q)
+	}
+	r := t.Result
+	if r == nil {
+		return
+	}
+	if r.Version != "" {
+		gauge(ch, d.info, 1, t.Name, t.Kind, r.Version)
+	}
+	gauge(ch, d.dropped, float64(r.PoolsDropped), t.Name)
+	for _, p := range r.Pools {
+		optionalGauge(ch, d.min, p.Min, t.Name, p.Name)
+		optionalGauge(ch, d.max, p.Max, t.Name, p.Name)
+		optionalGauge(ch, d.reserve, p.Reserve, t.Name, p.Name)
+		gauge(ch, d.open, p.Open, t.Name, p.Name)
+		gauge(ch, d.inUse, p.InUse, t.Name, p.Name)
+		optionalGauge(ch, d.waiting, p.Waiting, t.Name, p.Name)
+		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, t.Name, p.Name)
+		gauge(ch, d.leaked, p.Leaked, t.Name, p.Name)
+		gauge(ch, d.oldest, p.OldestLeakSeconds, t.Name, p.Name)
+		gauge(ch, d.poolInfo, 1, t.Name, p.Name, t.Kind, p.Database, p.User, p.Mode)
+	}
+	for _, db := range r.Databases {
+		gauge(ch, d.paused, boolValue(db.Paused), t.Name, db.Name)
+		gauge(ch, d.disabled, boolValue(db.Disabled), t.Name, db.Name)
+	}
+	for _, s := range r.Stats {
+		counter(ch, d.transactions, s.Transactions, t.Name, s.Database)
+		counter(ch, d.queries, s.Queries, t.Name, s.Database)
+		counter(ch, d.clientWait, s.ClientWaitSeconds, t.Name, s.Database)
+	}
+}
+
+func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o target.Optional, labels ...string) {
+	if o.Valid {
+		gauge(ch, d, o.Value, labels...)
+	}
+}
+
+// ProbePools collects the agent's own probe pool series.
+type ProbePools struct {
+	pools []ProbePool
+}
+
+// NewProbePools returns a collector of ps's series. ps must not be modified
+// afterwards.
+func NewProbePools(ps []ProbePool) *ProbePools { return &ProbePools{pools: ps} }
+
+// Describe sends nothing: the collector is unchecked.
+func (*ProbePools) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends every probe pool's series.
+func (c *ProbePools) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.pools {
+		cl := prometheus.Labels(p.Labels)
+		nd := func(name, help string) *prometheus.Desc {
+			return prometheus.NewDesc(prometheus.BuildFQName(namespace, "probe_pool", name), help, []string{"target"}, cl)
+		}
+		s := p.Stats
+		gauge(ch, nd("min_connections", "Configured minimum of the agent's probe pool."), float64(s.Min), p.Target)
+		gauge(ch, nd("max_connections", "Configured maximum of the agent's probe pool."), float64(s.Max), p.Target)
+		gauge(ch, nd("open_connections", "Connections the probe pool holds or is dialling."), float64(s.Open), p.Target)
+		gauge(ch, nd("in_use_connections", "Probe pool connections acquired now."), float64(s.InUse), p.Target)
+		gauge(ch, nd("idle_connections", "Probe pool connections idle in the pool."), float64(s.Idle), p.Target)
+		gauge(ch, nd("leaked_connections", "Probe pool connections held past probe_pool.leak_threshold."), float64(s.Leaked), p.Target)
+		counter(ch, nd("acquire_retries_total", "Acquire attempts made after a failed first attempt."), float64(s.AcquireRetries), p.Target)
+		counter(ch, nd("acquire_errors_total", "Acquires that ended without a healthy connection."), float64(s.AcquireErrors), p.Target)
+		counter(ch, nd("health_check_failures_total", "Failed or timed-out health checks of probe pool connections."), float64(s.HealthCheckFailures), p.Target)
+		counter(ch, nd("new_connections_total", "Connections the probe pool established."), float64(s.NewConnections), p.Target)
+	}
+}

@@ -1,0 +1,147 @@
+// Command poolwatch is a Prometheus exporter that watches database
+// connection pools (PgBouncer pools, PostgreSQL connection slots and
+// application pools) and pages before a pool runs dry.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/poolwatch/poolwatch/agent"
+	"github.com/poolwatch/poolwatch/config"
+	"github.com/poolwatch/poolwatch/internal/logging"
+	"github.com/poolwatch/poolwatch/server"
+)
+
+// cli is the command line. Flags follow Prometheus' dotted kebab-case.
+type cli struct {
+	ConfigFile string `name:"config.file" default:"poolwatch.yml" env:"POOLWATCH_CONFIG_FILE" help:"Path to the configuration file."`
+	LogLevel   string `name:"log.level" default:"info" enum:"debug,info,warn,error" env:"POOLWATCH_LOG_LEVEL" help:"Only log messages with the given severity or above: one of ${enum}."`
+	LogFormat  string `name:"log.format" default:"logfmt" enum:"logfmt,json" env:"POOLWATCH_LOG_FORMAT" help:"Output format of log messages: one of ${enum}."`
+
+	Version kong.VersionFlag `name:"version" help:"Print version information and exit."`
+
+	Run         runCmd         `cmd:"" default:"withargs" help:"Run the exporter (the default command)."`
+	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"Validate the configuration file and exit."`
+}
+
+type runCmd struct {
+	ListenAddress   []string      `name:"web.listen-address" default:":9648" env:"POOLWATCH_WEB_LISTEN_ADDRESS" help:"Addresses to listen on for the web interface and telemetry; repeat for several."`
+	WebConfigFile   string        `name:"web.config.file" env:"POOLWATCH_WEB_CONFIG_FILE" help:"Path to an exporter-toolkit web configuration file that enables TLS or basic authentication."`
+	SystemdSocket   bool          `name:"web.systemd-socket" help:"Use systemd socket activation listeners instead of port listeners (Linux only)."`
+	TelemetryPath   string        `name:"web.telemetry-path" default:"/metrics" env:"POOLWATCH_WEB_TELEMETRY_PATH" help:"Path under which to expose metrics."`
+	TimeoutOffset   time.Duration `name:"scrape.timeout-offset" default:"500ms" env:"POOLWATCH_SCRAPE_TIMEOUT_OFFSET" help:"Subtracted from Prometheus' scrape timeout to leave time to answer."`
+	MetricsTargets  bool          `name:"metrics.targets" default:"true" negatable:"" env:"POOLWATCH_METRICS_TARGETS" help:"Put every target's series on the metrics path; --no-metrics.targets leaves them to /probe."`
+	ShutdownTimeout time.Duration `name:"web.shutdown-timeout" default:"10s" help:"How long a graceful shutdown waits for requests and probe pools."`
+}
+
+type checkConfigCmd struct{}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("poolwatch"),
+		kong.Description("Prometheus exporter that watches database connection pools and pages before a pool runs dry."),
+		kong.Vars{"version": version.Print("poolwatch")},
+		kong.UsageOnError(),
+	)
+	logger, err := logging.New(os.Stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "poolwatch:", err)
+		os.Exit(2)
+	}
+	ctx.FatalIfErrorf(ctx.Run(&c, logger))
+}
+
+// Run validates the configuration file and reports the result on stdout.
+func (checkConfigCmd) Run(c *cli, _ *logging.Logger) error {
+	cfg, err := config.Load(c.ConfigFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("%s: OK, %d targets\n", c.ConfigFile, len(cfg.Targets()))
+	return nil
+}
+
+// Run serves until SIGTERM or SIGINT.
+func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
+	logger := lg.Log
+	level.Info(logger).Log("msg", "starting poolwatch", "version", version.Info(), "build_context", version.BuildContext())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		versioncollector.NewCollector("poolwatch"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	a := agent.New(logger)
+	reloader := agent.NewReloader(c.ConfigFile, a, reg, logger, r.ShutdownTimeout)
+	if err := reloader.Reload(); err != nil {
+		level.Error(logger).Log("msg", "cannot load the configuration", "err", err)
+		os.Exit(1)
+	}
+
+	handler, err := server.New(server.Options{
+		Agent:               a,
+		Gatherer:            reg,
+		TelemetryPath:       r.TelemetryPath,
+		ScrapeTimeoutOffset: r.TimeoutOffset,
+		MetricsTargets:      r.MetricsTargets,
+		Reload:              reloader.Reload,
+		Ready:               reloader.Loaded,
+		Logger:              logger,
+		Version:             version.Version,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	flags := &web.FlagConfig{WebListenAddresses: &r.ListenAddress, WebSystemdSocket: &r.SystemdSocket, WebConfigFile: &r.WebConfigFile}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(srv, flags, lg.Slog()) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, os.Interrupt)
+	for {
+		select {
+		case <-hup:
+			_ = reloader.Reload() // logged; the old configuration stays on failure
+		case err := <-serveErr:
+			level.Error(logger).Log("msg", "web server failed", "err", err)
+			closeCtx, cancel := context.WithTimeout(context.Background(), r.ShutdownTimeout)
+			_ = a.Close(closeCtx)
+			cancel()
+			os.Exit(1)
+		case sig := <-term:
+			level.Info(logger).Log("msg", "shutting down", "signal", sig.String())
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), r.ShutdownTimeout)
+			if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				level.Warn(logger).Log("msg", "graceful HTTP shutdown incomplete", "err", err)
+			}
+			if err := a.Close(shutdownCtx); err != nil {
+				level.Warn(logger).Log("msg", "probe pools closed with cancelled queries", "err", err)
+			}
+			cancel()
+			level.Info(logger).Log("msg", "stopped")
+			return nil
+		}
+	}
+}
