@@ -276,12 +276,17 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target %q: %w", t.Name, err)
 	}
+	// Error counters start at zero, so that rate() sees the first error.
+	scrapeErrors := map[string]float64{}
+	for _, q := range target.Queries(string(t.Kind)) {
+		scrapeErrors[q] = 0
+	}
 	return &targetState{
 		cfg:          t,
 		pool:         p,
 		scraper:      scraper,
 		logger:       logger,
-		scrapeErrors: map[string]float64{},
+		scrapeErrors: scrapeErrors,
 		seenLeaks:    map[string]bool{},
 	}, nil
 }
@@ -360,7 +365,7 @@ func (s *targetState) abandoned(err error) *Outcome {
 		Target:       s.cfg.Name,
 		Kind:         s.cfg.Kind,
 		Labels:       s.cfg.Labels,
-		Result:       &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: "round", Err: err}}},
+		Result:       &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: err}}},
 		Start:        time.Now(),
 		ScrapeErrors: copyCounts(s.scrapeErrors),
 	}
@@ -402,12 +407,12 @@ func (s *targetState) run(r *round, deadline time.Time) {
 func (s *targetState) safeScrape(ctx context.Context) (res *target.Result) {
 	defer func() {
 		if v := recover(); v != nil {
-			res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: "round", Err: fmt.Errorf("panic: %v", v)}}}
+			res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: fmt.Errorf("panic: %v", v)}}}
 		}
 	}()
 	res = s.scraper.Scrape(ctx, s.pool)
 	if res == nil {
-		res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: "round", Err: errors.New("scraper returned no result")}}}
+		res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: errors.New("scraper returned no result")}}}
 	}
 	return res
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,7 +67,7 @@ func (r *Reloader) Reload() error {
 	if err != nil {
 		r.success.Set(0)
 		level.Error(r.logger).Log("msg", "config reload failed, keeping the previous configuration", "err", err)
-		return fmt.Errorf("reload %s: %w", r.path, err)
+		return err
 	}
 	r.loaded.Store(true)
 	r.success.Set(1)

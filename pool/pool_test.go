@@ -24,15 +24,16 @@ import (
 )
 
 // shared is one PostgreSQL cluster and one PgBouncer used by the package's
-// tests, started by the first test that needs them and stopped by TestMain.
-// Each test uses its own application_name, so pg_stat_activity counts do not
-// mix.
-var shared struct {
-	once    sync.Once
-	pg      *testenv.Postgres
-	pgb     *testenv.PgBouncer
-	stops   []func()
-	initErr error
+// tests. Each test uses its own application_name, so pg_stat_activity
+// counts do not mix.
+var shared = testenv.Shared{
+	Setup: func(tb testing.TB, pg *testenv.Postgres) {
+		pg.CreateRole(tb, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
+	},
+	PgBouncer: testenv.PgBouncerOptions{
+		Users:      map[string]string{monUser: monPass},
+		StatsUsers: []string{monUser},
+	},
 }
 
 const (
@@ -42,40 +43,11 @@ const (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for i := len(shared.stops) - 1; i >= 0; i-- {
-		shared.stops[i]()
-	}
+	shared.Stop()
 	os.Exit(code)
 }
 
-// env returns the shared servers, starting them on first use.
-func env(t *testing.T) (*testenv.Postgres, *testenv.PgBouncer) {
-	t.Helper()
-	testenv.RequireBinaries(t, "postgres", "pgbouncer")
-	shared.once.Do(func() {
-		pg, stop, err := testenv.LaunchPostgres(testenv.PostgresOptions{})
-		if err != nil {
-			shared.initErr = err
-			return
-		}
-		shared.stops = append(shared.stops, stop)
-		pg.CreateRole(t, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
-		pgb, stop, err := testenv.LaunchPgBouncer(pg, testenv.PgBouncerOptions{
-			Users:      map[string]string{monUser: monPass},
-			StatsUsers: []string{monUser},
-		})
-		if err != nil {
-			shared.initErr = err
-			return
-		}
-		shared.stops = append(shared.stops, stop)
-		shared.pg, shared.pgb = pg, pgb
-	})
-	if shared.initErr != nil {
-		t.Fatalf("shared test environment: %v", shared.initErr)
-	}
-	return shared.pg, shared.pgb
-}
+func env(t *testing.T) (*testenv.Postgres, *testenv.PgBouncer) { return shared.Get(t) }
 
 func pgServer(t *testing.T) *testenv.Postgres { pg, _ := env(t); return pg }
 func bouncer(t *testing.T) *testenv.PgBouncer { _, b := env(t); return b }

@@ -39,6 +39,20 @@ const (
 	QueryActivity      = "activity"
 )
 
+// QueryRound names a round that failed as a whole: cut short before it
+// could run its queries, or a bug in the mapping.
+const QueryRound = "round"
+
+// Queries lists every query name a scraper of kind can report in
+// Result.Errors, so that error counters can start at zero.
+func Queries(kind string) []string {
+	if kind == KindPgBouncer {
+		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
+			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	}
+	return []string{QueryConnect, QueryActivity, QueryRound}
+}
+
 // Well-known pool names.
 const (
 	// PoolClients is PgBouncer's client side, against max_client_conn.

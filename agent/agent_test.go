@@ -1,0 +1,356 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/poolwatch/poolwatch/agent"
+	"github.com/poolwatch/poolwatch/config"
+	"github.com/poolwatch/poolwatch/internal/testenv"
+)
+
+const (
+	monUser = "pwmon"
+	monPass = "Agent-S3cret-pw"
+)
+
+var shared = testenv.Shared{
+	Setup: func(tb testing.TB, pg *testenv.Postgres) {
+		pg.CreateRole(tb, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
+	},
+	PgBouncer: testenv.PgBouncerOptions{
+		Users:      map[string]string{monUser: monPass},
+		StatsUsers: []string{monUser},
+	},
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	shared.Stop()
+	os.Exit(code)
+}
+
+// checkGoroutines verifies, after every other cleanup of the test, that no
+// goroutine started by the test is left.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	shared.Get(t)
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// newAgent applies the YAML config to a new agent, closed on cleanup.
+func newAgent(t *testing.T, yaml string, logger log.Logger) *agent.Agent {
+	t.Helper()
+	cfg, err := config.Parse("test.yml", []byte(yaml))
+	require.NoError(t, err)
+	a := agent.New(logger)
+	require.NoError(t, a.Apply(context.Background(), cfg))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, a.Close(ctx))
+	})
+	return a
+}
+
+// bouncerVia is a pgbouncer target whose console is reached through addr.
+func bouncerTarget(name, addr, extra string) string {
+	return fmt.Sprintf(`
+  - name: %s
+    kind: pgbouncer
+    dsn: postgres://%s:%s@%s/pgbouncer?sslmode=disable
+%s`, name, monUser, monPass, addr, extra)
+}
+
+func postgresTarget(name, addr, app, extra string) string {
+	return fmt.Sprintf(`
+  - name: %s
+    kind: postgres
+    dsn: postgres://%s:%s@%s/postgres?sslmode=disable&application_name=%s
+%s`, name, monUser, monPass, addr, app, extra)
+}
+
+// roundQueries measures how many simple-protocol queries one round of a
+// lone request sends through the proxy, after a warm-up round.
+func roundQueries(t *testing.T, a *agent.Agent, p *testenv.Proxy, name string) int64 {
+	t.Helper()
+	a.Scrape(context.Background(), []string{name})
+	p.ResetCounts()
+	out := a.Scrape(context.Background(), []string{name})
+	require.True(t, out[0].Up, "%v", out[0].Result.Errors)
+	n := p.QueryCount()
+	require.Positive(t, n)
+	return n
+}
+
+func TestScrape_ConcurrentRequestsJoinTheRoundInFlight(t *testing.T) {
+	checkGoroutines(t)
+	_, pgb := shared.Get(t)
+	proxy := testenv.StartProxy(t, pgb.Addr())
+	a := newAgent(t, "targets:"+bouncerTarget("b", proxy.Addr, ""), nil)
+	perRound := roundQueries(t, a, proxy, "b")
+
+	// Hold a round open with latency, then pile 20 requests onto it.
+	proxy.SetLatency(100 * time.Millisecond)
+	proxy.ResetCounts()
+	first := make(chan *agent.Outcome, 1)
+	go func() { first <- a.Scrape(context.Background(), []string{"b"})[0] }()
+	require.Eventually(t, func() bool { return proxy.QueryCount() > 0 }, 5*time.Second, time.Millisecond, "the first round started")
+
+	var wg sync.WaitGroup
+	outs := make([]*agent.Outcome, 20)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = a.Scrape(context.Background(), []string{"b"})[0]
+		}()
+	}
+	wg.Wait()
+	o := <-first
+	require.True(t, o.Up)
+	for _, joined := range outs {
+		require.Same(t, o, joined, "every request got the one round's outcome")
+	}
+	require.Equal(t, perRound, proxy.QueryCount(), "the target saw exactly one round")
+}
+
+func TestScrape_MinScrapeIntervalServesARecentRoundAgain(t *testing.T) {
+	checkGoroutines(t)
+	_, pgb := shared.Get(t)
+	proxy := testenv.StartProxy(t, pgb.Addr())
+	a := newAgent(t, "targets:"+bouncerTarget("b", proxy.Addr, "    min_scrape_interval: 5s"), nil)
+	proxy.ResetCounts()
+	first := a.Scrape(context.Background(), []string{"b"})[0]
+	require.True(t, first.Up)
+	perRound := proxy.QueryCount()
+
+	// 20 requests spread over 2 s.
+	for range 20 {
+		o := a.Scrape(context.Background(), []string{"b"})[0]
+		require.Same(t, first, o)
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Equal(t, perRound, proxy.QueryCount(), "one round for 21 requests")
+}
+
+func TestScrape_BlackholedTargetsCostTheirTimeoutNotTheSum(t *testing.T) {
+	checkGoroutines(t)
+	pg, pgb := shared.Get(t)
+	var targets strings.Builder
+	targets.WriteString("targets:")
+	for i := range 3 {
+		p := testenv.StartProxy(t, pg.Addr())
+		p.Blackhole(true)
+		targets.WriteString(postgresTarget(fmt.Sprintf("dead-%d", i), p.Addr, "poolwatch", "    scrape_timeout: 2s"))
+	}
+	targets.WriteString(postgresTarget("pg", pg.Addr(), "poolwatch", ""))
+	targets.WriteString(bouncerTarget("bouncer", pgb.Addr(), ""))
+	a := newAgent(t, targets.String(), nil)
+
+	start := time.Now()
+	outs := a.Scrape(context.Background(), a.Names())
+	elapsed := time.Since(start)
+	require.Len(t, outs, 5)
+	up := map[string]bool{}
+	for _, o := range outs {
+		up[o.Target] = o.Up
+	}
+	require.Equal(t, map[string]bool{"dead-0": false, "dead-1": false, "dead-2": false, "pg": true, "bouncer": true}, up)
+	require.Less(t, elapsed, 4*time.Second, "the scrape takes one timeout, not the sum of three")
+	require.GreaterOrEqual(t, elapsed, 1900*time.Millisecond, "a blackholed target costs its timeout")
+	t.Logf("5 targets, 3 blackholed with a 2 s timeout: %v", elapsed)
+}
+
+func TestScrape_CallerContextBoundsTheWait(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	p := testenv.StartProxy(t, pg.Addr())
+	p.Blackhole(true)
+	a := newAgent(t, "targets:"+postgresTarget("dead", p.Addr, "poolwatch", "    scrape_timeout: 3s"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	o := a.Scrape(ctx, []string{"dead"})[0]
+	require.Less(t, time.Since(start), 2*time.Second)
+	require.False(t, o.Up)
+	require.NotEmpty(t, o.Result.Errors)
+}
+
+func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	var logs safeBuffer
+	p := testenv.StartProxy(t, pg.Addr())
+	a := newAgent(t, "targets:"+postgresTarget("pg", p.Addr, "poolwatch", ""), log.NewLogfmtLogger(&logs))
+	o := a.Scrape(context.Background(), []string{"pg"})[0]
+	require.True(t, o.Up)
+	require.Equal(t, map[string]float64{"connect": 0, "activity": 0, "round": 0}, o.ScrapeErrors)
+
+	p.Refuse(true)
+	p.ResetAll()
+	for i := 1; i <= 3; i++ {
+		o = a.Scrape(context.Background(), []string{"pg"})[0]
+		require.False(t, o.Up)
+		require.Equal(t, float64(i), o.ScrapeErrors["connect"])
+		require.Equal(t, i, strings.Count(logs.String(), "target scrape failed"), "one warning line per failed scrape")
+	}
+	require.Contains(t, logs.String(), "target=pg")
+	require.NotContains(t, logs.String(), monPass)
+
+	p.Refuse(false)
+	o = a.Scrape(context.Background(), []string{"pg"})[0]
+	require.True(t, o.Up, "up again by itself")
+	require.Equal(t, 3, strings.Count(logs.String(), "target scrape failed"))
+}
+
+func TestApply_KeepsUnchangedPoolsAndClosesRemovedOnes(t *testing.T) {
+	checkGoroutines(t)
+	pg, pgb := shared.Get(t)
+	keep := postgresTarget("keep", pg.Addr(), "pw_keep", "")
+	gone := postgresTarget("gone", pg.Addr(), "pw_gone", "")
+	a := newAgent(t, "targets:"+keep+gone, nil)
+	for _, o := range a.Scrape(context.Background(), a.Names()) {
+		require.True(t, o.Up)
+	}
+	pg.WaitBackends(t, "pw_keep", func(n int) bool { return n == 1 }, 10*time.Second)
+	pidBefore := pg.QueryInt(t, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pw_keep'")
+
+	cfg, err := config.Parse("next.yml", []byte("targets:"+keep+bouncerTarget("new", pgb.Addr(), "")))
+	require.NoError(t, err)
+	require.NoError(t, a.Apply(context.Background(), cfg))
+	require.Equal(t, []string{"keep", "new"}, a.Names())
+	require.True(t, a.Has("new"))
+	require.False(t, a.Has("gone"))
+	pg.WaitBackends(t, "pw_gone", func(n int) bool { return n == 0 }, 10*time.Second)
+
+	for _, o := range a.Scrape(context.Background(), a.Names()) {
+		require.True(t, o.Up, o.Target)
+	}
+	pidAfter := pg.QueryInt(t, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pw_keep'")
+	require.Equal(t, pidBefore, pidAfter, "the unchanged target kept its connection")
+	for _, p := range a.ProbePools() {
+		if p.Target == "keep" {
+			require.Equal(t, uint64(1), p.Stats.NewConnections)
+		}
+	}
+}
+
+func TestReloader_RejectsABadFileAndKeepsTheOldConfig(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	path := t.TempDir() + "/poolwatch.yml"
+	good := "targets:" + postgresTarget("pg", pg.Addr(), "poolwatch", "")
+	require.NoError(t, os.WriteFile(path, []byte(good), 0o600))
+	reg := prometheus.NewRegistry()
+	a := agent.New(nil)
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	r := agent.NewReloader(path, a, reg, log.NewNopLogger(), time.Second)
+	require.False(t, r.Loaded())
+	require.NoError(t, r.Reload())
+	require.True(t, r.Loaded())
+	require.Equal(t, 1.0, testutil.ToFloat64(mustGauge(t, reg, "poolwatch_config_last_reload_successful")))
+
+	require.NoError(t, os.WriteFile(path, []byte(good+"    bogus_key: 1\n"), 0o600))
+	err := r.Reload()
+	require.ErrorContains(t, err, "poolwatch.yml:5: targets[0].bogus_key: unknown key")
+	require.Equal(t, 0.0, testutil.ToFloat64(mustGauge(t, reg, "poolwatch_config_last_reload_successful")))
+	require.Equal(t, []string{"pg"}, a.Names(), "the old configuration stays in force")
+	require.True(t, a.Scrape(context.Background(), []string{"pg"})[0].Up)
+}
+
+func mustGauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: "copy"})
+			g.Set(mf.GetMetric()[0].GetGauge().GetValue())
+			return g
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return nil
+}
+
+func TestScrape_ThousandFailedScrapesLeaveNoGoroutineOrDescriptor(t *testing.T) {
+	checkGoroutines(t)
+	port := testenv.FreePort(t) // nothing listens there
+	a := newAgent(t, "targets:"+postgresTarget("stopped", fmt.Sprintf("127.0.0.1:%d", port), "poolwatch",
+		"    probe_pool: {acquire_retries: 0}"), nil)
+	scrape := func() {
+		o := a.Scrape(context.Background(), []string{"stopped"})[0]
+		require.False(t, o.Up)
+	}
+	for range 50 {
+		scrape()
+	}
+	g0, f0 := settle(t, -1, -1)
+	for range 1000 {
+		scrape()
+	}
+	g1, f1 := settle(t, g0, f0)
+	t.Logf("baseline %d goroutines %d fds; after 1000 failed scrapes %d goroutines %d fds", g0, f0, g1, f1)
+	o := a.Scrape(context.Background(), []string{"stopped"})[0]
+	require.Equal(t, 1051.0, o.ScrapeErrors["connect"])
+}
+
+// settle polls until the goroutine and fd counts are at or below the
+// baseline (or, with a negative baseline, stop changing).
+func settle(t *testing.T, goroutines, fds int) (int, int) {
+	t.Helper()
+	count := func() (int, int) {
+		entries, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return runtime.NumGoroutine(), len(entries)
+	}
+	g, f := count()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		g2, f2 := count()
+		if goroutines < 0 && g2 == g && f2 == f {
+			return g, f
+		}
+		if goroutines >= 0 && g2 <= goroutines && f2 <= fds {
+			return g2, f2
+		}
+		g, f = g2, f2
+	}
+	if goroutines >= 0 {
+		require.LessOrEqual(t, g, goroutines, "goroutines back at the baseline")
+		require.LessOrEqual(t, f, fds, "file descriptors back at the baseline")
+	}
+	return g, f
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,161 @@
+package collector
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/pool"
+	"github.com/poolwatch/poolwatch/target"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden .prom files")
+
+// pgbouncerTarget is a PgBouncer round as the target package returns it:
+// an exhausted transaction pool, the clients pool, a database-wide cap, a
+// paused database and a leak.
+func pgbouncerTarget() Target {
+	return Target{
+		Name:     "bouncer-1",
+		Kind:     "pgbouncer",
+		Labels:   map[string]string{"env": "prod"},
+		Up:       true,
+		Duration: 12 * time.Millisecond,
+		Result: &target.Result{
+			Kind:    "pgbouncer",
+			Version: "1.18.0",
+			Pools: []target.Pool{
+				{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
+					Min: target.Some(1), Max: target.Some(3), Reserve: target.Some(0),
+					Open: 3, InUse: 3, Waiting: target.Some(2), MaxWaitSeconds: target.Some(1.170892),
+					Leaked: 1, OldestLeakSeconds: 42},
+				{Name: "appdb/*", Database: "appdb", Max: target.Some(10), Open: 3, InUse: 3},
+				{Name: "clients", Max: target.Some(100), Open: 6, InUse: 6},
+			},
+			Databases: []target.DatabaseState{{Name: "appdb"}, {Name: "reports", Paused: true}},
+			Stats:     []target.DatabaseStats{{Database: "appdb", Transactions: 120, Queries: 360, ClientWaitSeconds: 3.5}},
+		},
+		ScrapeErrors: map[string]float64{"show_clients": 0, "show_pools": 2},
+	}
+}
+
+// postgresTarget is a PostgreSQL round whose server pool and one
+// application pool are read, and whose application pools have no declared
+// min (absent series).
+func postgresTarget() Target {
+	return Target{
+		Name:     "orders-db",
+		Kind:     "postgres",
+		Up:       true,
+		Duration: 3 * time.Millisecond,
+		Result: &target.Result{
+			Kind:    "postgres",
+			Version: "15.18",
+			Pools: []target.Pool{
+				{Name: "orders-api", Max: target.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
+				{Name: "server", Max: target.Some(97), Reserve: target.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
+			},
+		},
+		ScrapeErrors: map[string]float64{"activity": 0, "connect": 1},
+	}
+}
+
+// downTarget is a round that could not connect: up 0 and no pool series.
+func downTarget() Target {
+	return Target{
+		Name:         "down-db",
+		Kind:         "postgres",
+		Duration:     2 * time.Second,
+		Result:       &target.Result{Kind: "postgres", Errors: []target.QueryError{{Query: "connect", Err: errors.New("connection refused")}}},
+		ScrapeErrors: map[string]float64{"activity": 0, "connect": 7},
+	}
+}
+
+func compareGolden(t *testing.T, c prometheus.Collector, name string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(c)
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		var buf bytes.Buffer
+		enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			require.NoError(t, enc.Encode(mf))
+		}
+		require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))
+	}
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, testutil.CollectAndCompare(c, f))
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems, "metric lint problems")
+}
+
+func TestTargets_PgBouncerRoundMatchesGolden(t *testing.T) {
+	compareGolden(t, NewTargets([]Target{pgbouncerTarget()}), "pgbouncer.prom")
+}
+
+func TestTargets_PostgresRoundMatchesGolden(t *testing.T) {
+	compareGolden(t, NewTargets([]Target{postgresTarget()}), "postgres.prom")
+}
+
+func TestTargets_DownTargetHasUpZeroAndNoPoolSeries(t *testing.T) {
+	c := NewTargets([]Target{downTarget()})
+	compareGolden(t, c, "down.prom")
+	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_open_connections"))
+}
+
+func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {
+	c := NewTargets([]Target{pgbouncerTarget(), postgresTarget(), downTarget()})
+	require.Equal(t, 3, testutil.CollectAndCount(c, "poolwatch_target_up"))
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+}
+
+func TestTargets_AbsentOptionalsAreNotZero(t *testing.T) {
+	c := NewTargets([]Target{postgresTarget()})
+	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_min_connections"), "no declared min: absent")
+	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_waiting_clients"), "postgres has no queue: absent")
+	require.Equal(t, 2, testutil.CollectAndCount(c, "poolwatch_pool_max_connections"))
+}
+
+func TestProbePools_MatchGolden(t *testing.T) {
+	c := NewProbePools([]ProbePool{
+		{Target: "bouncer-1", Labels: map[string]string{"env": "prod"}, Stats: pool.Stats{Min: 0, Max: 2, Open: 1, Idle: 1,
+			AcquireRetries: 3, AcquireErrors: 1, HealthCheckFailures: 3, NewConnections: 4}},
+		{Target: "orders-db", Stats: pool.Stats{Min: 1, Max: 2, Open: 2, InUse: 1, Idle: 1, Leaked: 1, NewConnections: 2}},
+	})
+	compareGolden(t, c, "probe_pools.prom")
+}
+
+func TestCollectors_DescribeNothing(t *testing.T) {
+	for _, c := range []prometheus.Collector{NewTargets(nil), NewProbePools(nil)} {
+		ch := make(chan *prometheus.Desc, 1)
+		c.Describe(ch)
+		close(ch)
+		require.Empty(t, ch)
+	}
+}
+
+func TestTargets_NilResultStillReportsUpAndErrors(t *testing.T) {
+	c := NewTargets([]Target{{Name: "x", Kind: "postgres", ScrapeErrors: map[string]float64{"round": 1}}})
+	out, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "poolwatch_target_up", "poolwatch_target_scrape_errors_total")
+	require.NoError(t, err)
+	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))
+	require.Contains(t, string(out), `poolwatch_target_scrape_errors_total{query="round",target="x"} 1`)
+}

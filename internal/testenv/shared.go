@@ -1,0 +1,68 @@
+package testenv
+
+import (
+	"sync"
+	"testing"
+)
+
+// Shared is one PostgreSQL cluster and one PgBouncer in front of it, shared
+// by the tests of a package: started by the first test that asks for them,
+// stopped by Stop, which TestMain calls after m.Run.
+//
+//	var shared = testenv.Shared{PgBouncer: testenv.PgBouncerOptions{...}}
+//	func TestMain(m *testing.M) { code := m.Run(); shared.Stop(); os.Exit(code) }
+type Shared struct {
+	// Postgres and PgBouncer are the options of the two servers. Set them
+	// before the first Get.
+	Postgres  PostgresOptions
+	PgBouncer PgBouncerOptions
+	// Setup, when set, runs once after PostgreSQL is up and before PgBouncer
+	// starts (to create roles and databases).
+	Setup func(tb testing.TB, pg *Postgres)
+
+	once  sync.Once
+	pg    *Postgres
+	pgb   *PgBouncer
+	stops []func()
+	err   error
+}
+
+// Get returns the servers, starting them on first use. It skips the test
+// (fails it under CI) when a binary is missing.
+func (s *Shared) Get(tb testing.TB) (*Postgres, *PgBouncer) {
+	tb.Helper()
+	RequireBinaries(tb, "postgres", "pgbouncer")
+	s.once.Do(func() {
+		pg, stop, err := LaunchPostgres(s.Postgres)
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.stops = append(s.stops, stop)
+		if s.Setup != nil {
+			s.Setup(tb, pg)
+		}
+		pgb, stop, err := LaunchPgBouncer(pg, s.PgBouncer)
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.stops = append(s.stops, stop)
+		s.pg, s.pgb = pg, pgb
+	})
+	if s.err != nil {
+		tb.Fatalf("shared test environment: %v", s.err)
+	}
+	if s.pg == nil {
+		tb.Fatalf("shared test environment: setup failed in an earlier test")
+	}
+	return s.pg, s.pgb
+}
+
+// Stop stops the servers, if they were started.
+func (s *Shared) Stop() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
+}
