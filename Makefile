@@ -24,7 +24,7 @@ APT_PACKAGES          := pgbouncer prometheus prometheus-alertmanager
 POOL_COVERAGE_MIN     := 95
 
 .PHONY: all build test test-go check-fmt vet staticcheck coverage deps deps-apt deps-go \
-        lint mixin e2e bench fuzz clean
+        lint mixin e2e bench fuzz clean docker docker-test deps-buildah vuln readme-flags
 
 all: build
 
@@ -81,6 +81,10 @@ lint:
 mixin:
 	$(GO) run ./mixin/cmd/mixin -out .
 
+## bench: benchmarks, results in bench/out/ (quoted in docs/performance.md)
+bench: deps
+	./bench/run.sh
+
 ## fuzz: run each fuzz target for FUZZTIME (seed corpora run in make test)
 FUZZTIME ?= 5m
 fuzz:
@@ -88,3 +92,59 @@ fuzz:
 
 clean:
 	rm -f $(BINARY) coverage.out
+
+# ---------------------------------------------------------------------------
+# Container image, after the convention of Prometheus' own images: the static
+# binary of `make build` copied into a FROM scratch image with a CA bundle
+# (see Dockerfile). buildah builds and runs it offline, as root, with the vfs
+# storage driver (images live in buildah's default store,
+# /var/lib/containers/storage) and chroot isolation.
+DOCKER_IMAGE_NAME ?= poolwatch
+DOCKER_IMAGE_TAG  ?= $(VERSION)
+DOCKER_IMAGE      := $(DOCKER_IMAGE_NAME):$(DOCKER_IMAGE_TAG)
+DOCKER_ARCH       ?= $(shell $(GO) env GOARCH)
+CA_BUNDLE         ?= /etc/ssl/certs/ca-certificates.crt
+BUILDAH           := buildah --storage-driver=vfs
+
+deps-buildah:
+	@command -v buildah >/dev/null 2>&1 || { \
+		echo ">> installing apt packages: buildah"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq buildah >/dev/null; }
+
+## docker: the container image $(DOCKER_IMAGE), built offline with buildah
+# The context is staged under .build/ (ignored by git through its own
+# .gitignore); .dockerignore keeps everything else out of it.
+docker: build deps-buildah
+	@test -r $(CA_BUNDLE) || { echo "CA bundle $(CA_BUNDLE) is missing: install ca-certificates"; exit 1; }
+	@mkdir -p .build && printf '*\n' > .build/.gitignore
+	install -D -m 0755 $(BINARY) .build/linux-$(DOCKER_ARCH)/poolwatch
+	install -D -m 0644 $(CA_BUNDLE) .build/ca-certificates.crt
+	$(BUILDAH) build --isolation=chroot --pull=never --build-arg OS=linux --build-arg ARCH=$(DOCKER_ARCH) \
+		-t $(DOCKER_IMAGE) -f Dockerfile .
+
+## docker-test: build the image and run --version and check-config inside it
+docker-test: docker
+	scripts/docker-test.sh $(DOCKER_IMAGE) $(VERSION) $(REVISION)
+
+# ---------------------------------------------------------------------------
+# Known vulnerabilities: govulncheck against an offline database built from
+# the golang.org/x/vulndb module (its data/osv directory) with vulndb's own
+# indexdb command. Both are pinned; bump VULNDB_VERSION to see newer reports.
+# The built database (about 2.5 min to build) is cached outside the
+# repository, keyed by its version, and reused until removed.
+GOVULNCHECK_VERSION ?= v1.9.0
+VULNDB_VERSION      ?= v0.0.0-20261105234957-e22db6528018
+VULNDB_DIR          ?= $(abspath $(shell $(GO) env GOCACHE)/..)/poolwatch/vulndb-$(VULNDB_VERSION)
+
+## vuln: govulncheck ./... against the offline vulnerability database
+vuln:
+	@test -x $(GOBIN)/govulncheck && $(GOBIN)/govulncheck -version 2>/dev/null | grep -q 'govulncheck@$(GOVULNCHECK_VERSION)' || \
+		$(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	@scripts/vulndb.sh $(VULNDB_VERSION) $(VULNDB_DIR)
+	$(GOBIN)/govulncheck -db file://$(abspath $(VULNDB_DIR)) ./...
+
+# ---------------------------------------------------------------------------
+## readme-flags: regenerate the flags table in README.md from poolwatch's --help
+readme-flags: build
+	$(GO) run ./scripts/readme-flags -binary ./$(BINARY) -readme README.md

@@ -344,7 +344,7 @@ func (s *targetState) scrape(ctx context.Context) *Outcome {
 		}
 		r = &round{done: make(chan struct{})}
 		s.inflight = r
-		go s.run(r, deadline)
+		go s.run(r, deadline) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
 	}
 	s.mu.Unlock()
 

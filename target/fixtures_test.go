@@ -49,7 +49,7 @@ func overrideConsole(base console, over map[string]string) console {
 // fixtureRound runs a whole pgbouncer round against a console and returns
 // its Result and the round (for what it ran).
 func fixtureRound(opts PgBouncerOptions, version string, own ownClient, cons console) (*Result, *bouncerRound) {
-	s := NewPgBouncer(opts).(*pgBouncer)
+	s := NewPgBouncer(opts).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
 	r := &bouncerRound{opts: opts, version: version}
 	s.collect(context.Background(), cons, own, r)
 	return r.result(), r

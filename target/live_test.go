@@ -194,7 +194,7 @@ func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.
 		sleeping <- err
 	}()
 	t.Cleanup(func() {
-		<-sleeping
+		<-sleeping //nolint:errcheck // the sleeper's result does not matter here
 		_ = sleeper.Close(context.Background())
 	})
 
@@ -264,7 +264,7 @@ func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.
 
 func TestPgBouncer_Live_FindsItsOwnClientRowAndSkipsIdleClients(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3 reserve_pool=0 max_db_connections=4", testenv.PgBouncerOptions{})
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Second}).(*pgBouncer)
+	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Second}).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
 	q := consoleQuerier(t, b)
 
 	round := func() *bouncerRound {

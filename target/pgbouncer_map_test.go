@@ -543,7 +543,7 @@ func TestParseTable_ReadsBothFixtureFormats(t *testing.T) {
 }
 
 func TestPgBouncerVersion_FallsBackToShowVersionOncePerConnection(t *testing.T) {
-	s := NewPgBouncer(PgBouncerOptions{}).(*pgBouncer)
+	s := NewPgBouncer(PgBouncerOptions{}).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
 	var sent []string
 	cons := fixtureConsole(t, "pgbouncer-1.18-testenv", nil, &sent)
 	r := &bouncerRound{}

@@ -240,7 +240,7 @@ func parseClock(b []byte) (float64, bool) {
 	h, ok4 := d(b[11:13])
 	mi, ok5 := d(b[14:16])
 	s, ok6 := d(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || dd < 1 || dd > 31 || h > 24 || mi > 59 || s > 60 {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || dd < 1 || dd > 31 || h > 24 || mi > 59 || s > 60 {
 		return 0, false
 	}
 	secs := float64(daysFromCivil(y, mo, dd)*86400 + h*3600 + mi*60 + s)

@@ -64,7 +64,7 @@ func BuildPoolwatch(tb testing.TB) string {
 			args = append(args, "-race")
 		}
 		args = append(args, "-ldflags", "-X github.com/prometheus/common/version.Version=0.0.0-test -X github.com/prometheus/common/version.Revision=testrev", ".")
-		cmd := exec.Command("go", args...)
+		cmd := exec.Command("go", args...) //nolint:gosec // G204: builds this module
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			builtBinary.err = fmt.Errorf("go build: %w: %s", err, b)
@@ -123,7 +123,7 @@ func StartPoolwatch(tb testing.TB, config string, extraArgs ...string) *Poolwatc
 	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
 	args := append([]string{"--config.file=" + cfgPath, "--web.listen-address=" + addr}, extraArgs...)
 	pw := &Poolwatch{URL: "http://" + addr, Addr: addr, ConfigPath: cfgPath, logs: &syncBuffer{}, done: make(chan struct{})}
-	pw.cmd = exec.Command(bin, args...)
+	pw.cmd = exec.Command(bin, args...) //nolint:gosec // G204: the binary BuildPoolwatch just built
 	pw.cmd.Stdout = pw.logs
 	pw.cmd.Stderr = pw.logs
 	pw.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -63,7 +63,7 @@ func NewProxy(upstream string) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := ln.Addr().(*net.TCPAddr).Port //nolint:errcheck,forcetypeassert // a TCP listener
 	p := &Proxy{
 		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Host:     "127.0.0.1",

@@ -151,7 +151,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("listen on 127.0.0.1:0: %w", err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
+	port := l.Addr().(*net.TCPAddr).Port //nolint:errcheck,forcetypeassert // a TCP listener
 	if err := l.Close(); err != nil {
 		return 0, fmt.Errorf("close probe listener: %w", err)
 	}
