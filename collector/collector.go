@@ -40,28 +40,33 @@ type ProbePool struct {
 	Stats  pool.Stats
 }
 
-// Names of the metrics this package emits, for documentation and tests.
-const (
-	namespace = "poolwatch"
-)
+// namespace prefixes every metric name.
+const namespace = "poolwatch"
 
 // Targets collects the target and pool series of a set of rounds.
 type Targets struct {
 	targets []Target
+	// descs[i] are the descriptors of targets[i], built once.
+	descs []*targetDescs
 }
 
 // NewTargets returns a collector of ts's series. ts must not be modified
 // afterwards.
-func NewTargets(ts []Target) *Targets { return &Targets{targets: ts} }
+func NewTargets(ts []Target) *Targets {
+	c := &Targets{targets: ts, descs: make([]*targetDescs, len(ts))}
+	for i, t := range ts {
+		c.descs[i] = newTargetDescs(t.Labels)
+	}
+	return c
+}
 
 // Describe sends nothing: the collector is unchecked.
 func (*Targets) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends every series of every target.
 func (c *Targets) Collect(ch chan<- prometheus.Metric) {
-	for _, t := range c.targets {
-		d := newTargetDescs(t.Labels)
-		collectTarget(ch, d, t)
+	for i, t := range c.targets {
+		collectTarget(ch, c.descs[i], t)
 	}
 }
 
@@ -174,32 +179,59 @@ func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o target.Opt
 // ProbePools collects the agent's own probe pool series.
 type ProbePools struct {
 	pools []ProbePool
+	// descs[i] are the descriptors of pools[i], built once.
+	descs []*probeDescs
+}
+
+type probeDescs struct {
+	min, max, open, inUse, idle, leaked, retries, errors, healthFailures, newConns *prometheus.Desc
+}
+
+func newProbeDescs(static map[string]string) *probeDescs {
+	cl := prometheus.Labels(static)
+	nd := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "probe_pool", name), help, []string{"target"}, cl)
+	}
+	return &probeDescs{
+		min:            nd("min_connections", "Configured minimum of the agent's probe pool."),
+		max:            nd("max_connections", "Configured maximum of the agent's probe pool."),
+		open:           nd("open_connections", "Connections the probe pool holds or is dialling."),
+		inUse:          nd("in_use_connections", "Probe pool connections acquired now."),
+		idle:           nd("idle_connections", "Probe pool connections idle in the pool."),
+		leaked:         nd("leaked_connections", "Probe pool connections held past probe_pool.leak_threshold."),
+		retries:        nd("acquire_retries_total", "Acquire attempts made after a failed first attempt."),
+		errors:         nd("acquire_errors_total", "Acquires that ended without a healthy connection."),
+		healthFailures: nd("health_check_failures_total", "Failed or timed-out health checks of probe pool connections."),
+		newConns:       nd("new_connections_total", "Connections the probe pool established."),
+	}
 }
 
 // NewProbePools returns a collector of ps's series. ps must not be modified
 // afterwards.
-func NewProbePools(ps []ProbePool) *ProbePools { return &ProbePools{pools: ps} }
+func NewProbePools(ps []ProbePool) *ProbePools {
+	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps))}
+	for i, p := range ps {
+		c.descs[i] = newProbeDescs(p.Labels)
+	}
+	return c
+}
 
 // Describe sends nothing: the collector is unchecked.
 func (*ProbePools) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends every probe pool's series.
 func (c *ProbePools) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c.pools {
-		cl := prometheus.Labels(p.Labels)
-		nd := func(name, help string) *prometheus.Desc {
-			return prometheus.NewDesc(prometheus.BuildFQName(namespace, "probe_pool", name), help, []string{"target"}, cl)
-		}
-		s := p.Stats
-		gauge(ch, nd("min_connections", "Configured minimum of the agent's probe pool."), float64(s.Min), p.Target)
-		gauge(ch, nd("max_connections", "Configured maximum of the agent's probe pool."), float64(s.Max), p.Target)
-		gauge(ch, nd("open_connections", "Connections the probe pool holds or is dialling."), float64(s.Open), p.Target)
-		gauge(ch, nd("in_use_connections", "Probe pool connections acquired now."), float64(s.InUse), p.Target)
-		gauge(ch, nd("idle_connections", "Probe pool connections idle in the pool."), float64(s.Idle), p.Target)
-		gauge(ch, nd("leaked_connections", "Probe pool connections held past probe_pool.leak_threshold."), float64(s.Leaked), p.Target)
-		counter(ch, nd("acquire_retries_total", "Acquire attempts made after a failed first attempt."), float64(s.AcquireRetries), p.Target)
-		counter(ch, nd("acquire_errors_total", "Acquires that ended without a healthy connection."), float64(s.AcquireErrors), p.Target)
-		counter(ch, nd("health_check_failures_total", "Failed or timed-out health checks of probe pool connections."), float64(s.HealthCheckFailures), p.Target)
-		counter(ch, nd("new_connections_total", "Connections the probe pool established."), float64(s.NewConnections), p.Target)
+	for i, p := range c.pools {
+		d, s := c.descs[i], p.Stats
+		gauge(ch, d.min, float64(s.Min), p.Target)
+		gauge(ch, d.max, float64(s.Max), p.Target)
+		gauge(ch, d.open, float64(s.Open), p.Target)
+		gauge(ch, d.inUse, float64(s.InUse), p.Target)
+		gauge(ch, d.idle, float64(s.Idle), p.Target)
+		gauge(ch, d.leaked, float64(s.Leaked), p.Target)
+		counter(ch, d.retries, float64(s.AcquireRetries), p.Target)
+		counter(ch, d.errors, float64(s.AcquireErrors), p.Target)
+		counter(ch, d.healthFailures, float64(s.HealthCheckFailures), p.Target)
+		counter(ch, d.newConns, float64(s.NewConnections), p.Target)
 	}
 }
