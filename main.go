@@ -45,7 +45,7 @@ type runCmd struct {
 	SystemdSocket   bool          `name:"web.systemd-socket" help:"Use systemd socket activation listeners instead of port listeners (Linux only)."`
 	TelemetryPath   string        `name:"web.telemetry-path" default:"/metrics" env:"POOLWATCH_WEB_TELEMETRY_PATH" help:"Path under which to expose metrics."`
 	TimeoutOffset   time.Duration `name:"scrape.timeout-offset" default:"500ms" env:"POOLWATCH_SCRAPE_TIMEOUT_OFFSET" help:"Subtracted from Prometheus' scrape timeout to leave time to answer."`
-	MetricsTargets  bool          `name:"metrics.targets" default:"true" negatable:"" env:"POOLWATCH_METRICS_TARGETS" help:"Put every target's series on the metrics path; --no-metrics.targets leaves them to /probe."`
+	MetricsTargets  bool          `name:"metrics.targets" default:"true" negatable:"" env:"POOLWATCH_METRICS_TARGETS" help:"Put every target's series on the metrics path (default: true); --no-metrics.targets leaves them to /probe."`
 	ShutdownTimeout time.Duration `name:"web.shutdown-timeout" default:"10s" help:"How long a graceful shutdown waits for requests and probe pools."`
 }
 
