@@ -1,0 +1,125 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PoolwatchWeb says how to reach an agent whose web interface is secured
+// with --web.config.file (TLS, basic auth or both).
+type PoolwatchWeb struct {
+	// Config is the content of the exporter-toolkit web configuration
+	// file. Relative paths in it are resolved by exporter-toolkit against
+	// the file's directory, which is a fresh temp dir: give absolute paths.
+	Config string
+	// HTTPS is true when Config has a tls_server_config.
+	HTTPS bool
+	// Client is used for the readiness wait; it must trust the server's
+	// certificate when HTTPS is set. Nil means http.DefaultClient.
+	Client *http.Client
+	// Username and Password are sent as basic auth on the readiness wait
+	// when Username is not empty.
+	Username, Password string
+}
+
+// StartPoolwatchWeb is StartPoolwatch for an agent run with
+// --web.config.file: it writes web.Config next to the agent's config, passes
+// the flag, sets URL to https:// when web.HTTPS, and waits (up to 30 s) until
+// /-/ready answers 200 through web.Client with web's credentials. Stop,
+// Signal, Logs and the cleanup are StartPoolwatch's. Poolwatch.Get uses
+// http.DefaultClient without credentials, so use your own client with this
+// agent.
+func StartPoolwatchWeb(tb testing.TB, config string, web PoolwatchWeb, extraArgs ...string) *Poolwatch {
+	tb.Helper()
+	bin := BuildPoolwatch(tb)
+	dir := tb.TempDir()
+	cfgPath := filepath.Join(dir, "poolwatch.yml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		tb.Fatalf("write config: %v", err)
+	}
+	webPath := filepath.Join(dir, "web-config.yml")
+	if err := os.WriteFile(webPath, []byte(web.Config), 0o600); err != nil {
+		tb.Fatalf("write web config: %v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
+	scheme := "http"
+	if web.HTTPS {
+		scheme = "https"
+	}
+	args := append([]string{"--config.file=" + cfgPath, "--web.listen-address=" + addr, "--web.config.file=" + webPath}, extraArgs...)
+	pw := &Poolwatch{URL: scheme + "://" + addr, Addr: addr, ConfigPath: cfgPath, logs: &syncBuffer{}, done: make(chan struct{})}
+	pw.cmd = exec.Command(bin, args...) //nolint:gosec // the binary BuildPoolwatch just built
+	pw.cmd.Stdout = pw.logs
+	pw.cmd.Stderr = pw.logs
+	pw.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := pw.cmd.Start(); err != nil {
+		tb.Fatalf("start poolwatch: %v", err)
+	}
+	go func() {
+		pw.exitErr = pw.cmd.Wait()
+		close(pw.done)
+	}()
+	tb.Cleanup(func() {
+		pw.Stop(tb)
+		if tb.Failed() {
+			tb.Logf("poolwatch log:\n%s", pw.Logs())
+		}
+	})
+	client := web.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case <-pw.done:
+			tb.Fatalf("poolwatch exited before it was ready: %v\n%s", pw.exitErr, pw.Logs())
+		default:
+		}
+		if code, err := getStatus(client, pw.URL+"/-/ready", web.Username, web.Password); err != nil {
+			last = err.Error()
+		} else if code == http.StatusOK {
+			return pw
+		} else {
+			last = fmt.Sprintf("status %d", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatalf("poolwatch not ready over %s within 30 s (last: %s)\n%s", scheme, last, pw.Logs())
+	return pw
+}
+
+// WebConfigPath is where StartPoolwatchWeb wrote the web configuration
+// file. exporter-toolkit reads it again on every request and TLS handshake,
+// so a test can rewrite it to rotate credentials or certificates.
+func (p *Poolwatch) WebConfigPath() string {
+	return filepath.Join(filepath.Dir(p.ConfigPath), "web-config.yml")
+}
+
+func getStatus(c *http.Client, url, user, password string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
