@@ -85,6 +85,10 @@ mixin:
 bench: deps
 	./bench/run.sh
 
+## e2e: the end-to-end alerting test with the real Prometheus and Alertmanager (make test runs it too)
+e2e: deps
+	$(GO) test -race -count=1 -timeout 6m ./e2e/alerting/
+
 ## fuzz: run each fuzz target for FUZZTIME (seed corpora run in make test)
 FUZZTIME ?= 5m
 fuzz:

@@ -58,6 +58,9 @@ type Agent struct {
 	// mutex-guarded fields.
 	targets map[string]*targetState
 	order   []string
+
+	// closing counts pools of removed targets still closing.
+	closing sync.WaitGroup
 }
 
 // New returns an agent with no targets. Call Apply to configure it.
@@ -70,7 +73,8 @@ func New(logger log.Logger) *Agent {
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
 // unchanged keep their probe pool and its connections; removed or changed
-// targets have their pool closed (bounded by ctx, then cancelled); new ones get a new pool,
+// targets have their pool closed in the background (their rounds get until
+// ctx's deadline, then are cancelled); new ones get a new pool,
 // which opens no connection until it is first used. If any new pool cannot
 // be created, nothing changes and the error is returned.
 func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
@@ -103,12 +107,26 @@ func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
 	a.order = order
 	a.mu.Unlock()
 
+	// Removed and changed targets' pools close in the background: their
+	// rounds' results are thrown away, and a hung round must not hold up
+	// the reload. Close waits for them.
+	grace := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		grace = time.Until(d)
+	}
 	for name, st := range old {
-		if next[name] != st {
+		if next[name] == st {
+			continue
+		}
+		a.closing.Add(1)
+		go func() {
+			defer a.closing.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
 			if err := st.pool.Close(ctx); err != nil {
 				level.Warn(a.logger).Log("msg", "closing the probe pool of a removed target cancelled its queries", "target", name, "err", err)
 			}
-		}
+		}()
 	}
 	return nil
 }
@@ -195,6 +213,7 @@ func (a *Agent) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	a.closing.Wait()
 	return errors.Join(errs...)
 }
 
@@ -217,6 +236,9 @@ type targetState struct {
 	seenLeaks map[string]bool
 	// dropping is true while the pool cap drops pools. Guarded by mu.
 	dropping bool
+	// limited is true while the postgres role cannot see other roles'
+	// backends. Guarded by mu.
+	limited bool
 }
 
 type round struct {
@@ -443,6 +465,13 @@ func (s *targetState) logRoundLocked(res *target.Result) {
 		level.Warn(s.logger).Log(kv...)
 	}
 	s.seenLeaks = current
+
+	if res.LimitedVisibility && !s.limited {
+		level.Warn(s.logger).Log("msg", "role cannot see other roles' connections, so every count is too low: grant it pg_monitor")
+	}
+	if len(res.Errors) == 0 {
+		s.limited = res.LimitedVisibility
+	}
 
 	if res.PoolsDropped > 0 && !s.dropping {
 		level.Warn(s.logger).Log("msg", "too many pools, dropping the rest", "max_pools", s.cfg.MaxPools, "dropped", res.PoolsDropped)

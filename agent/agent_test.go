@@ -354,3 +354,26 @@ func (s *safeBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestScrape_WarnsOnceWhenTheRoleCannotSeeOtherRoles(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	pg.CreateRole(t, "pw_nomonitor", "NoMon-S3cret", "LOGIN")
+	var logs safeBuffer
+	a := newAgent(t, fmt.Sprintf(`targets:
+  - name: weak
+    kind: postgres
+    dsn: postgres://pw_nomonitor:NoMon-S3cret@%s/postgres?sslmode=disable
+`, pg.Addr()), log.NewLogfmtLogger(&logs))
+	for range 3 {
+		o := a.Scrape(context.Background(), []string{"weak"})[0]
+		require.True(t, o.Up, "the target is reachable; only its view is limited")
+		require.True(t, o.Result.LimitedVisibility)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "grant it pg_monitor"), logs.String())
+
+	strong := newAgent(t, "targets:"+postgresTarget("strong", pg.Addr(), "poolwatch", ""), log.NewLogfmtLogger(&logs))
+	o := strong.Scrape(context.Background(), []string{"strong"})[0]
+	require.False(t, o.Result.LimitedVisibility, "pg_monitor sees everything")
+	require.Equal(t, 1, strings.Count(logs.String(), "grant it pg_monitor"))
+}

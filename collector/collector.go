@@ -96,7 +96,7 @@ func newTargetDescs(static map[string]string) *targetDescs {
 
 		min:      nd("pool_min_connections", "The pool's floor: PgBouncer min_pool_size, or the declared minimum. Absent where there is none.", pl),
 		max:      nd("pool_max_connections", "The pool's ceiling: PgBouncer pool_size, the server's usable slots, or the declared maximum. Absent when unlimited.", pl),
-		reserve:  nd("pool_reserve_connections", "PgBouncer reserve pool size.", pl),
+		reserve:  nd("pool_reserve_connections", "Connections in reserve beyond the maximum: PgBouncer reserve_pool, or PostgreSQL superuser_reserved_connections + reserved_connections.", pl),
 		open:     nd("pool_open_connections", "Connections that exist and count against the pool's maximum.", pl),
 		inUse:    nd("pool_in_use_connections", "Connections working for a client.", pl),
 		waiting:  nd("pool_waiting_clients", "Clients queued for a connection. Absent where the pool has no queue.", pl),

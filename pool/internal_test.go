@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"testing"
@@ -33,6 +34,9 @@ func TestRetryable_SkipsAuthenticationAndMissingDatabase(t *testing.T) {
 	require.False(t, retryable(&pgconn.PgError{Code: "3D000"}))
 	require.True(t, retryable(&pgconn.PgError{Code: "57P01"}))
 	require.True(t, retryable(errors.New("dial tcp: connection refused")))
+	require.False(t, retryable(fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})))
+	require.False(t, retryable(fmt.Errorf("tls: %w", x509.HostnameError{Host: "db1"})))
+	require.False(t, retryable(fmt.Errorf("tls: %w", x509.CertificateInvalidError{Reason: x509.Expired})))
 }
 
 func TestRedactSecrets_RemovesPasswordsInBothDSNForms(t *testing.T) {

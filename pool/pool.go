@@ -2,9 +2,11 @@ package pool
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -249,14 +251,29 @@ func (p *Pool) configure(cfg *pgxpool.Config) {
 			cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(o.LockTimeout.Milliseconds(), 10)
 		}
 	}
-	if o.Password != nil {
-		read := o.Password
+	// Secrets that live in files are read again for every new connection,
+	// so a rotated password or renewed certificate works without a reload.
+	readPassword := o.Password
+	rereadTLS := strings.Contains(o.DSN, "sslrootcert") || strings.Contains(o.DSN, "sslcert") || strings.Contains(o.DSN, "sslkey")
+	if readPassword != nil || rereadTLS {
+		dsn := o.DSN
 		cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
-			pw, err := read()
-			if err != nil {
-				return fmt.Errorf("read password: %w", err)
+			if rereadTLS {
+				// pgconn reads sslrootcert, sslcert and sslkey while parsing.
+				fresh, err := pgconn.ParseConfig(dsn)
+				if err != nil {
+					return fmt.Errorf("read TLS files: %w", redactedError{err})
+				}
+				c.TLSConfig = fresh.TLSConfig
+				c.Fallbacks = fresh.Fallbacks
 			}
-			c.Password = pw
+			if readPassword != nil {
+				pw, err := readPassword()
+				if err != nil {
+					return fmt.Errorf("read password: %w", err)
+				}
+				c.Password = pw
+			}
 			return nil
 		}
 	}
@@ -431,9 +448,16 @@ func destroy(conn *pgxpool.Conn) {
 }
 
 // retryable reports whether another attempt could succeed. Authentication
-// failures and a missing database are not retried: retrying a wrong
-// password only risks locking the account.
+// failures, a missing database and a certificate that fails verification are
+// not retried: retrying a wrong password only risks locking the account,
+// and the others fail the same way every time.
 func retryable(err error) bool {
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {

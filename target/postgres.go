@@ -15,8 +15,9 @@ import (
 )
 
 // NewPostgres returns a Scraper for a PostgreSQL server. Its role should
-// have pg_monitor: without it, other roles' backends have no visible state
-// and count as open but never as in use or leaked.
+// have pg_monitor (or pg_read_all_stats): without it, PostgreSQL hides the
+// backend_type and state of other roles' backends, so they are not counted
+// at all, and Result.LimitedVisibility is set.
 func NewPostgres(o PostgresOptions) Scraper {
 	s := &postgres{opts: o}
 	for _, ap := range o.ApplicationPools {
@@ -74,7 +75,8 @@ SELECT current_setting('max_connections')::int8,
        (SELECT coalesce(json_agg(l), '[]')::text FROM (
           SELECT pool, application_name, usename, datname, client_addr, client_port,
                  pid, xact_start::text AS xact_start, idle_s, xact_s, left(query, 200) AS query
-          FROM b WHERE leaked ORDER BY idle_s DESC LIMIT $6) l)`
+          FROM b WHERE leaked ORDER BY idle_s DESC LIMIT $6) l),
+       pg_has_role('pg_read_all_stats', 'USAGE')`
 
 // activityRow is the statement's one row.
 type activityRow struct {
@@ -83,6 +85,7 @@ type activityRow struct {
 	open, leaked                      int64
 	oldest                            float64
 	appsJSON, leaksJSON               string
+	seesAll                           bool
 }
 
 type appCounts struct {
@@ -119,7 +122,7 @@ func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
 		queryErr = conn.QueryRow(ctx, activitySQL,
 			s.names, s.apps, s.users, s.dbs, s.opts.LeakThreshold.Seconds(), MaxLeaks,
 		).Scan(&row.maxConnections, &row.superuserReserved, &row.reserved,
-			&row.open, &row.leaked, &row.oldest, &row.appsJSON, &row.leaksJSON)
+			&row.open, &row.leaked, &row.oldest, &row.appsJSON, &row.leaksJSON, &row.seesAll)
 		return nil
 	})
 	if err != nil {
@@ -138,6 +141,7 @@ func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
 
 // fill maps the statement's row into res. It is pure.
 func (s *postgres) fill(res *Result, row *activityRow) error {
+	res.LimitedVisibility = !row.seesAll
 	reserved := row.superuserReserved
 	if row.reserved != nil {
 		reserved += *row.reserved

@@ -191,6 +191,10 @@ type Result struct {
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.
 	Errors []QueryError
+	// LimitedVisibility is set on postgres when the agent's role lacks
+	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
+	// then invisible and every count is too low.
+	LimitedVisibility bool
 }
 
 // Up reports whether every query of the round succeeded.

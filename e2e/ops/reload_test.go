@@ -411,7 +411,7 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 // round hangs on a blackholed server. Closing its pool waits for that
 // round, bounded by --web.shutdown-timeout, and POST /-/reload answers only
 // then; but scrapes see the new configuration at once and are not held up.
-func TestReload_RemovingAHungTargetTakesEffectAtOnce(t *testing.T) {
+func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
 	const closeBound = 2 * time.Second
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
@@ -442,50 +442,34 @@ func TestReload_RemovingAHungTargetTakesEffectAtOnce(t *testing.T) {
 	})
 	time.Sleep(100 * time.Millisecond) // let the round reach the frozen connection; nothing is asserted on it
 
+	// The reload does not wait for the hung pool: it closes in the
+	// background, bounded by --web.shutdown-timeout.
 	replaceFile(t, pw.ConfigPath, configOf(keep))
-	type result struct {
-		code int
-		err  error
-		took time.Duration
-	}
-	done := make(chan result, 1)
 	start := time.Now()
-	go func() {
-		code, _, err := request(http.DefaultClient, http.MethodPost, pw.URL+"/-/reload")
-		done <- result{code, err, time.Since(start)}
-	}()
+	code, _, err := request(http.DefaultClient, http.MethodPost, pw.URL+"/-/reload")
+	took := time.Since(start)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("POST /-/reload: %d %v, want 200", code, err)
+	}
+	if took > time.Second {
+		t.Fatalf("POST /-/reload took %v with a hung round on a removed target, want well under 1 s", took)
+	}
+	t.Logf("POST /-/reload answered after %v with a hung round on the removed target", took.Round(time.Millisecond))
 
-	// While the reload waits for the hung pool, scrapes (with Prometheus'
-	// timeout header, as a scrape that joined the hung round would
-	// otherwise wait for it) already have the new configuration.
-	var scrapeTook time.Duration
-	eventually(t, settle, "the new configuration in force during the reload", func() (bool, string) {
-		s := time.Now()
-		code, body := pw.Get(t, "/metrics", "X-Prometheus-Scrape-Timeout-Seconds", "1")
-		scrapeTook = time.Since(s)
-		if code != http.StatusOK {
-			return false, fmt.Sprintf("status %d", code)
-		}
-		got := parseMetrics(t, body).targets()
-		return slices.Equal(got, []string{"keep"}), fmt.Sprint(got)
-	})
-	select {
-	case r := <-done:
-		t.Fatalf("the reload returned (%v after %v) before the new configuration was seen: the test did not hit the window", r.code, r.took)
-	default:
+	// Scrapes have the new configuration at once (with Prometheus' timeout
+	// header, as a scrape that joined the hung round would wait for it).
+	s := time.Now()
+	code, body := pw.Get(t, "/metrics", "X-Prometheus-Scrape-Timeout-Seconds", "1")
+	if scrapeTook := time.Since(s); scrapeTook > time.Second {
+		t.Errorf("a scrape right after the reload took %v", scrapeTook)
 	}
-	if scrapeTook > time.Second {
-		t.Errorf("a scrape during the reload took %v", scrapeTook)
+	if code != http.StatusOK {
+		t.Fatalf("status %d", code)
 	}
-
-	r := <-done
-	if r.err != nil || r.code != http.StatusOK {
-		t.Fatalf("POST /-/reload: %d %v, want 200", r.code, r.err)
+	if got := parseMetrics(t, body).targets(); !slices.Equal(got, []string{"keep"}) {
+		t.Fatalf("targets after the reload: %v, want [keep]", got)
 	}
-	if r.took > closeBound+time.Second {
-		t.Fatalf("POST /-/reload took %v, want at most --web.shutdown-timeout (%v) and a little", r.took, closeBound)
-	}
-	t.Logf("POST /-/reload answered after %v (closing a pool with a hung round, bound %v)", r.took.Round(time.Millisecond), closeBound)
+	// The removed pool's hung round is cancelled when the bound expires.
 	waitLog(t, pw, "closing the probe pool of a removed target cancelled its queries", "target=hole")
 	<-hung
 	if m := scrape(t, pw); m.must(t, reloadOK) != 1 {

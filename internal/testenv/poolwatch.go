@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,7 +52,9 @@ func BuildPoolwatch(tb testing.TB) string {
 			builtBinary.err = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "poolwatch-bin-")
+		// Named like the servers' dirs, so that the sweep of a later run
+		// removes it once this process has exited.
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%sbin-%d-", tempPrefix, os.Getpid()))
 		if err != nil {
 			builtBinary.err = err
 			return
@@ -140,9 +141,7 @@ func StartPoolwatch(tb testing.TB, config string, extraArgs ...string) *Poolwatc
 			tb.Logf("poolwatch log:\n%s", pw.Logs())
 		}
 	})
-	if !strings.HasPrefix(pw.URL, "https") {
-		pw.WaitReady(tb, 30*time.Second)
-	}
+	pw.WaitReady(tb, 30*time.Second)
 	return pw
 }
 

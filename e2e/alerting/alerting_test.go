@@ -1,0 +1,429 @@
+package alerting
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/mixin"
+)
+
+const (
+	// fireBudget bounds the wait for an alert at the webhook once its
+	// condition holds. The short rules need about for (5s) + scrape (1s) +
+	// evaluation (1s) + group_wait (1s); the rest is slack for a loaded
+	// 2-core machine running everything under the race detector.
+	fireBudget = 60 * time.Second
+	// resolveBudget bounds the wait for the resolved notification.
+	resolveBudget = 45 * time.Second
+)
+
+// TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem is the whole path
+// from a real pool problem to the webhook Alertmanager calls, with the short
+// variant of the shipped rules:
+//
+//  1. five clients hold transactions on a PgBouncer pool of three: both
+//     PoolExhausted rules (all_in_use, long_wait) page with the right
+//     labels and annotations, from the agent job and the /probe job;
+//  2. releasing them resolves every PoolExhausted that fired;
+//  3. one client idle in a transaction past leak_threshold fires
+//     PoolConnectionLeak on the PgBouncer pool and on the postgres target's
+//     application pool; committing resolves it;
+//  4. every dashboard panel query runs against Prometheus during the run,
+//     and the mixin's metric names are checked against the agent's real
+//     output;
+//  5. alerts that must stay quiet do: PoolExhausted only ever for the
+//     exhausted pool, no probe-pool alert, no failing rule evaluation.
+func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
+	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus", "alertmanager", "promtool")
+	runStart := time.Now()
+	e := startEnv(t)
+	t.Logf("pipeline up after %v (rules: %s)", time.Since(runStart).Round(time.Millisecond), e.variant)
+
+	// The dashboards' variables as a user would set them: the agent job
+	// (simple mode), the probe job (one instance per target), and All with
+	// the postgres target's application pool. $__rate_interval is what
+	// Grafana gives a 1s scrape interval at most zoom levels.
+	agentSet := variableSet{"agent job", map[string]string{"job": agentJob, "instance": e.pw.Addr, "target": bouncerTarget, "pool": exhaustPool, "__rate_interval": "15s"}}
+	probeSet := variableSet{"probe job", map[string]string{"job": probeJob, "instance": bouncerTarget, "target": bouncerTarget, "pool": exhaustPool, "__rate_interval": "15s"}}
+	allSet := variableSet{"all, postgres pool", map[string]string{"job": mixin.AllValue, "instance": mixin.AllValue, "target": pgTarget, "pool": leakAppPool, "__rate_interval": "15s"}}
+	dash := newDashboardChecker(e.api, runStart, []variableSet{agentSet, probeSet, allSet})
+
+	// 1. Exhaust the pool: 3 clients get the 3 server connections and sit
+	// in their transactions, 2 queue behind them.
+	exhaustStart := time.Now()
+	hold := testenv.HoldTransactions(t, e.pgb.DSN(appUser, appPW, exhaustDB), 5, "exhaust")
+	hold.WaitHeld(t, poolSize, 15*time.Second)
+	if n := hold.Held(); n != poolSize {
+		t.Fatalf("%d clients got a server connection from a pool of %d", n, poolSize)
+	}
+	fired := e.expectPoolExhausted(t)
+	t.Logf("PoolExhausted reached the webhook %v after the pool was exhausted", fired.Sub(exhaustStart).Round(time.Millisecond))
+	sel := fmt.Sprintf(`{job=%q, target=%q, pool=%q}`, agentJob, bouncerTarget, exhaustPool)
+	e.expectValue(t, "poolwatch_pool_in_use_connections"+sel, poolSize)
+	e.expectValue(t, "poolwatch_pool_max_connections"+sel, poolSize)
+	e.expectValue(t, "poolwatch_pool_waiting_clients"+sel, 2)
+	e.expectValue(t, "poolwatch_pool_min_connections"+sel, 1)
+
+	dash.checkpoint(t, "pool exhausted")
+	overview, detail, self := e.cfg.DashboardUIDPrefix+e.cfg.OverviewUID, e.cfg.DashboardUIDPrefix+e.cfg.DetailUID, e.cfg.DashboardUIDPrefix+e.cfg.SelfUID
+	dash.checkVariables(t, agentSet, overview, detail, self)
+	dash.checkVariables(t, probeSet, overview, detail) // the self dashboard is about the agent job only
+	dash.checkVariables(t, allSet, overview, detail, self)
+	e.checkMetricNames(t)
+
+	// 2. Release: every PoolExhausted that fired must resolve.
+	released := time.Now()
+	hold.Release()
+	if errs := hold.Errors(); len(errs) > 0 {
+		t.Errorf("holding transactions: %v", errs)
+	}
+	e.expectResolved(t, "PoolExhausted after the release", released, func(ev alertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertPoolExhausted
+	})
+
+	// 3. A leaked client: BEGIN; SELECT 1, then idle in the transaction
+	// past leak_threshold, on a pool that is not exhausted.
+	leakStart := time.Now()
+	leak := testenv.HoldTransactions(t, e.pgb.DSN(appUser, appPW, leakDB), 1, leakAppName)
+	leak.WaitHeld(t, 1, 15*time.Second)
+	e.expectLeak(t, leakStart)
+	e.expectTargetDown(t)
+
+	dash.checkpoint(t, "connection leaked")
+
+	committed := time.Now()
+	leak.Release()
+	if errs := leak.Errors(); len(errs) > 0 {
+		t.Errorf("holding the leaked transaction: %v", errs)
+	}
+	e.expectResolved(t, "PoolConnectionLeak after the commit", committed, func(ev alertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak && ev.StartsAt.After(leakStart.Add(-time.Second)) &&
+			(ev.Labels["pool"] == leakPool || ev.Labels["pool"] == leakAppPool)
+	})
+
+	// 4. and 5.
+	dash.checkpoint(t, "after the resolutions")
+	dash.verify(t)
+	e.checkRulesHealthy(t)
+	e.checkQuiet(t, exhaustStart)
+	t.Logf("whole run: %v", time.Since(runStart).Round(time.Millisecond))
+}
+
+// expectValue polls Prometheus for up to 10s until expr has exactly one
+// sample, of value want.
+func (e *env) expectValue(t *testing.T, expr string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for {
+		r, err := e.api.query(expr, time.Now())
+		if err == nil && r.Len == 1 {
+			v, verr := r.Samples[0].value()
+			if verr == nil && v == want {
+				return
+			}
+			last = fmt.Sprintf("value %v (%v)", v, verr)
+		} else {
+			last = fmt.Sprintf("%d samples (%v)", r.Len, err)
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("%s: want one sample of %v, got %s\nPrometheus sees:\n%s", expr, want, last, e.diagnose())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// expectPoolExhausted waits for PoolExhausted at the webhook, for the
+// exhausted pool: reason all_in_use from the agent job and from the probe
+// job, and reason long_wait (two clients queue past 2s) from the agent job.
+// It returns when the first arrived.
+func (e *env) expectPoolExhausted(t *testing.T) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(fireBudget)
+	want := []struct{ job, instance, reason string }{
+		{agentJob, e.pw.Addr, mixin.ReasonAllInUse},
+		{probeJob, bouncerTarget, mixin.ReasonAllInUse},
+		{agentJob, e.pw.Addr, mixin.ReasonLongWait},
+	}
+	var first time.Time
+	for _, w := range want {
+		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
+			return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolExhausted &&
+				ev.Labels["job"] == w.job && ev.Labels["reason"] == w.reason &&
+				ev.Labels["target"] == bouncerTarget && ev.Labels["pool"] == exhaustPool
+		})
+		if !ok {
+			t.Fatalf("PoolExhausted{reason=%q, job=%q, target=%q, pool=%q} did not reach the webhook within %v of the exhaustion.\nReceived:\n%sPrometheus sees:\n%s",
+				w.reason, w.job, bouncerTarget, exhaustPool, fireBudget, e.hook.summary(), e.diagnose())
+		}
+		e.checkAlert(t, ev, map[string]string{
+			"alertname": mixin.AlertPoolExhausted, "severity": mixin.SeverityCritical, "reason": w.reason,
+			"job": w.job, "instance": w.instance, "target": bouncerTarget, "pool": exhaustPool,
+		})
+		if first.IsZero() || ev.Received.Before(first) {
+			first = ev.Received
+		}
+	}
+	return first
+}
+
+// expectLeak waits for PoolConnectionLeak on the PgBouncer pool of the
+// leaked client and on the postgres target's application pool that matches
+// its application_name, both from the agent job.
+func (e *env) expectLeak(t *testing.T, leakStart time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(fireBudget)
+	for _, w := range []struct{ target, pool string }{{bouncerTarget, leakPool}, {pgTarget, leakAppPool}} {
+		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
+			return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak &&
+				ev.Labels["job"] == agentJob && ev.Labels["target"] == w.target && ev.Labels["pool"] == w.pool
+		})
+		if !ok {
+			t.Fatalf("PoolConnectionLeak{target=%q, pool=%q} did not reach the webhook within %v of the leak (threshold %v).\nReceived:\n%sPrometheus sees:\n%s",
+				w.target, w.pool, fireBudget, leakThreshold, e.hook.summary(), e.diagnose())
+		}
+		e.checkAlert(t, ev, map[string]string{
+			"alertname": mixin.AlertPoolConnectionLeak, "severity": mixin.SeverityWarning,
+			"job": agentJob, "instance": e.pw.Addr, "target": w.target, "pool": w.pool,
+		})
+		if ev.StartsAt.Before(leakStart.Add(leakThreshold)) {
+			t.Errorf("PoolConnectionLeak on %s/%s starts at %v, before the leak was %v old (leaked at %v)",
+				w.target, w.pool, ev.StartsAt, leakThreshold, leakStart)
+		}
+		t.Logf("PoolConnectionLeak on %s %s reached the webhook %v after the leak", w.target, w.pool, ev.Received.Sub(leakStart).Round(time.Millisecond))
+	}
+}
+
+// expectTargetDown waits for PoolwatchTargetDown on the unreachable target,
+// which has been down since the start.
+func (e *env) expectTargetDown(t *testing.T) {
+	t.Helper()
+	ev, ok := e.hook.await(time.Now().Add(fireBudget), func(ev alertEvent) bool {
+		return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertTargetDown &&
+			ev.Labels["job"] == agentJob && ev.Labels["target"] == goneTarget
+	})
+	if !ok {
+		t.Fatalf("PoolwatchTargetDown{target=%q} never reached the webhook.\nReceived:\n%s", goneTarget, e.hook.summary())
+	}
+	e.checkAlert(t, ev, map[string]string{
+		"alertname": mixin.AlertTargetDown, "severity": mixin.SeverityCritical,
+		"job": agentJob, "instance": e.pw.Addr, "target": goneTarget,
+	})
+}
+
+// expectResolved waits until every alert that matched sel and fired has
+// been notified as resolved, and checks that each resolution came after
+// since (when the cause went away).
+func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel func(alertEvent) bool) {
+	t.Helper()
+	fired := map[string]alertEvent{}
+	for _, ev := range e.hook.Events() {
+		if ev.Status == "firing" && sel(ev) {
+			fired[ev.key()] = ev
+		}
+	}
+	if len(fired) == 0 {
+		t.Fatalf("%s: nothing fired to resolve", what)
+	}
+	keys := make([]string, 0, len(fired))
+	for k := range fired {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	deadline := time.Now().Add(resolveBudget)
+	for _, k := range keys {
+		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
+			return ev.Status == "resolved" && ev.key() == k
+		})
+		if !ok {
+			t.Fatalf("%s: %s was not resolved at the webhook within %v.\nReceived:\n%sPrometheus sees:\n%s",
+				what, k, resolveBudget, e.hook.summary(), e.diagnose())
+		}
+		if ev.EndsAt.IsZero() || !ev.EndsAt.After(ev.StartsAt) || ev.EndsAt.Before(since.Add(-time.Second)) {
+			t.Errorf("%s: %s resolved with startsAt %v endsAt %v; the cause went away at %v", what, k, ev.StartsAt, ev.EndsAt, since)
+		}
+		t.Logf("resolved %v after the cause went away: %s", ev.Received.Sub(since).Round(time.Millisecond), k)
+	}
+}
+
+// checkAlert checks an alert's exact label set and its annotations against
+// the rule that produced it: the static summary ending with a period, a
+// rendered description naming the target (and the pool, when the alert has
+// one), and the runbook_url of the alert's anchor.
+func (e *env) checkAlert(t *testing.T, ev alertEvent, labels map[string]string) {
+	t.Helper()
+	if got, want := labelsKey(ev.Labels), labelsKey(labels); got != want {
+		t.Errorf("%s: labels %s, want %s", labels["alertname"], got, want)
+	}
+	rule, ok := findRule(e.cfg, labels["alertname"], labels["reason"])
+	if !ok {
+		t.Fatalf("no generated rule for %s reason %q", labels["alertname"], labels["reason"])
+	}
+	a := ev.Annotations
+	if len(a) != 3 {
+		t.Errorf("%s: annotations %v, want exactly summary, description and runbook_url", labels["alertname"], a)
+	}
+	if a["summary"] != rule.Annotations.Summary || !strings.HasSuffix(a["summary"], ".") {
+		t.Errorf("%s: summary %q, want the rule's static %q ending with a period", labels["alertname"], a["summary"], rule.Annotations.Summary)
+	}
+	desc := a["description"]
+	if strings.Contains(desc, "{{") || !strings.Contains(desc, "target "+labels["target"]) {
+		t.Errorf("%s: description %q is not rendered or does not name target %s", labels["alertname"], desc, labels["target"])
+	}
+	if p := labels["pool"]; p != "" && !strings.Contains(desc, "pool "+p) {
+		t.Errorf("%s: description %q does not name pool %s", labels["alertname"], desc, p)
+	}
+	wantURL := e.cfg.RunbookURL + "#" + mixin.RunbookAnchor(labels["alertname"])
+	if a["runbook_url"] != wantURL {
+		t.Errorf("%s: runbook_url %q, want %q", labels["alertname"], a["runbook_url"], wantURL)
+	}
+	// Alertmanager's webhook sends a firing alert with a zero endsAt.
+	if ev.StartsAt.IsZero() || !ev.EndsAt.IsZero() {
+		t.Errorf("%s: firing alert with startsAt %v, endsAt %v", labels["alertname"], ev.StartsAt, ev.EndsAt)
+	}
+	if !strings.Contains(ev.GeneratorURL, "/graph?g0.expr=") {
+		t.Errorf("%s: generatorURL %q does not link to the rule's expression in Prometheus", labels["alertname"], ev.GeneratorURL)
+	}
+}
+
+// findRule returns the generated alerting rule of an alert; reason tells
+// PoolExhausted's two rules apart.
+func findRule(c mixin.Config, alert, reason string) (mixin.Rule, bool) {
+	for _, g := range mixin.Rules(c) {
+		for _, r := range g.Rules {
+			if r.Alert == alert && r.Labels["reason"] == reason {
+				return r, true
+			}
+		}
+	}
+	return mixin.Rule{}, false
+}
+
+// checkQuiet fails the test for notifications that must not have happened:
+// PoolExhausted for any pool but the exhausted one or before it was
+// exhausted, and any alert about the agent's own probe pools. PoolwatchDown
+// is only logged: it must not fire while the agent is scraped, but its
+// absent() branch is evaluated before Prometheus' first scrape.
+func (e *env) checkQuiet(t *testing.T, exhaustStart time.Time) {
+	t.Helper()
+	if bad := e.hook.Bad(); len(bad) > 0 {
+		t.Errorf("the webhook received malformed notifications: %v", bad)
+	}
+	for _, ev := range e.hook.Events() {
+		switch ev.Labels["alertname"] {
+		case mixin.AlertPoolExhausted:
+			if ev.Labels["target"] != bouncerTarget || ev.Labels["pool"] != exhaustPool {
+				t.Errorf("PoolExhausted fired for a pool that was never exhausted: %s", ev.key())
+			}
+			if ev.StartsAt.Before(exhaustStart) {
+				t.Errorf("PoolExhausted started at %v, before the pool was exhausted at %v: %s", ev.StartsAt, exhaustStart, ev.key())
+			}
+		case mixin.AlertProbePoolLeak, mixin.AlertProbeRetriesHigh:
+			t.Errorf("the agent's own probe pool alerted (%s): %s %v", ev.Status, ev.key(), ev.Annotations["description"])
+		case mixin.AlertPoolwatchDown:
+			t.Logf("note: PoolwatchDown was notified (%s): %s", ev.Status, ev.key())
+		}
+	}
+	t.Logf("notifications received:\n%s", e.hook.summary())
+}
+
+// goldenPath is the mixin's copy of the agent's /metrics output.
+var goldenPath = filepath.Join("..", "..", "mixin", "testdata", "metrics.prom")
+
+const goldenHeader = `# The agent's real /metrics output (simple mode: its own metrics and every
+# target's series on one path), captured by the end-to-end test e2e/alerting
+# while a PgBouncer pool was exhausted and one target was down, so that the
+# waiting, leak and scrape-error series exist. TestCheckMetricNames_* check the
+# dashboards and rules against it, and e2e/alerting fails when its poolwatch_*
+# metric names differ from a live run. Refresh it with:
+#   POOLWATCH_E2E_UPDATE_GOLDEN=1 go test -count=1 ./e2e/alerting/
+`
+
+// checkMetricNames fetches the agent's real /metrics and /probe output and
+// checks every metric name the rules, panels and dashboard variables use
+// against it (mixin.CheckMetricNames). It also compares the poolwatch_*
+// names of /metrics with the mixin's golden copy, or rewrites that copy
+// under POOLWATCH_E2E_UPDATE_GOLDEN=1.
+func (e *env) checkMetricNames(t *testing.T) {
+	t.Helper()
+	var all []string
+	var metrics string
+	for _, path := range []string{"/metrics", "/probe?target=" + bouncerTarget, "/probe?target=" + pgTarget, "/probe?target=" + goneTarget} {
+		code, body := e.pw.Get(t, path)
+		if code != 200 {
+			t.Fatalf("GET %s: HTTP %d\n%s", path, code, body)
+		}
+		if path == "/metrics" {
+			metrics = body
+		}
+		all = append(all, body)
+	}
+	// The shipped rules and dashboards, and the short rules Prometheus runs.
+	queries, err := mixin.Queries(mixin.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := mixin.Queries(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries = append(queries, short...)
+	if err := mixin.CheckMetricNames(queries, strings.Join(all, "\n")); err != nil {
+		t.Errorf("the mixin uses metrics the agent does not export:\n%v", err)
+	}
+	live, err := mixin.ExpositionMetricNames(metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range all[1:] {
+		names, err := mixin.ExpositionMetricNames(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := range names {
+			if !live[n] {
+				t.Errorf("/probe exports %s, which the simple-mode /metrics lacks", n)
+			}
+		}
+	}
+
+	if os.Getenv("POOLWATCH_E2E_UPDATE_GOLDEN") == "1" {
+		if err := os.WriteFile(goldenPath, []byte(goldenHeader+metrics), 0o644); err != nil { //nolint:gosec // a repository file
+			t.Fatalf("update %s: %v", goldenPath, err)
+		}
+		t.Logf("wrote %s from the agent's real /metrics", goldenPath)
+		return
+	}
+	b, err := os.ReadFile(goldenPath)
+	if err != nil {
+		t.Fatalf("read the golden exposition: %v", err)
+	}
+	golden, err := mixin.ExpositionMetricNames(string(b))
+	if err != nil {
+		t.Fatalf("%s: %v", goldenPath, err)
+	}
+	var onlyGolden, onlyReal []string
+	for n := range golden {
+		if strings.HasPrefix(n, "poolwatch_") && !live[n] {
+			onlyGolden = append(onlyGolden, n)
+		}
+	}
+	for n := range live {
+		if strings.HasPrefix(n, "poolwatch_") && !golden[n] {
+			onlyReal = append(onlyReal, n)
+		}
+	}
+	sort.Strings(onlyGolden)
+	sort.Strings(onlyReal)
+	if len(onlyGolden)+len(onlyReal) > 0 {
+		t.Errorf("%s disagrees with the agent's real /metrics: only in the golden file %v, only in the real output %v; "+
+			"refresh it with POOLWATCH_E2E_UPDATE_GOLDEN=1", goldenPath, onlyGolden, onlyReal)
+	}
+	t.Logf("metric names: %d queries checked against the real /metrics and /probe output (%d metric names)", len(queries), len(live))
+}

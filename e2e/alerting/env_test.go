@@ -1,0 +1,343 @@
+package alerting
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/mixin"
+)
+
+// Names, credentials and sizes of the run. Passwords are throwaway values
+// for throwaway servers.
+const (
+	monUser = "mon" // the agent's login: pg_monitor on PostgreSQL, stats_users on PgBouncer
+	monPW   = "mon-e2e-pw"
+	appUser = "app"
+	appPW   = "app-e2e-pw"
+	appDB   = "appdb"
+
+	// exhaustDB is the PgBouncer database whose pool the test exhausts:
+	// pool_size 3, no reserve, min_pool_size 1.
+	exhaustDB   = "appdb"
+	exhaustPool = exhaustDB + "/" + appUser
+	poolSize    = 3
+	// leakDB is a second PgBouncer database (same server database) whose
+	// pool gets one leaked client and must never count as exhausted.
+	leakDB   = "leakdb"
+	leakPool = leakDB + "/" + appUser
+	// leakAppPool is the postgres target's application pool that matches
+	// the leaked client's application_name.
+	leakAppPool = "leaky"
+	leakAppName = "leaky-1"
+
+	bouncerTarget = "bouncer"
+	pgTarget      = "pg"
+	// goneTarget is a PgBouncer target with nothing listening: it keeps
+	// poolwatch_target_up at 0 and poolwatch_target_scrape_errors_total
+	// counting, so PoolwatchTargetDown and the error panels have data.
+	goneTarget = "gone"
+
+	agentJob = "poolwatch"
+	probeJob = "poolwatch-probe"
+
+	// leakThreshold is the targets' leak_threshold.
+	leakThreshold = 2 * time.Second
+)
+
+// env is the whole pipeline of one run.
+type env struct {
+	cfg     mixin.Config // the rules Prometheus loaded
+	variant string
+	pg      *testenv.Postgres
+	pgb     *testenv.PgBouncer
+	pw      *testenv.Poolwatch
+	hook    *receiver
+	am      *daemon
+	prom    *daemon
+	api     promAPI
+}
+
+// rulesConfig returns the mixin configuration whose rules Prometheus loads:
+// mixin.Short(), or a copy broken on purpose when POOLWATCH_E2E_BREAK names
+// a breakage (the test must then fail).
+func rulesConfig(t *testing.T) (mixin.Config, string) {
+	t.Helper()
+	c := mixin.Short()
+	b := os.Getenv("POOLWATCH_E2E_BREAK")
+	switch b {
+	case "":
+		return c, "short"
+	case "exhausted-ratio":
+		c.ExhaustedRatio = 1.5 // in use can never reach 150% of max (reserve_pool is 0)
+	case "exhausted-wait":
+		c.ExhaustedWaitSeconds = 3600
+	case "leak":
+		c.LeakFor = time.Hour
+	default:
+		t.Fatalf("POOLWATCH_E2E_BREAK=%q: want exhausted-ratio, exhausted-wait or leak", b)
+	}
+	t.Logf("POOLWATCH_E2E_BREAK=%s: the rules are broken on purpose; this run must FAIL", b)
+	return c, "short-broken-" + b
+}
+
+// startEnv starts PostgreSQL, PgBouncer, poolwatch, the webhook receiver,
+// Alertmanager and Prometheus, and returns once Prometheus scrapes every
+// job and has loaded the rules. Everything is stopped on cleanup, in the
+// reverse order.
+func startEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{}
+	e.cfg, e.variant = rulesConfig(t)
+
+	e.pg = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	e.pg.CreateRole(t, monUser, monPW, "LOGIN", "IN ROLE pg_monitor")
+	e.pg.CreateRole(t, appUser, appPW, "LOGIN")
+	e.pg.CreateDatabase(t, appDB)
+
+	e.pgb = testenv.StartPgBouncer(t, e.pg, testenv.PgBouncerOptions{
+		PoolMode:        "transaction",
+		DefaultPoolSize: poolSize,
+		ReservePoolSize: 0,
+		Databases: map[string]string{
+			exhaustDB: fmt.Sprintf("dbname=%s pool_size=%d reserve_pool=0 min_pool_size=1", appDB, poolSize),
+			leakDB:    fmt.Sprintf("dbname=%s pool_size=%d reserve_pool=0", appDB, poolSize),
+		},
+		Users:      map[string]string{monUser: monPW, appUser: appPW},
+		StatsUsers: []string{monUser},
+	})
+
+	gonePort := testenv.FreePort(t) // nothing listens there
+	agentCfg := fmt.Sprintf(`defaults:
+  scrape_timeout: 2s
+  leak_threshold: %s
+targets:
+  - name: %s
+    kind: pgbouncer
+    dsn: %s
+  - name: %s
+    kind: postgres
+    dsn: %s
+    application_pools:
+      - name: %s
+        application_name: "leaky*"
+        min_connections: 1
+        max_connections: 5
+  - name: %s
+    kind: pgbouncer
+    dsn: postgres://%s@127.0.0.1:%d/pgbouncer?sslmode=disable
+    scrape_timeout: 500ms
+    probe_pool:
+      acquire_retries: 0
+`, leakThreshold, bouncerTarget, e.pgb.DSN(monUser, monPW, "pgbouncer"),
+		pgTarget, e.pg.DSN(monUser, monPW, "postgres"), leakAppPool,
+		goneTarget, monUser, gonePort)
+	// Prometheus sends a 900ms scrape timeout; the agent's default offset of
+	// 500ms would leave it 400ms for a round under the race detector.
+	e.pw = testenv.StartPoolwatch(t, agentCfg, "--scrape.timeout-offset=200ms")
+
+	e.hook = startReceiver(t)
+	e.am = startAlertmanager(t, e.hook.URL())
+	e.prom = e.startPrometheus(t)
+	e.api = promAPI{base: e.prom.URL}
+	e.waitScraping(t)
+	e.checkRulesLoaded(t)
+	return e
+}
+
+func startAlertmanager(t *testing.T, webhook string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`route:
+  receiver: webhook
+  group_by: [alertname, job, target, pool]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 4h
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: '%s'
+        send_resolved: true
+`, webhook)
+	path := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("write alertmanager config: %v", err)
+	}
+	return startDaemon(t, "alertmanager", dir, func(addr string) []string {
+		return []string{
+			"--config.file=" + path,
+			"--storage.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+			"--cluster.listen-address=", // no HA gossip on 0.0.0.0:9094
+		}
+	})
+}
+
+func (e *env) startPrometheus(t *testing.T) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	var rules string
+	var err error
+	if e.variant == "short" {
+		rules, err = mixin.WriteShortRules(dir)
+	} else {
+		rules, err = mixin.WriteRules(e.cfg, e.variant, dir)
+	}
+	if err != nil {
+		t.Fatalf("generate the rules: %v", err)
+	}
+	promtool, err := testenv.LookPath("promtool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, promtool, "check", "rules", rules).CombinedOutput(); err != nil { //nolint:gosec // promtool from LookPath
+		t.Fatalf("promtool check rules %s: %v\n%s", rules, err, out)
+	}
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	// The agent job scrapes /metrics (simple mode: every target's series
+	// too); the probe job scrapes each target through /probe, as in
+	// prometheus.yml.example. Both feed the same rules: PoolSelector takes
+	// both jobs.
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+rule_files:
+  - %s
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['%s']
+scrape_configs:
+  - job_name: %s
+    static_configs:
+      - targets: ['%s']
+  - job_name: %s
+    metrics_path: /probe
+    static_configs:
+      - targets: [%s, %s, %s]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: '%s'
+`, rules, e.am.Addr, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, e.pw.Addr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("write prometheus config: %v", err)
+	}
+	return startDaemon(t, "prometheus", dir, func(addr string) []string {
+		return []string{
+			"--config.file=" + cfgPath,
+			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+		}
+	})
+}
+
+// waitScraping polls Prometheus until the agent job and the three probe
+// targets have been scraped successfully.
+func (e *env) waitScraping(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for {
+		agent, err1 := e.api.query(fmt.Sprintf(`up{job=%q} == 1`, agentJob), time.Now())
+		probes, err2 := e.api.query(fmt.Sprintf(`up{job=%q} == 1`, probeJob), time.Now())
+		if err1 == nil && err2 == nil && agent.Len == 1 && probes.Len == 3 {
+			return
+		}
+		last = fmt.Sprintf("agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len, err1, probes.Len, err2)
+		if !time.Now().Before(deadline) {
+			t.Fatalf("Prometheus is not scraping poolwatch after 30s: %s", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkRulesLoaded checks that Prometheus loaded exactly the generated
+// groups and rules.
+func (e *env) checkRulesLoaded(t *testing.T) {
+	t.Helper()
+	groups, err := e.api.rules()
+	if err != nil {
+		t.Fatalf("list rules: %v", err)
+	}
+	want := map[string]int{}
+	for _, g := range mixin.Rules(e.cfg) {
+		want[g.Name] = len(g.Rules)
+	}
+	got := map[string]int{}
+	for _, g := range groups {
+		got[g.Name] += len(g.Rules)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Prometheus loaded rule groups %v, the mixin generated %v", got, want)
+	}
+}
+
+// checkRulesHealthy fails the test for any rule whose last evaluation
+// failed (for example a many-to-many match on real series).
+func (e *env) checkRulesHealthy(t *testing.T) {
+	t.Helper()
+	groups, err := e.api.rules()
+	if err != nil {
+		t.Fatalf("list rules: %v", err)
+	}
+	n := 0
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Health != "ok" || r.LastError != "" {
+				t.Errorf("rule %s in group %s: health %q, last error %q\n\t%s", r.Name, g.Name, r.Health, r.LastError, r.Query)
+			}
+		}
+	}
+	t.Logf("%d rules evaluated without error", n)
+}
+
+// diagnose shows what Prometheus sees of the pools and alerts, for failure
+// messages.
+func (e *env) diagnose() string {
+	var b strings.Builder
+	for _, q := range []string{
+		`poolwatch_pool_in_use_connections{target!="gone"}`,
+		`poolwatch_pool_max_connections{target="bouncer"}`,
+		`poolwatch_pool_waiting_clients`,
+		`poolwatch_pool_max_wait_seconds`,
+		`poolwatch_pool_leaked_connections > 0`,
+		mixin.RecordUtilization + ` > 0.5`,
+		`ALERTS`,
+	} {
+		r, err := e.api.query(q, time.Now())
+		fmt.Fprintf(&b, "\t%s:", q)
+		if err != nil {
+			fmt.Fprintf(&b, " error %v\n", err)
+			continue
+		}
+		if r.Len == 0 {
+			b.WriteString(" (empty)\n")
+			continue
+		}
+		b.WriteString("\n")
+		for i, s := range r.Samples {
+			if i == 20 {
+				fmt.Fprintf(&b, "\t\t... %d more\n", len(r.Samples)-i)
+				break
+			}
+			v, _ := s.value()
+			fmt.Fprintf(&b, "\t\t%s %v\n", labelsKey(s.Metric), v)
+		}
+	}
+	return b.String()
+}
