@@ -13,10 +13,24 @@ import (
 // and the detail dashboard on exactly one target and pool. Single-value
 // variables use = rather than =~, because Grafana does not regex-escape a
 // single value and pool names such as "app/*" contain regex characters.
+//
+// On the pool dashboards $job and $instance are those of the pool series:
+// the agent and its address in the simple mode, the /probe job and the
+// target's name in the multi-target mode. On the self-monitoring dashboard
+// they are the agent's, which in the multi-target mode are not those of the
+// target series: there, the target series (poolwatch_target_*) filter on a
+// second job variable, $target_job, and on $target instead of $instance
+// (targetSeriesMatchers).
 const (
 	agentMatchers  = `job=~"$job", instance=~"$instance"`
 	poolMatchers   = `job=~"$job", instance=~"$instance", target=~"$target"`
 	detailMatchers = `job=~"$job", instance=~"$instance", target="$target", pool="$pool"`
+	// probePoolMatchers select the agent's own per-target series (its
+	// probe pools), which are always on the agent's metrics path.
+	probePoolMatchers = `job=~"$job", instance=~"$instance", target=~"$target"`
+	// targetSeriesMatchers select target series on the self-monitoring
+	// dashboard, in either mode.
+	targetSeriesMatchers = `job=~"$target_job", target=~"$target"`
 )
 
 var datasource = &DatasourceRef{Type: "prometheus", UID: "${datasource}"}
@@ -158,6 +172,18 @@ func jobInstanceVariables(metric, sel string) []Variable {
 		queryVariable("job", "Job", fmt.Sprintf("label_values(%s, job)", selector(metric, sel)), true),
 		queryVariable("instance", "Instance", fmt.Sprintf("label_values(%s, instance)", selector(metric, `job=~"$job"`)), true),
 	}
+}
+
+// allOfValues makes a multi-select variable's All the list of its values,
+// as Grafana does without a custom all value, instead of AllValue.
+func allOfValues(v Variable) Variable {
+	v.AllValue = ""
+	return v
+}
+
+func withDescription(v Variable, description string) Variable {
+	v.Description = description
+	return v
 }
 
 func thresholds(steps ...ThresholdStep) Thresholds {
@@ -303,9 +329,13 @@ func detailLink(c Config) DataLink {
 func overview(c Config) Dashboard {
 	m := poolMatchers
 	util := q(RecordUtilization, m)
-	vars := append([]Variable{datasourceVariable()}, jobInstanceVariables("poolwatch_pool_info", c.PoolSelector)...)
+	// The variables come from poolwatch_target_up, which every target has
+	// whether it is up or not: in the multi-target mode, where the instance
+	// is the target, a target that has been down for the whole time range
+	// (no pool series) can still be picked.
+	vars := append([]Variable{datasourceVariable()}, jobInstanceVariables("poolwatch_target_up", c.PoolSelector)...)
 	vars = append(vars, queryVariable("target", "Target",
-		`label_values(poolwatch_pool_info{job=~"$job", instance=~"$instance"}, target)`, true))
+		`label_values(poolwatch_target_up{job=~"$job", instance=~"$instance"}, target)`, true))
 
 	worst := table("Pools, worst first",
 		"Every pool of every selected target, sorted by utilization (in use / max; empty for pools without a max). Click a pool for its detail.",
@@ -414,7 +444,7 @@ func poolDetail(c Config) Dashboard {
 	open := q("poolwatch_pool_open_connections", m)
 
 	conns := timeseries("Connections",
-		"In use, open and idle connections (idle = open - in use) against the pool's min and max. A PgBouncer pool can exceed max by its reserve pool. min is kept topped up only while the pool has clients.",
+		"In use, open and idle connections (idle = open - in use) against the pool's min and max. A pool can exceed max by its reserve (poolwatch_pool_reserve_connections): PgBouncer's reserve_pool, or a PostgreSQL server's superuser_reserved_connections + reserved_connections slots. min is kept topped up only while the pool has clients.",
 		"short",
 		rangeQuery(inUse, "in use"),
 		rangeQuery(open, "open"),
@@ -481,13 +511,23 @@ func poolDetail(c Config) Dashboard {
 }
 
 func selfMonitoring(c Config) Dashboard {
-	m := poolMatchers
 	a := agentMatchers
+	pp := probePoolMatchers
+	ts := targetSeriesMatchers
 	vars := append([]Variable{datasourceVariable()}, jobInstanceVariables("poolwatch_build_info", c.AgentSelector)...)
-	vars = append(vars, queryVariable("target", "Target",
-		`label_values(poolwatch_probe_pool_max_connections{job=~"$job", instance=~"$instance"}, target)`, true))
-	rate := func(metric string) string {
-		return fmt.Sprintf("rate(%s[$__rate_interval])", q(metric, m))
+	vars = append(vars,
+		withDescription(queryVariable("target_job", "Target job",
+			fmt.Sprintf("label_values(%s, job)", selector("poolwatch_target_up", c.PoolSelector)), true),
+			"The scrape job of the target series (poolwatch_target_*): the agent's job in the simple mode, the /probe job in the multi-target mode, where their instance is the target's name rather than the agent."),
+		// All is the list of the selected agents' targets rather than .+, so
+		// that the target series, which cannot filter on the agent's
+		// instance, stay those of the selected agents.
+		withDescription(allOfValues(queryVariable("target", "Target",
+			`label_values(poolwatch_probe_pool_max_connections{job=~"$job", instance=~"$instance"}, target)`, true)),
+			"The targets configured on the selected agents (those they keep a probe pool for)."),
+	)
+	rate := func(metric, matchers string) string {
+		return fmt.Sprintf("rate(%s[$__rate_interval])", q(metric, matchers))
 	}
 
 	build := stat("Version", "The running poolwatch version (poolwatch_build_info).", "none", statQuery(q("poolwatch_build_info", a), "{{version}}"))
@@ -504,7 +544,7 @@ func selfMonitoring(c Config) Dashboard {
 	}}
 
 	return newDashboard(c, c.SelfUID, "poolwatch / Self-monitoring",
-		"The poolwatch agent itself: its probe pools (in use, leaks, retries), whether it reaches its targets and how long that takes, and its memory and CPU.",
+		"The poolwatch agent itself: its probe pools (in use, leaks, retries), whether it reaches its targets and how long that takes, and its memory and CPU. Job and Instance pick the agents; the target panels read the Target job (in the multi-target mode, the /probe job).",
 		vars,
 		row(4,
 			upMappings(stat("Agent", "Whether Prometheus scrapes the agent (up).", "none", statQuery(fmt.Sprintf("min(%s)", q("up", a)), ""))),
@@ -512,33 +552,33 @@ func selfMonitoring(c Config) Dashboard {
 			reload,
 			stat("Last successful reload", "When the configuration was last loaded successfully.", "dateTimeFromNow",
 				statQuery(fmt.Sprintf("max(%s) * 1000", q("poolwatch_config_last_reload_success_timestamp_seconds", a)), "")),
-			withThresholds(stat("Targets down", "Targets whose last scrape failed.", "none",
-				statQuery(fmt.Sprintf("count(%s == 0) or vector(0)", q("poolwatch_target_up", m)), "")), nonZeroRed()),
+			withThresholds(stat("Targets down", "Targets whose last scrape failed (poolwatch_target_up == 0 under the Target job).", "none",
+				statQuery(fmt.Sprintf("count(%s == 0) or vector(0)", q("poolwatch_target_up", ts)), "")), nonZeroRed()),
 			withThresholds(stat("Probe connections leaked", "The agent's own connections held past probe_pool.leak_threshold. Anything but 0 is a poolwatch bug.", "none",
-				statQuery(fmt.Sprintf("sum(%s)", q("poolwatch_probe_pool_leaked_connections", m)), "")), nonZeroRed()),
+				statQuery(fmt.Sprintf("sum(%s)", q("poolwatch_probe_pool_leaked_connections", pp)), "")), nonZeroRed()),
 		),
 		row(8,
 			timeseries("Probe pool connections", "The agent's own connections to each target: in use (during a scrape), open, and the probe pool's max. A healthy idle agent shows 0 in use.", "short",
-				rangeQuery(q("poolwatch_probe_pool_in_use_connections", m), "{{target}} in use"),
-				rangeQuery(q("poolwatch_probe_pool_open_connections", m), "{{target}} open"),
-				rangeQuery(q("poolwatch_probe_pool_max_connections", m), "{{target}} max")),
+				rangeQuery(q("poolwatch_probe_pool_in_use_connections", pp), "{{target}} in use"),
+				rangeQuery(q("poolwatch_probe_pool_open_connections", pp), "{{target}} open"),
+				rangeQuery(q("poolwatch_probe_pool_max_connections", pp), "{{target}} max")),
 			withThresholds(timeseries("Probe pool leaked connections", "The agent's own connections held past probe_pool.leak_threshold, per target. Must stay 0.", "short",
-				rangeQuery(q("poolwatch_probe_pool_leaked_connections", m), "{{target}}")), nonZeroRed()),
+				rangeQuery(q("poolwatch_probe_pool_leaked_connections", pp), "{{target}}")), nonZeroRed()),
 			timeseries("Probe pool retries and errors", "Per target, per second: acquire retries (a health check failed and the connection was replaced), acquisitions that failed for good, health-check failures and new connections.", "ops",
-				rangeQuery(rate("poolwatch_probe_pool_acquire_retries_total"), "{{target}} retries"),
-				rangeQuery(rate("poolwatch_probe_pool_acquire_errors_total"), "{{target}} errors"),
-				rangeQuery(rate("poolwatch_probe_pool_health_check_failures_total"), "{{target}} health-check failures"),
-				rangeQuery(rate("poolwatch_probe_pool_new_connections_total"), "{{target}} new connections")),
+				rangeQuery(rate("poolwatch_probe_pool_acquire_retries_total", pp), "{{target}} retries"),
+				rangeQuery(rate("poolwatch_probe_pool_acquire_errors_total", pp), "{{target}} errors"),
+				rangeQuery(rate("poolwatch_probe_pool_health_check_failures_total", pp), "{{target}} health-check failures"),
+				rangeQuery(rate("poolwatch_probe_pool_new_connections_total", pp), "{{target}} new connections")),
 		),
 		row(8,
 			upMappings(timeseries("Target up", "1 when every query of the last scrape of the target succeeded.", "none",
-				rangeQuery(q("poolwatch_target_up", m), "{{target}}"))),
+				rangeQuery(q("poolwatch_target_up", ts), "{{target}}"))),
 			timeseries("Target scrape duration", "How long each scrape of each target took. It is bounded by the target's scrape_timeout.", "s",
-				rangeQuery(q("poolwatch_target_scrape_duration_seconds", m), "{{target}}")),
+				rangeQuery(q("poolwatch_target_scrape_duration_seconds", ts), "{{target}}")),
 			timeseries("Target scrape errors", "Failed queries per second, per target and query. Empty while no query has failed.", "ops",
-				maybeEmpty(rangeQuery(rate("poolwatch_target_scrape_errors_total"), "{{target}} {{query}}"))),
+				maybeEmpty(rangeQuery(rate("poolwatch_target_scrape_errors_total", ts), "{{target}} {{query}}"))),
 			timeseries("Pools dropped", "Pools dropped by the per-target max_pools cap, per target. Must stay 0.", "short",
-				rangeQuery(q("poolwatch_target_pools_dropped", m), "{{target}}")),
+				rangeQuery(q("poolwatch_target_pools_dropped", ts), "{{target}}")),
 		),
 		row(8,
 			timeseries("Agent scrape duration", "How long Prometheus took to scrape the agent's metrics path.", "s",
@@ -592,21 +632,48 @@ func PanelQueries(c Config) []PanelQuery {
 // VariableSelectors lists the series selector inside every label_values()
 // variable query of the dashboards for c, keyed by "dashboard uid/variable".
 func VariableSelectors(c Config) (map[string]string, error) {
+	return variableParts(c, func(selector, _ string) string { return selector })
+}
+
+// VariableLabels lists the label every label_values() variable of the
+// dashboards for c takes its values from, keyed like VariableSelectors. It
+// is the variable's name, except for a variable that reads the same label
+// as another: $target_job takes the values of job.
+func VariableLabels(c Config) (map[string]string, error) {
+	return variableParts(c, func(_, label string) string { return label })
+}
+
+// variableParts returns part(selector, label) of every label_values()
+// variable of the dashboards for c, keyed by "dashboard uid/variable".
+func variableParts(c Config, part func(selector, label string) string) (map[string]string, error) {
 	out := make(map[string]string)
 	for _, d := range Dashboards(c) {
 		for _, v := range d.Templating.List {
 			if v.Type != "query" {
 				continue
 			}
-			s, ok := strings.CutPrefix(v.Query, "label_values(")
-			i := strings.LastIndex(s, ",")
-			if !ok || i < 0 || !strings.HasSuffix(s, ")") {
-				return nil, fmt.Errorf("dashboard %s variable %s: query %q is not label_values(selector, label)", d.UID, v.Name, v.Query)
+			sel, label, err := splitLabelValues(v.Query)
+			if err != nil {
+				return nil, fmt.Errorf("dashboard %s variable %s: %w", d.UID, v.Name, err)
 			}
-			out[d.UID+"/"+v.Name] = strings.TrimSpace(s[:i])
+			out[d.UID+"/"+v.Name] = part(sel, label)
 		}
 	}
 	return out, nil
+}
+
+// splitLabelValues splits a variable query label_values(selector, label).
+func splitLabelValues(query string) (selector, label string, err error) {
+	s, ok := strings.CutPrefix(query, "label_values(")
+	i := strings.LastIndex(s, ",")
+	if !ok || i < 0 || !strings.HasSuffix(s, ")") {
+		return "", "", fmt.Errorf("query %q is not label_values(selector, label)", query)
+	}
+	label = strings.TrimSpace(strings.TrimSuffix(s[i+1:], ")"))
+	if label == "" {
+		return "", "", fmt.Errorf("query %q names no label", query)
+	}
+	return strings.TrimSpace(s[:i]), label, nil
 }
 
 // Queries returns every PromQL expression of the mixin for c, with Grafana

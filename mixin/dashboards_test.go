@@ -115,7 +115,18 @@ var (
 	rangeSelector = regexp.MustCompile(`\[[^\]]*\]`)
 	jobMatcher    = `job=~"$job"`
 	instMatcher   = `instance=~"$instance"`
+	// The self-monitoring dashboard's target series filter on a second job
+	// variable and on $target instead: in the multi-target mode their job
+	// is the /probe job and their instance the target's name, neither of
+	// which is the agent's $job/$instance.
+	targetJobMatcher = `job=~"$target_job"`
+	targetMatcher    = `target=~"$target"`
 )
+
+// jobVariableLabels are the job-like variables that must follow
+// dashboard-linter's multi-select convention, with their labels. job and
+// instance are required on every dashboard; target_job where it is used.
+var jobVariableLabels = map[string]string{"job": "Job", "instance": "Instance", "target_job": "Target job"}
 
 func TestDashboards_FollowDashboardLinterConventions(t *testing.T) {
 	for file, d := range committedDashboards(t) {
@@ -143,15 +154,17 @@ func TestDashboards_FollowDashboardLinterConventions(t *testing.T) {
 		if datasources != 1 {
 			t.Errorf("%s: %d datasource variables, want exactly 1", file, datasources)
 		}
-		for _, name := range []string{"job", "instance"} {
+		for _, name := range []string{"job", "instance", "target_job"} {
 			i, ok := vars[name]
 			if !ok {
-				t.Errorf("%s: no %s variable", file, name)
+				if name != "target_job" {
+					t.Errorf("%s: no %s variable", file, name)
+				}
 				continue
 			}
 			v := d.Templating.List[i]
-			if !v.Multi || !v.IncludeAll || v.AllValue != ".+" || v.Label != strings.ToUpper(name[:1])+name[1:] {
-				t.Errorf("%s: %s variable must be multi-select with All = .+ and label %q", file, name, strings.ToUpper(name[:1])+name[1:])
+			if !v.Multi || !v.IncludeAll || v.AllValue != ".+" || v.Label != jobVariableLabels[name] {
+				t.Errorf("%s: %s variable must be multi-select with All = .+ and label %q", file, name, jobVariableLabels[name])
 			}
 		}
 		if _, ok := vars["target"]; !ok {
@@ -196,6 +209,11 @@ func TestDashboards_FollowDashboardLinterConventions(t *testing.T) {
 					t.Errorf("%s %s: query datasource is not ${datasource}", where, tg.RefID)
 				}
 				checkQueryConventions(t, where+" "+tg.RefID, tg.Expr)
+				for _, name := range queryVariableNames(t, tg.Expr) {
+					if _, ok := vars[name]; !ok {
+						t.Errorf("%s %s: uses $%s, which the dashboard does not define", where, tg.RefID, name)
+					}
+				}
 			}
 		}
 	}
@@ -209,9 +227,34 @@ func checkQueryConventions(t *testing.T, where, expr string) {
 	}
 }
 
+// queryVariableNames returns the dashboard variables (not Grafana's
+// built-in $__ ones) that expr uses.
+func queryVariableNames(t *testing.T, expr string) []string {
+	t.Helper()
+	var names []string
+	for i := 0; i < len(expr); i++ {
+		if expr[i] != '$' {
+			continue
+		}
+		name, n := variableName(expr[i:])
+		if n == 0 {
+			t.Errorf("%q: bad variable reference at offset %d", expr, i)
+			continue
+		}
+		if !strings.HasPrefix(name, "__") {
+			names = append(names, name)
+		}
+		i += n - 1
+	}
+	return names
+}
+
 // queryConventionProblems applies dashboard-linter's query rules: every
 // selector filters on $job and $instance, every range is $__rate_interval,
-// and counters are only read through rate or increase.
+// and counters are only read through rate or increase. The one exception
+// to the first rule is a target series on the self-monitoring dashboard,
+// which filters on $target_job and $target instead (see targetJobMatcher).
+// dashboard-linter itself would need a lint exclusion for those panels.
 func queryConventionProblems(expr string) []string {
 	sels, err := Selectors(expr)
 	if err != nil {
@@ -222,8 +265,12 @@ func queryConventionProblems(expr string) []string {
 		problems = append(problems, fmt.Sprintf("%q selects nothing", expr))
 	}
 	for _, s := range sels {
-		if !strings.Contains(s.Matchers, jobMatcher) || !strings.Contains(s.Matchers, instMatcher) {
-			problems = append(problems, fmt.Sprintf("selector %s{%s} must filter on %s and %s", s.Name, s.Matchers, jobMatcher, instMatcher))
+		agentScoped := strings.Contains(s.Matchers, jobMatcher) && strings.Contains(s.Matchers, instMatcher)
+		targetScoped := strings.Contains(s.Matchers, targetJobMatcher) && strings.Contains(s.Matchers, targetMatcher) &&
+			!strings.Contains(s.Matchers, jobMatcher) && !strings.Contains(s.Matchers, instMatcher)
+		if !agentScoped && !targetScoped {
+			problems = append(problems, fmt.Sprintf("selector %s{%s} must filter on %s and %s (or, for target series, on %s and %s alone)",
+				s.Name, s.Matchers, jobMatcher, instMatcher, targetJobMatcher, targetMatcher))
 		}
 		if strings.HasSuffix(s.Name, "_total") {
 			before := strings.TrimRight(expr[:s.Offset], " ")
@@ -241,18 +288,26 @@ func queryConventionProblems(expr string) []string {
 }
 
 func TestQueryConventions_CatchWhatTheLinterWould(t *testing.T) {
-	good := `sum(rate(a_total{job=~"$job", instance=~"$instance", x=~"[a-z]+"}[$__rate_interval]))`
-	if p := queryConventionProblems(good); len(p) != 0 {
-		t.Errorf("good query flagged: %v", p)
+	for _, good := range []string{
+		`sum(rate(a_total{job=~"$job", instance=~"$instance", x=~"[a-z]+"}[$__rate_interval]))`,
+		`count(poolwatch_target_up{job=~"$target_job", target=~"$target"} == 0)`,
+	} {
+		if p := queryConventionProblems(good); len(p) != 0 {
+			t.Errorf("good query %s flagged: %v", good, p)
+		}
 	}
 	bad := map[string]string{
-		"no instance":  `a{job=~"$job"}`,
-		"no job":       `a{instance=~"$instance"}`,
-		"bare":         `a`,
-		"fixed range":  `rate(a_total{job=~"$job", instance=~"$instance"}[5m])`,
-		"raw counter":  `a_total{job=~"$job", instance=~"$instance"}`,
-		"second bare":  `a{job=~"$job", instance=~"$instance"} / b`,
-		"no selectors": `vector(1)`,
+		"target job without target":            `a{job=~"$target_job"}`,
+		"target job with the agent's instance": `a{job=~"$target_job", instance=~"$instance", target=~"$target"}`,
+		"agent and target job at once":         `a{job=~"$job", job=~"$target_job", target=~"$target"}`,
+		"target without any job":               `a{target=~"$target"}`,
+		"no instance":                          `a{job=~"$job"}`,
+		"no job":                               `a{instance=~"$instance"}`,
+		"bare":                                 `a`,
+		"fixed range":                          `rate(a_total{job=~"$job", instance=~"$instance"}[5m])`,
+		"raw counter":                          `a_total{job=~"$job", instance=~"$instance"}`,
+		"second bare":                          `a{job=~"$job", instance=~"$instance"} / b`,
+		"no selectors":                         `vector(1)`,
 	}
 	for name, q := range bad {
 		if p := queryConventionProblems(q); len(p) == 0 {
@@ -311,10 +366,11 @@ func TestPanelQueries_ListEveryQueryOfTheCommittedDashboards(t *testing.T) {
 // before the queries are given to promtool. "app/*" checks that a pool
 // name with regex characters stays valid.
 var testVariables = map[string]string{
-	"job":      "poolwatch",
-	"instance": "127.0.0.1:9648",
-	"target":   "bouncer-1",
-	"pool":     "app/*",
+	"job":        "poolwatch",
+	"instance":   "127.0.0.1:9648",
+	"target_job": "poolwatch-probe",
+	"target":     "bouncer-1",
+	"pool":       "app/*",
 }
 
 // allQueries returns every dashboard query, expanded with vars, and every
@@ -346,7 +402,7 @@ func allQueries(t *testing.T, vars map[string]string) map[string]string {
 func TestPromtool_EveryPanelQueryParses(t *testing.T) {
 	promtool := requireTool(t, "promtool")
 	all := map[string]string{}
-	for _, vars := range []map[string]string{testVariables, {"job": AllValue, "instance": AllValue, "target": AllValue, "pool": "orders/app"}} {
+	for _, vars := range []map[string]string{testVariables, {"job": AllValue, "instance": AllValue, "target_job": AllValue, "target": AllValue, "pool": "orders/app"}} {
 		for name, q := range allQueries(t, vars) {
 			all[name+" "+fmt.Sprint(len(all))] = q
 		}
@@ -469,6 +525,46 @@ func TestGoldenExposition_HoldsTheWholeMetricContract(t *testing.T) {
 	for _, m := range contractMetrics {
 		if !names[m] {
 			t.Errorf("testdata/metrics.prom lacks %s", m)
+		}
+	}
+}
+
+func TestVariableLabels_NameTheLabelEachVariableReads(t *testing.T) {
+	c := Default()
+	labels, err := VariableLabels(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sels, err := VariableSelectors(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(labels) != len(sels) {
+		t.Errorf("%d variable labels, %d variable selectors", len(labels), len(sels))
+	}
+	for key := range sels {
+		_, name, _ := strings.Cut(key, "/")
+		want := name
+		if name == "target_job" {
+			want = "job"
+		}
+		if labels[key] != want {
+			t.Errorf("variable %s reads label %q, want %q", key, labels[key], want)
+		}
+	}
+	if _, ok := labels["poolwatch-self/target_job"]; !ok {
+		t.Error("the self-monitoring dashboard has no target_job variable")
+	}
+}
+
+func TestSplitLabelValues_RejectsOtherQueries(t *testing.T) {
+	sel, label, err := splitLabelValues(`label_values(x{a="b,c"}, job)`)
+	if err != nil || sel != `x{a="b,c"}` || label != "job" {
+		t.Errorf("got %q, %q, %v", sel, label, err)
+	}
+	for _, q := range []string{`label_values(x)`, `query_result(x)`, `label_values(x, )`, `label_values(x, job`} {
+		if _, _, err := splitLabelValues(q); err == nil {
+			t.Errorf("splitLabelValues(%s) succeeded", q)
 		}
 	}
 }

@@ -17,6 +17,21 @@ type variableSet struct {
 	vars map[string]string
 }
 
+// values returns the set's variables. A set that does not give $target_job
+// (the self-monitoring dashboard's job of the target series) gets its $job:
+// each set names the one job the target series are read from.
+func (s variableSet) values() map[string]string {
+	if _, ok := s.vars["target_job"]; ok {
+		return s.vars
+	}
+	out := make(map[string]string, len(s.vars)+1)
+	for k, v := range s.vars {
+		out[k] = v
+	}
+	out["target_job"] = s.vars["job"]
+	return out
+}
+
 // queryCoverage tracks, for one panel query, what running it against
 // Prometheus showed over the whole run.
 type queryCoverage struct {
@@ -70,7 +85,7 @@ func (c *dashboardChecker) checkpoint(t *testing.T, label string) {
 	empty := 0
 	for _, q := range c.queries {
 		for _, set := range c.sets {
-			expr, err := mixin.ExpandVariables(q.pq.Expr, set.vars)
+			expr, err := mixin.ExpandVariables(q.pq.Expr, set.values())
 			if err != nil {
 				t.Errorf("%s: expand %s with %s: %v", label, q.pq, set.name, err)
 				continue
@@ -136,30 +151,35 @@ func (c *dashboardChecker) checkVariables(t *testing.T, set variableSet, uids ..
 	if err != nil {
 		t.Fatal(err)
 	}
+	labels, err := mixin.VariableLabels(mixin.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := set.values()
 	checked := 0
 	for key, sel := range sels {
 		uid, name, _ := strings.Cut(key, "/")
 		if !slices.Contains(uids, uid) {
 			continue
 		}
-		want, ok := set.vars[name]
+		want, ok := vars[name]
 		if !ok {
 			t.Errorf("dashboard %s has a variable $%s that the variable set %q does not give", uid, name, set.name)
 			continue
 		}
-		expr, err := mixin.ExpandVariables(sel, set.vars)
+		expr, err := mixin.ExpandVariables(sel, vars)
 		if err != nil {
 			t.Errorf("variable %s: expand %s with %s: %v", key, sel, set.name, err)
 			continue
 		}
-		values, err := c.api.labelValues(expr, name, c.runStart, time.Now())
+		values, err := c.api.labelValues(expr, labels[key], c.runStart, time.Now())
 		if err != nil {
 			t.Errorf("variable %s: %v", key, err)
 			continue
 		}
 		checked++
 		if len(values) == 0 || (want != mixin.AllValue && !slices.Contains(values, want)) {
-			t.Errorf("dashboard variable %s (label_values(%s, %s)) offers %v, not %q (%s)", key, expr, name, values, want, set.name)
+			t.Errorf("dashboard variable %s (label_values(%s, %s)) offers %v, not %q (%s)", key, expr, labels[key], values, want, set.name)
 		}
 	}
 	if checked == 0 {
