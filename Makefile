@@ -38,13 +38,12 @@ deps: deps-apt deps-go
 deps-apt:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing apt packages:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@test -x /usr/lib/postgresql/15/bin/postgres || { echo "PostgreSQL 15 server binaries are missing in /usr/lib/postgresql/15/bin"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-15 >/dev/null; }
 
 deps-go:
 	$(GO) mod download
@@ -63,10 +62,14 @@ vet:
 staticcheck:
 	$(GOBIN)/staticcheck ./...
 
-# Each package's tests have a time budget (-timeout); the suites run against
-# real PostgreSQL, PgBouncer, Prometheus and Alertmanager.
+# Two suites, each with its time budget (-timeout applies per package):
+# the packages' own tests, against real PostgreSQL and PgBouncer, with the
+# probe pool's coverage; then e2e/, the binary with real Prometheus and
+# Alertmanager.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e/)
 test-go:
-	$(GO) test -race -count=1 -timeout 8m -coverprofile=coverage.out -coverpkg=./pool/ ./...
+	$(GO) test -race -count=1 -timeout 4m -coverprofile=coverage.out -coverpkg=./pool/ $(UNIT_PKGS)
+	$(GO) test -race -count=1 -timeout 6m ./e2e/...
 
 coverage:
 	@$(GO) tool cover -func=coverage.out | tail -1 | awk -v min=$(POOL_COVERAGE_MIN) \
