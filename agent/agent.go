@@ -119,7 +119,7 @@ func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
 			continue
 		}
 		a.closing.Add(1)
-		go func() {
+		go func() { //nolint:gosec // G118: closing outlives the reload that started it, bounded by grace
 			defer a.closing.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
