@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func exhausted(status string) amAlert {
+	return amAlert{
+		Status:      status,
+		Fingerprint: "f1",
+		Labels:      map[string]string{"alertname": "PoolExhausted", "severity": "critical", "target": "bouncer", "pool": "shop/app"},
+		Annotations: map[string]string{"summary": "A connection pool is exhausted."},
+	}
+}
+
+// recorder collects the pages a receiver reports.
+type recorder struct {
+	mu    sync.Mutex
+	pages []page
+}
+
+func (r *recorder) add(p page) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pages = append(r.pages, p)
+}
+
+func (r *recorder) strings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.pages))
+	for _, p := range r.pages {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// post sends a notification to the receiver over HTTP and returns the status.
+func post(t *testing.T, r *receiver, body any) int {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	resp, err := http.Post(r.URL(), "application/json", bytes.NewReader(b)) //nolint:noctx // a test against a local server
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	return resp.StatusCode
+}
+
+func TestReceiver_ReportsEachStateChangeOnceThoughAlertmanagerRepeatsTheGroup(t *testing.T) {
+	rec := &recorder{}
+	r := newReceiver(rec.add)
+	require.NoError(t, r.start())
+	t.Cleanup(func() { require.NoError(t, r.stop()) })
+
+	firing := amNotification{Version: "4", Status: "firing", Alerts: []amAlert{exhausted("firing")}}
+	require.Equal(t, http.StatusOK, post(t, r, firing))
+	require.Equal(t, http.StatusOK, post(t, r, firing)) // the group again, unchanged
+	require.Equal(t, http.StatusOK, post(t, r, amNotification{Version: "4", Status: "resolved", Alerts: []amAlert{exhausted("resolved")}}))
+
+	require.Equal(t, []string{
+		"FIRING   PoolExhausted (critical)  target=bouncer pool=shop/app  A connection pool is exhausted.",
+		"RESOLVED PoolExhausted (critical)  target=bouncer pool=shop/app  A connection pool is exhausted.",
+	}, rec.strings())
+	st := r.state("PoolExhausted")
+	require.False(t, st.Fired.IsZero())
+	require.False(t, st.Resolved.IsZero())
+	require.Zero(t, st.Firing)
+}
+
+func TestReceiver_CountsAnAlertAsFiringUntilEveryInstanceResolved(t *testing.T) {
+	r := newReceiver(nil)
+	a, b := exhausted("firing"), exhausted("firing")
+	b.Fingerprint, b.Labels = "f2", map[string]string{"alertname": "PoolExhausted", "reason": "long_wait"}
+	r.take(amNotification{Alerts: []amAlert{a, b}})
+	a.Status = "resolved"
+	r.take(amNotification{Alerts: []amAlert{a, b}})
+
+	require.Equal(t, 1, r.state("PoolExhausted").Firing)
+	r.mu.Lock()
+	require.False(t, r.firingLocked("PoolExhausted", "bouncer"), "the bouncer's instance resolved")
+	require.True(t, r.firingLocked("PoolExhausted", ""), "the other has no target label")
+	require.False(t, r.firedAndResolvedLocked("PoolExhausted"))
+	require.False(t, r.allResolvedLocked())
+	r.mu.Unlock()
+
+	b.Status = "resolved"
+	r.take(amNotification{Alerts: []amAlert{a, b}})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.True(t, r.firedAndResolvedLocked("PoolExhausted"))
+	require.True(t, r.allResolvedLocked())
+}
+
+func TestReceiver_WaitReturnsWhenTheAlertFiresAndGivesUpAtItsTimeout(t *testing.T) {
+	r := newReceiver(nil)
+	ctx := context.Background()
+	require.False(t, r.wait(ctx, 20*time.Millisecond, func() bool { return r.firedLocked("PoolExhausted") }))
+
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		r.take(amNotification{Alerts: []amAlert{exhausted("firing")}})
+	}()
+	start := time.Now()
+	require.True(t, r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }))
+	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestReceiver_RejectsWhatIsNotANotification(t *testing.T) {
+	r := newReceiver(nil)
+	require.NoError(t, r.start())
+	t.Cleanup(func() { require.NoError(t, r.stop()) })
+	resp, err := http.Post(r.URL(), "application/json", bytes.NewReader([]byte("{not json"))) //nolint:noctx // a local test server
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Equal(t, 1, r.badRequests())
+
+	resp, err = http.Get(r.URL()) //nolint:noctx // a local test server
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
