@@ -35,9 +35,14 @@ build:
 ## deps: install what the tests need when it is missing (idempotent)
 deps: deps-apt deps-go
 
+# A package counts as present only when dpkg says "install ok installed": a
+# removed package whose configuration files remain ("deinstall ok
+# config-files") is still known to `dpkg -s`, but has no binaries.
 deps-apt:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
 	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing apt packages:$$missing"; \

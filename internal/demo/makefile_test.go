@@ -26,7 +26,9 @@ type fakeSystem struct {
 }
 
 // newFakeSystem writes the fakes:
-//   - dpkg -s NAME succeeds only for the packages in $FAKE_INSTALLED;
+//   - dpkg-query -W -f='${Status}' NAME says "install ok installed" for the
+//     packages in $FAKE_INSTALLED, "deinstall ok config-files" for those in
+//     $FAKE_REMOVED (removed, configuration kept), and fails for the others;
 //   - apt-get records its arguments and succeeds;
 //   - sudo records that it was used and runs the command;
 //   - id -u prints $FAKE_UID (other uses run the real id).
@@ -36,10 +38,11 @@ func newFakeSystem(t *testing.T) fakeSystem {
 	f := fakeSystem{bin: filepath.Join(dir, "bin"), aptLog: filepath.Join(dir, "apt.log")}
 	require.NoError(t, os.Mkdir(f.bin, 0o700))
 	scripts := map[string]string{
-		"dpkg": `#!/bin/sh
-[ "$1" = "-s" ] || { echo "fake dpkg: only -s is supported" >&2; exit 2; }
-for p in $FAKE_INSTALLED; do [ "$p" = "$2" ] && exit 0; done
-echo "dpkg-query: package '$2' is not installed" >&2
+		"dpkg-query": `#!/bin/sh
+[ "$1" = "-W" ] || { echo "fake dpkg-query: only -W is supported" >&2; exit 2; }
+for p in $FAKE_INSTALLED; do [ "$p" = "$3" ] && { printf 'install ok installed'; exit 0; }; done
+for p in $FAKE_REMOVED; do [ "$p" = "$3" ] && { printf 'deinstall ok config-files'; exit 0; }; done
+echo "dpkg-query: no packages found matching $3" >&2
 exit 1
 `,
 		"apt-get": `#!/bin/sh
@@ -96,13 +99,23 @@ func (f fakeSystem) makeRun(t *testing.T, installed, uid string, args ...string)
 	return string(out), calls
 }
 
-// pgCalls are the apt-get calls deps-apt adds on a machine without the
-// PostgreSQL 15 server binaries (it checks the real path, not dpkg).
-func pgCalls(sudo string) []string {
+// pgPackage is what deps-apt adds to its install line on a machine without
+// the PostgreSQL 15 server binaries (it checks the real path, not dpkg).
+func pgPackage() string {
 	if _, err := os.Stat("/usr/lib/postgresql/15/bin/postgres"); err == nil {
+		return ""
+	}
+	return " postgresql-15"
+}
+
+// installCalls are the apt-get calls deps-apt makes to install pkgs (a
+// space-separated list; "" for none), PostgreSQL included when missing.
+func installCalls(pkgs string) []string {
+	all := strings.TrimSpace(pkgs + pgPackage())
+	if all == "" {
 		return nil
 	}
-	return []string{sudo + "install -y -qq postgresql-15"}
+	return []string{"update -qq", "install -y -qq " + all}
 }
 
 const demoPackages = "pgbouncer prometheus prometheus-alertmanager"
@@ -111,46 +124,54 @@ func TestDepsApt_InstallsOnlyTheMissingPackages(t *testing.T) {
 	f := newFakeSystem(t)
 	out, calls := f.makeRun(t, "pgbouncer", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
 	require.Contains(t, out, ">> installing apt packages: prometheus prometheus-alertmanager")
-	want := append([]string{"update -qq", "install -y -qq prometheus prometheus-alertmanager"}, pgCalls("")...)
-	require.Equal(t, want, calls)
+	require.Equal(t, []string{"update -qq", "install -y -qq prometheus prometheus-alertmanager" + pgPackage()}, calls)
+}
+
+func TestDepsApt_ReinstallsAPackageRemovedWithItsConfigKept(t *testing.T) {
+	// "apt-get remove" leaves the package known to dpkg -s, without binaries.
+	t.Setenv("FAKE_REMOVED", "pgbouncer")
+	f := newFakeSystem(t)
+	out, calls := f.makeRun(t, "prometheus prometheus-alertmanager", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
+	require.Contains(t, out, ">> installing apt packages: pgbouncer")
+	require.Equal(t, []string{"update -qq", "install -y -qq pgbouncer" + pgPackage()}, calls)
 }
 
 func TestDepsApt_InstallsNothingWhenEveryPackageIsPresent(t *testing.T) {
 	f := newFakeSystem(t)
 	out, calls := f.makeRun(t, demoPackages, "0", "deps-apt", "APT_PACKAGES="+demoPackages)
-	require.NotContains(t, out, "installing apt packages")
-	require.Equal(t, pgCalls(""), calls)
+	if pgPackage() == "" {
+		require.NotContains(t, out, "installing apt packages")
+		require.Empty(t, calls)
+	}
 }
 
 func TestDepsApt_UsesSudoWhenNotRoot(t *testing.T) {
 	f := newFakeSystem(t)
 	_, calls := f.makeRun(t, "", "1000", "deps-apt", "APT_PACKAGES=pgbouncer")
-	want := append([]string{"sudo update -qq", "sudo install -y -qq pgbouncer"}, pgCalls("sudo ")...)
-	require.Equal(t, want, calls)
+	require.Equal(t, []string{"sudo update -qq", "sudo install -y -qq pgbouncer" + pgPackage()}, calls)
 }
 
 func TestDepsDemo_InstallsTheDemosPackagesOnAFreshMachine(t *testing.T) {
 	f := newFakeSystem(t)
 	out, calls := f.makeRun(t, "", "0", "deps-demo")
-	require.Contains(t, out, ">> installing apt packages: "+demoPackages+"\n")
-	want := append([]string{"update -qq", "install -y -qq " + demoPackages}, pgCalls("")...)
-	require.Equal(t, want, calls, "chromium is not needed without SCREENSHOT")
+	require.Contains(t, out, ">> installing apt packages: "+demoPackages+pgPackage()+"\n")
+	require.Equal(t, installCalls(demoPackages), calls, "chromium is not needed without SCREENSHOT")
 }
 
 func TestDepsDemo_AddsChromiumOnlyForAScreenshot(t *testing.T) {
 	for _, tc := range []struct {
 		screenshot string
-		want       []string
+		want       string
 	}{
-		{"", nil},
-		{"0", nil},
-		{"1", []string{"update -qq", "install -y -qq chromium"}},
-		{"yes", []string{"update -qq", "install -y -qq chromium"}},
+		{"", ""},
+		{"0", ""},
+		{"1", "chromium"},
+		{"yes", "chromium"},
 	} {
 		t.Run("SCREENSHOT="+tc.screenshot, func(t *testing.T) {
 			f := newFakeSystem(t)
 			_, calls := f.makeRun(t, demoPackages, "0", "deps-demo", "SCREENSHOT="+tc.screenshot)
-			require.Equal(t, append(tc.want, pgCalls("")...), calls)
+			require.Equal(t, installCalls(tc.want), calls)
 		})
 	}
 }
@@ -160,7 +181,7 @@ func TestDemoTarget_BuildsPoolwatchAndRunsTheDemoAfterTheInstallStep(t *testing.
 	// -n prints the recipe without running it; deps-demo's recursive make
 	// runs anyway (it is a $(MAKE) line), against the fakes.
 	out, _ := f.makeRun(t, demoPackages+" chromium", "0", "-n", "demo", "SCREENSHOT=1")
-	deps := strings.Index(out, "dpkg -s")
+	deps := strings.Index(out, "dpkg-query")
 	build := strings.Index(out, "go build")
 	run := strings.Index(out, "go run ./internal/demo -poolwatch ./poolwatch -screenshot docs/img/prometheus-alerts.png")
 	require.True(t, deps >= 0 && build > deps && run > build, "want the install step, then make build, then the demo; got:\n%s", out)
