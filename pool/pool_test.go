@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -567,16 +568,23 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// TestDo_StressKeepsInvariants runs many goroutines that acquire, fail,
-// panic, leave transactions open and release, while a watcher checks the
-// pool's invariants. Bounded by count and time.
+// TestDo_StressKeepsInvariants runs many goroutines that, in a random
+// order, acquire, fail, panic, leave transactions open, lose their backend,
+// time out mid-query and kill the pool's idle connections behind its back
+// (so that health checks fail and attempts retry), while a watcher checks
+// the pool's invariants. Bounded by count and time; the seed is logged.
 func TestDo_StressKeepsInvariants(t *testing.T) {
 	checkGoroutines(t)
 	opts := testOptions(t, pgDSN(t, ""))
 	opts.MaxConns = 3
 	opts.AcquireRetries = 2
 	p := newPool(t, opts)
+	admin := pgServer(t).AdminConn(t)
+	var adminMu sync.Mutex
+	app := appName(t)
 
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
 	const workers, perWorker = 12, 40
 	deadline := time.Now().Add(20 * time.Second)
 	var violations atomic.Int64
@@ -604,12 +612,25 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range perWorker {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for range perWorker {
 				if time.Now().After(deadline) {
 					return
 				}
-				op := (w*perWorker + i*7) % 6
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				op := rng.IntN(8)
+				if op == 7 {
+					// Behind the pool's back: kill its idle connections.
+					adminMu.Lock()
+					_, _ = admin.Exec(context.Background(),
+						"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle'", app)
+					adminMu.Unlock()
+					continue
+				}
+				timeout := 2 * time.Second
+				if op == 6 {
+					timeout = 20 * time.Millisecond
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				err := func() (err error) {
 					defer func() {
 						if r := recover(); r != nil {
@@ -630,8 +651,11 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 						case 4:
 							_, err := c.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
 							return err
-						default:
+						case 5:
 							_, err := c.Exec(ctx, "SELECT pg_sleep(0.005)")
+							return err
+						default: // 6: cut off mid-query by the context
+							_, err := c.Exec(ctx, "SELECT pg_sleep(1)")
 							return err
 						}
 					})
@@ -648,9 +672,11 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 	wg.Wait()
 	close(stopWatch)
 	<-watchDone
-	t.Logf("stress: %d ok, %d failed, stats %+v", ok.Load(), failed.Load(), p.Stats())
+	s := p.Stats()
+	t.Logf("stress: %d ok, %d failed, stats %+v", ok.Load(), failed.Load(), s)
 	require.Zero(t, violations.Load(), "invariant violations")
 	require.Positive(t, ok.Load())
 	require.Positive(t, failed.Load())
+	require.Positive(t, s.HealthCheckFailures, "connections killed behind the pool's back failed their health check")
 	verifyNoLeaks(t, p, int(opts.MaxConns))
 }
