@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -376,4 +377,32 @@ func TestScrape_WarnsOnceWhenTheRoleCannotSeeOtherRoles(t *testing.T) {
 	o := strong.Scrape(context.Background(), []string{"strong"})[0]
 	require.False(t, o.Result.LimitedVisibility, "pg_monitor sees everything")
 	require.Equal(t, 1, strings.Count(logs.String(), "grant it pg_monitor"))
+}
+
+func TestScrape_LogsThePoolCapOnceWhileItDrops(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
+		Users:      map[string]string{monUser: monPass},
+		StatsUsers: []string{monUser},
+		Databases:  map[string]string{"postgres": "dbname=postgres"},
+	})
+	// A pool is listed once a client has used it.
+	conn, err := pgx.Connect(context.Background(), pgb.DSN(monUser, monPass, "postgres"))
+	require.NoError(t, err)
+	_, err = conn.Exec(context.Background(), "SELECT 1")
+	require.NoError(t, err)
+	require.NoError(t, conn.Close(context.Background()))
+
+	var logs safeBuffer
+	a := newAgent(t, "targets:"+bouncerTarget("b", pgb.Addr(), "    max_pools: 1"), log.NewLogfmtLogger(&logs))
+	for range 3 {
+		o := a.Scrape(context.Background(), []string{"b"})[0]
+		require.True(t, o.Up)
+		require.Equal(t, 1, o.Result.PoolsDropped, "postgres/pwmon is over the cap")
+		require.Len(t, o.Result.Pools, 1)
+		require.Equal(t, "clients", o.Result.Pools[0].Name, "the target-wide pool is always kept")
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "too many pools"), "logged once, not per scrape:\n%s", logs.String())
+	require.Contains(t, logs.String(), "max_pools=1 dropped=1")
 }
