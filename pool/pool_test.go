@@ -680,3 +680,24 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 	require.Positive(t, s.HealthCheckFailures, "connections killed behind the pool's back failed their health check")
 	verifyNoLeaks(t, p, int(opts.MaxConns))
 }
+
+// TestDo_RereadsTLSFilesForEveryNewConnection: the CA file named in the DSN
+// is read when a connection is made, not once when the pool is created, so
+// a renewed file is picked up without a reload. Here the file disappears,
+// and the next new connection says so.
+func TestDo_RereadsTLSFilesForEveryNewConnection(t *testing.T) {
+	checkGoroutines(t)
+	ca := testenv.NewCA(t, "poolwatch test CA")
+	paths := testenv.WriteFiles(t, map[string][]byte{"ca.crt": ca.CertPEM})
+	// sslmode=prefer with a root certificate: the test server has no TLS,
+	// so pgx falls back to plain text, but it still loads the file.
+	p := newPool(t, testOptions(t, strings.Replace(pgDSN(t, ""), "sslmode=disable", "sslmode=prefer", 1)+"&sslrootcert="+paths["ca.crt"]))
+	require.NoError(t, ping(context.Background(), p))
+
+	require.NoError(t, os.Remove(paths["ca.crt"]))
+	pgServer(t).TerminateBackends(t, appName(t))
+	err := ping(context.Background(), p)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "read TLS files")
+	require.NotContains(t, err.Error(), monPass)
+}
