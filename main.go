@@ -89,8 +89,8 @@ func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	a := agent.New(logger)
-	reloader := agent.NewReloader(c.ConfigFile, a, reg, logger, r.ShutdownTimeout)
+	a := agent.New(logger, r.ShutdownTimeout)
+	reloader := agent.NewReloader(c.ConfigFile, a, reg, logger)
 	if err := reloader.Reload(); err != nil {
 		level.Error(logger).Log("msg", "cannot load the configuration", "err", err)
 		os.Exit(1)

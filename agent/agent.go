@@ -61,23 +61,35 @@ type Agent struct {
 
 	// closing counts pools of removed targets still closing.
 	closing sync.WaitGroup
+	// closeGrace is how long a removed target's running round may go on
+	// before its pool cancels it.
+	closeGrace time.Duration
 }
 
-// New returns an agent with no targets. Call Apply to configure it.
-func New(logger log.Logger) *Agent {
+// DefaultCloseGrace is New's closeGrace when it is given 0.
+const DefaultCloseGrace = 10 * time.Second
+
+// New returns an agent with no targets; call Apply to configure it. When a
+// reload removes or changes a target, its running round gets closeGrace (0
+// means DefaultCloseGrace) before it is cancelled.
+func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	return &Agent{logger: logger, targets: map[string]*targetState{}}
+	if closeGrace <= 0 {
+		closeGrace = DefaultCloseGrace
+	}
+	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace}
 }
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
 // unchanged keep their probe pool and its connections; removed or changed
-// targets have their pool closed in the background (their rounds get until
-// ctx's deadline, then are cancelled); new ones get a new pool,
-// which opens no connection until it is first used. If any new pool cannot
-// be created, nothing changes and the error is returned.
-func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
+// targets have their pool closed in the background (their rounds get the
+// agent's close grace, then are cancelled); new ones get a new pool, which
+// opens no connection until it is first used. If any new pool cannot be
+// created, nothing changes and the error is returned. Apply must not run
+// concurrently with itself.
+func (a *Agent) Apply(cfg *config.Config) error {
 	a.mu.RLock()
 	old := a.targets
 	a.mu.RUnlock()
@@ -94,7 +106,7 @@ func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
 		st, err := newTargetState(t, a.logger)
 		if err != nil {
 			for _, c := range created {
-				_ = c.pool.Close(ctx)
+				_ = c.pool.Close(context.Background()) // never used: nothing to wait for
 			}
 			return err
 		}
@@ -110,18 +122,14 @@ func (a *Agent) Apply(ctx context.Context, cfg *config.Config) error {
 	// Removed and changed targets' pools close in the background: their
 	// rounds' results are thrown away, and a hung round must not hold up
 	// the reload. Close waits for them.
-	grace := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		grace = time.Until(d)
-	}
 	for name, st := range old {
 		if next[name] == st {
 			continue
 		}
 		a.closing.Add(1)
-		go func() { //nolint:gosec // G118: closing outlives the reload that started it, bounded by grace
+		go func() {
 			defer a.closing.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), grace)
+			ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
 			defer cancel()
 			if err := st.pool.Close(ctx); err != nil {
 				level.Warn(a.logger).Log("msg", "closing the probe pool of a removed target cancelled its queries", "target", name, "err", err)

@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -17,10 +15,9 @@ import (
 // serialized path, as Prometheus' own components do: SIGHUP and
 // POST /-/reload both call Reload.
 type Reloader struct {
-	path    string
-	agent   *Agent
-	logger  log.Logger
-	timeout time.Duration
+	path   string
+	agent  *Agent
+	logger log.Logger
 
 	mu sync.Mutex // serializes Reload
 	// loaded is true once a configuration has been applied.
@@ -31,14 +28,12 @@ type Reloader struct {
 }
 
 // NewReloader returns a reloader of the file at path into a. Its two
-// metrics are registered with reg. closeTimeout bounds closing the pools of
-// removed targets.
-func NewReloader(path string, a *Agent, reg prometheus.Registerer, logger log.Logger, closeTimeout time.Duration) *Reloader {
+// metrics are registered with reg.
+func NewReloader(path string, a *Agent, reg prometheus.Registerer, logger log.Logger) *Reloader {
 	r := &Reloader{
-		path:    path,
-		agent:   a,
-		logger:  logger,
-		timeout: closeTimeout,
+		path:   path,
+		agent:  a,
+		logger: logger,
 		success: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "poolwatch_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt was successful.",
@@ -60,9 +55,7 @@ func (r *Reloader) Reload() error {
 	defer r.mu.Unlock()
 	cfg, err := config.Load(r.path)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		err = r.agent.Apply(ctx, cfg)
-		cancel()
+		err = r.agent.Apply(cfg)
 	}
 	if err != nil {
 		r.success.Set(0)

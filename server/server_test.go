@@ -58,8 +58,8 @@ func start(t *testing.T, yaml string, metricsTargets bool) *fixture {
 	require.NoError(t, err)
 	logs := &safeBuffer{}
 	logger := log.NewLogfmtLogger(logs)
-	a := agent.New(logger)
-	require.NoError(t, a.Apply(context.Background(), cfg))
+	a := agent.New(logger, 0)
+	require.NoError(t, a.Apply(cfg))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
 	f := &fixture{agent: a, logs: logs}
