@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,30 +251,25 @@ func (p *Pool) configure(cfg *pgxpool.Config) {
 		}
 	}
 	// Secrets that live in files are read again for every new connection,
-	// so a rotated password or renewed certificate works without a reload.
-	readPassword := o.Password
-	rereadTLS := strings.Contains(o.DSN, "sslrootcert") || strings.Contains(o.DSN, "sslcert") || strings.Contains(o.DSN, "sslkey")
-	if readPassword != nil || rereadTLS {
-		dsn := o.DSN
-		cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
-			if rereadTLS {
-				// pgconn reads sslrootcert, sslcert and sslkey while parsing.
-				fresh, err := pgconn.ParseConfig(dsn)
-				if err != nil {
-					return fmt.Errorf("read TLS files: %w", redactedError{err})
-				}
-				c.TLSConfig = fresh.TLSConfig
-				c.Fallbacks = fresh.Fallbacks
-			}
-			if readPassword != nil {
-				pw, err := readPassword()
-				if err != nil {
-					return fmt.Errorf("read password: %w", err)
-				}
-				c.Password = pw
-			}
-			return nil
+	// so a rotated password or a renewed certificate works without a
+	// reload: pgconn reads sslrootcert, sslcert and sslkey while parsing the
+	// DSN, so the TLS settings are parsed afresh each time.
+	dsn, readPassword := o.DSN, o.Password
+	cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
+		fresh, err := pgconn.ParseConfig(dsn)
+		if err != nil {
+			return fmt.Errorf("read TLS files: %w", redactedError{err})
 		}
+		c.TLSConfig = fresh.TLSConfig
+		c.Fallbacks = fresh.Fallbacks
+		if readPassword != nil {
+			pw, err := readPassword()
+			if err != nil {
+				return fmt.Errorf("read password: %w", err)
+			}
+			c.Password = pw
+		}
+		return nil
 	}
 	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
 		p.newConns.Add(1)
