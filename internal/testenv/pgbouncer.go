@@ -4,17 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,10 +60,7 @@ type PgBouncer struct {
 
 	pg   *Postgres
 	opts PgBouncerOptions
-	run  runAs
-
-	mu   sync.Mutex
-	proc *process
+	server
 }
 
 const (
@@ -99,11 +93,7 @@ func StartPgBouncer(tb testing.TB, pg *Postgres, opts PgBouncerOptions) *PgBounc
 	if err != nil {
 		tb.Fatalf("start pgbouncer: %v", err)
 	}
-	tb.Cleanup(func() {
-		if err := b.destroy(); err != nil {
-			tb.Errorf("clean up pgbouncer: %v", err)
-		}
-	})
+	b.destroyOnCleanup(tb)
 	return b
 }
 
@@ -116,14 +106,7 @@ func LaunchPgBouncer(pg *Postgres, opts PgBouncerOptions) (*PgBouncer, func(), e
 	if err != nil {
 		return nil, nil, err
 	}
-	var once sync.Once
-	return b, func() {
-		once.Do(func() {
-			if err := b.destroy(); err != nil {
-				fmt.Fprintf(os.Stderr, "testenv: clean up pgbouncer: %v\n", err)
-			}
-		})
-	}, nil
+	return b, b.destroyOnce(), nil
 }
 
 func launchPgBouncer(pg *Postgres, opts PgBouncerOptions) (*PgBouncer, error) {
@@ -151,7 +134,23 @@ func launchPgBouncer(pg *Postgres, opts PgBouncerOptions) (*PgBouncer, error) {
 		AdminPassword: hex.EncodeToString(pw),
 		pg:            pg,
 		opts:          opts,
-		run:           r,
+	}
+	b.server = server{
+		name:         "pgbouncer",
+		port:         &b.Port,
+		dir:          dir,
+		logPath:      b.LogPath,
+		run:          r,
+		startBudget:  pgbStartBudget,
+		stopSignal:   syscall.SIGTERM, // clients are disconnected
+		stopGrace:    pgbStopGrace,
+		stopExitCode: 1, // PgBouncer 1.18 exits with status 1 on SIGTERM.
+		bindFailures: []string{"Address already in use"},
+		args:         b.writeConfig,
+		ready: func(ctx context.Context) error {
+			_, err := b.adminQuery(ctx, "SHOW VERSION")
+			return err
+		},
 	}
 	if err := r.writeFile(filepath.Join(dir, "userlist.txt"), []byte(b.userlist()), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
@@ -252,138 +251,34 @@ func (b *PgBouncer) config() string {
 	return sb.String()
 }
 
-func (b *PgBouncer) startLocked(newPort bool) error {
-	bin, err := LookPath("pgbouncer")
-	if err != nil {
-		return err
+// writeConfig writes pgbouncer.ini for the current port and returns the
+// pgbouncer command line.
+func (b *PgBouncer) writeConfig() ([]string, error) {
+	if err := b.run.writeFile(b.ConfigPath, []byte(b.config()), 0o600); err != nil {
+		return nil, err
 	}
-	attempts := 1
-	if newPort {
-		attempts = 3
-	}
-	var lastErr error
-	for i := 0; i < attempts; i++ {
-		if newPort {
-			if b.Port, err = freePort(); err != nil {
-				return err
-			}
-		}
-		if err := b.run.writeFile(b.ConfigPath, []byte(b.config()), 0o600); err != nil {
-			return err
-		}
-		var bindFailed bool
-		bindFailed, lastErr = b.startOnce(bin)
-		if lastErr == nil {
-			return nil
-		}
-		if !bindFailed {
-			break
-		}
-	}
-	return lastErr
-}
-
-func (b *PgBouncer) startOnce(bin string) (bindFailed bool, err error) {
-	logStart := logSize(b.LogPath)
-	proc, err := startProcess(b.run, "pgbouncer", bin, []string{b.ConfigPath}, b.Dir, b.LogPath)
-	if err != nil {
-		return false, err
-	}
-	deadline := time.Now().Add(pgbStartBudget)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		if proc.exited() {
-			bind := logContainsFrom(b.LogPath, logStart, "Address already in use")
-			return bind, fmt.Errorf("pgbouncer exited during startup on port %d (%w); log tail:\n%s", b.Port, proc.waitErr, logTail(b.LogPath, 30))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, lastErr = b.adminQuery(ctx, "SHOW VERSION")
-		cancel()
-		if lastErr == nil {
-			b.proc = proc
-			return false, nil
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		select {
-		case <-proc.done:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	_, _ = proc.stop(syscall.SIGKILL, time.Second)
-	return false, fmt.Errorf("pgbouncer on port %d not ready within %v (last error: %w); log tail:\n%s", b.Port, pgbStartBudget, lastErr, logTail(b.LogPath, 30))
-}
-
-func (b *PgBouncer) stopLocked() error {
-	if b.proc == nil {
-		return nil
-	}
-	proc := b.proc
-	b.proc = nil
-	exitErr, err := proc.stop(syscall.SIGTERM, pgbStopGrace)
-	if err != nil {
-		return fmt.Errorf("stop pgbouncer on port %d: %w; log tail:\n%s", b.Port, err, logTail(b.LogPath, 20))
-	}
-	// PgBouncer 1.18 exits with status 1 on SIGTERM.
-	var ee *exec.ExitError
-	if exitErr != nil && (!errors.As(exitErr, &ee) || ee.ExitCode() != 1) {
-		return fmt.Errorf("pgbouncer on port %d exited with %w; log tail:\n%s", b.Port, exitErr, logTail(b.LogPath, 20))
-	}
-	return nil
-}
-
-func (b *PgBouncer) destroy() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	err := b.stopLocked()
-	if rerr := os.RemoveAll(b.Dir); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("remove %s: %w", b.Dir, rerr))
-	}
-	return err
+	return []string{b.ConfigPath}, nil
 }
 
 // Stop stops PgBouncer (SIGTERM; clients are disconnected). Start brings it
 // back on the same port with the same configuration.
 func (b *PgBouncer) Stop(tb testing.TB) {
 	tb.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.stopLocked(); err != nil {
-		tb.Fatal(err)
-	}
+	b.stopOrFail(tb)
 }
 
 // Start starts a stopped PgBouncer on the same port. Starting a running one
 // does nothing.
 func (b *PgBouncer) Start(tb testing.TB) {
 	tb.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.proc != nil && !b.proc.exited() {
-		return
-	}
-	b.proc = nil
-	if err := b.startLocked(false); err != nil {
-		tb.Fatalf("restart pgbouncer on port %d: %v", b.Port, err)
-	}
+	b.startOrFail(tb)
 }
 
 // Running reports whether the PgBouncer process is up.
-func (b *PgBouncer) Running() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.proc != nil && !b.proc.exited()
-}
+func (b *PgBouncer) Running() bool { return b.running() }
 
 // PID returns the pid of the running PgBouncer, or 0.
-func (b *PgBouncer) PID() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.proc == nil || b.proc.exited() {
-		return 0
-	}
-	return b.proc.pid()
-}
+func (b *PgBouncer) PID() int { return b.runningPID() }
 
 // Addr returns "127.0.0.1:port".
 func (b *PgBouncer) Addr() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }

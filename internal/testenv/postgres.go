@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,10 +44,7 @@ type Postgres struct {
 	SuperPassword string // SuperPassword, for TCP logins as SuperUser
 
 	opts PostgresOptions
-	run  runAs
-
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	server
 }
 
 const (
@@ -81,11 +76,7 @@ func StartPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
 	if err != nil {
 		tb.Fatalf("start postgres: %v", err)
 	}
-	tb.Cleanup(func() {
-		if err := p.destroy(); err != nil {
-			tb.Errorf("clean up postgres: %v", err)
-		}
-	})
+	p.destroyOnCleanup(tb)
 	return p
 }
 
@@ -104,14 +95,7 @@ func LaunchPostgres(opts PostgresOptions) (*Postgres, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var once sync.Once
-	return p, func() {
-		once.Do(func() {
-			if err := p.destroy(); err != nil {
-				fmt.Fprintf(os.Stderr, "testenv: clean up postgres: %v\n", err)
-			}
-		})
-	}, nil
+	return p, p.destroyOnce(), nil
 }
 
 func launchPostgres(opts PostgresOptions) (*Postgres, error) {
@@ -136,7 +120,19 @@ func launchPostgres(opts PostgresOptions) (*Postgres, error) {
 		SuperUser:     "postgres",
 		SuperPassword: SuperPassword,
 		opts:          opts,
-		run:           r,
+	}
+	p.server = server{
+		name:         "postgres",
+		port:         &p.Port,
+		dir:          dir,
+		logPath:      p.LogPath,
+		run:          r,
+		startBudget:  pgStartBudget,
+		stopSignal:   syscall.SIGINT, // fast shutdown: sessions are terminated
+		stopGrace:    pgStopGrace,
+		bindFailures: []string{"could not bind", "could not create any TCP/IP sockets"},
+		args:         func() ([]string, error) { return p.serverArgs(), nil },
+		ready:        p.pingTCP, // a superuser login over TCP
 	}
 	if sock := filepath.Join(dir, ".s.PGSQL.65535"); len(sock) > 107 {
 		_ = os.RemoveAll(dir)
@@ -198,68 +194,6 @@ func (p *Postgres) serverArgs() []string {
 	return args
 }
 
-// startLocked starts the server and waits until it accepts a superuser
-// login over TCP. With newPort it picks the port and retries with another
-// one when the bind fails; without it, it reuses p.Port.
-func (p *Postgres) startLocked(newPort bool) error {
-	bin, err := LookPath("postgres")
-	if err != nil {
-		return err
-	}
-	attempts := 1
-	if newPort {
-		attempts = 3
-	}
-	var lastErr error
-	for i := 0; i < attempts; i++ {
-		if newPort {
-			if p.Port, err = freePort(); err != nil {
-				return err
-			}
-		}
-		var bindFailed bool
-		bindFailed, lastErr = p.startOnce(bin)
-		if lastErr == nil {
-			return nil
-		}
-		if !bindFailed {
-			break
-		}
-	}
-	return lastErr
-}
-
-func (p *Postgres) startOnce(bin string) (bindFailed bool, err error) {
-	logStart := logSize(p.LogPath)
-	proc, err := startProcess(p.run, "postgres", bin, p.serverArgs(), p.Dir, p.LogPath)
-	if err != nil {
-		return false, err
-	}
-	deadline := time.Now().Add(pgStartBudget)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		if proc.exited() {
-			bind := logContainsFrom(p.LogPath, logStart, "could not bind") || logContainsFrom(p.LogPath, logStart, "could not create any TCP/IP sockets")
-			return bind, fmt.Errorf("postgres exited during startup on port %d (%w); log tail:\n%s", p.Port, proc.waitErr, logTail(p.LogPath, 30))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		lastErr = p.pingTCP(ctx)
-		cancel()
-		if lastErr == nil {
-			p.proc = proc
-			return false, nil
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		select {
-		case <-proc.done:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	_, _ = proc.stop(syscall.SIGKILL, time.Second)
-	return false, fmt.Errorf("postgres on port %d not ready within %v (last error: %w); log tail:\n%s", p.Port, pgStartBudget, lastErr, logTail(p.LogPath, 30))
-}
-
 // pingTCP logs in over TCP as the superuser with its password.
 func (p *Postgres) pingTCP(ctx context.Context) error {
 	cfg, err := pgconn.ParseConfig(p.DSN(p.SuperUser, p.SuperPassword, "postgres"))
@@ -274,59 +208,11 @@ func (p *Postgres) pingTCP(ctx context.Context) error {
 	return c.Close(ctx)
 }
 
-func logSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
-func logContainsFrom(path string, off int64, s string) bool {
-	b, err := os.ReadFile(path) //nolint:gosec // a log file in testenv's own temp dir
-	if err != nil || int64(len(b)) < off {
-		return false
-	}
-	return strings.Contains(string(b[off:]), s)
-}
-
-// stopLocked stops the server with SIGINT (fast shutdown: sessions are
-// terminated), escalating to SIGKILL after pgStopGrace.
-func (p *Postgres) stopLocked() error {
-	if p.proc == nil {
-		return nil
-	}
-	proc := p.proc
-	p.proc = nil
-	exitErr, err := proc.stop(syscall.SIGINT, pgStopGrace)
-	if err != nil {
-		return fmt.Errorf("stop postgres on port %d: %w; log tail:\n%s", p.Port, err, logTail(p.LogPath, 20))
-	}
-	if exitErr != nil {
-		return fmt.Errorf("postgres on port %d exited with %w; log tail:\n%s", p.Port, exitErr, logTail(p.LogPath, 20))
-	}
-	return nil
-}
-
-func (p *Postgres) destroy() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	err := p.stopLocked()
-	if rerr := os.RemoveAll(p.Dir); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("remove %s: %w", p.Dir, rerr))
-	}
-	return err
-}
-
 // Stop stops the server and keeps its data directory; Start brings it back
 // on the same port. Stopping a stopped server does nothing.
 func (p *Postgres) Stop(tb testing.TB) {
 	tb.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.stopLocked(); err != nil {
-		tb.Fatal(err)
-	}
+	p.stopOrFail(tb)
 }
 
 // Start starts a stopped server on the same port as before and waits until
@@ -334,15 +220,7 @@ func (p *Postgres) Stop(tb testing.TB) {
 // test if the port was taken in the meantime.
 func (p *Postgres) Start(tb testing.TB) {
 	tb.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc != nil && !p.proc.exited() {
-		return
-	}
-	p.proc = nil
-	if err := p.startLocked(false); err != nil {
-		tb.Fatalf("restart postgres on port %d: %v", p.Port, err)
-	}
+	p.startOrFail(tb)
 }
 
 // Restart is Stop then Start.
@@ -354,21 +232,10 @@ func (p *Postgres) Restart(tb testing.TB) {
 
 // Running reports whether the server process is up (it may still be
 // starting or stopping).
-func (p *Postgres) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.proc != nil && !p.proc.exited()
-}
+func (p *Postgres) Running() bool { return p.running() }
 
 // PostmasterPID returns the pid of the running postmaster, or 0.
-func (p *Postgres) PostmasterPID() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc == nil || p.proc.exited() {
-		return 0
-	}
-	return p.proc.pid()
-}
+func (p *Postgres) PostmasterPID() int { return p.runningPID() }
 
 // Addr returns "127.0.0.1:port".
 func (p *Postgres) Addr() string { return net.JoinHostPort(p.Host, strconv.Itoa(p.Port)) }
