@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -27,15 +26,7 @@ const (
 	monPass = "Agent-S3cret-pw"
 )
 
-var shared = testenv.Shared{
-	Setup: func(tb testing.TB, pg *testenv.Postgres) {
-		pg.CreateRole(tb, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
-	},
-	PgBouncer: testenv.PgBouncerOptions{
-		Users:      map[string]string{monUser: monPass},
-		StatsUsers: []string{monUser},
-	},
-}
+var shared = testenv.MonitoringShared(monUser, monPass)
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -194,7 +185,7 @@ func TestScrape_CallerContextBoundsTheWait(t *testing.T) {
 func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testing.T) {
 	checkGoroutines(t)
 	pg, _ := shared.Get(t)
-	var logs safeBuffer
+	var logs testenv.SyncBuffer
 	p := testenv.StartProxy(t, pg.Addr())
 	a := newAgent(t, "targets:"+postgresTarget("pg", p.Addr, "poolwatch", ""), log.NewLogfmtLogger(&logs))
 	o := a.Scrape(context.Background(), []string{"pg"})[0]
@@ -300,67 +291,21 @@ func TestScrape_ThousandFailedScrapesLeaveNoGoroutineOrDescriptor(t *testing.T) 
 	for range 50 {
 		scrape()
 	}
-	g0, f0 := settle(t, -1, -1)
+	base := testenv.Baseline(t)
 	for range 1000 {
 		scrape()
 	}
-	g1, f1 := settle(t, g0, f0)
-	t.Logf("baseline %d goroutines %d fds; after 1000 failed scrapes %d goroutines %d fds", g0, f0, g1, f1)
+	after := testenv.SettleAt(t, base)
+	t.Logf("baseline %d goroutines %d fds; after 1000 failed scrapes %d goroutines %d fds", base.Goroutines, base.FDs, after.Goroutines, after.FDs)
 	o := a.Scrape(context.Background(), []string{"stopped"})[0]
 	require.Equal(t, 1051.0, o.ScrapeErrors["connect"])
-}
-
-// settle polls until the goroutine and fd counts are at or below the
-// baseline (or, with a negative baseline, stop changing).
-func settle(t *testing.T, goroutines, fds int) (int, int) {
-	t.Helper()
-	count := func() (int, int) {
-		entries, err := os.ReadDir("/proc/self/fd")
-		require.NoError(t, err)
-		return runtime.NumGoroutine(), len(entries)
-	}
-	g, f := count()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		g2, f2 := count()
-		if goroutines < 0 && g2 == g && f2 == f {
-			return g, f
-		}
-		if goroutines >= 0 && g2 <= goroutines && f2 <= fds {
-			return g2, f2
-		}
-		g, f = g2, f2
-	}
-	if goroutines >= 0 {
-		require.LessOrEqual(t, g, goroutines, "goroutines back at the baseline")
-		require.LessOrEqual(t, f, fds, "file descriptors back at the baseline")
-	}
-	return g, f
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestScrape_WarnsOnceWhenTheRoleCannotSeeOtherRoles(t *testing.T) {
 	checkGoroutines(t)
 	pg, _ := shared.Get(t)
 	pg.CreateRole(t, "pw_nomonitor", "NoMon-S3cret", "LOGIN")
-	var logs safeBuffer
+	var logs testenv.SyncBuffer
 	a := newAgent(t, fmt.Sprintf(`targets:
   - name: weak
     kind: postgres
@@ -394,7 +339,7 @@ func TestScrape_LogsThePoolCapOnceWhileItDrops(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, conn.Close(context.Background()))
 
-	var logs safeBuffer
+	var logs testenv.SyncBuffer
 	a := newAgent(t, "targets:"+bouncerTarget("b", pgb.Addr(), "    max_pools: 1"), log.NewLogfmtLogger(&logs))
 	for range 3 {
 		o := a.Scrape(context.Background(), []string{"b"})[0]

@@ -7,22 +7,22 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
 // repoRoot is the repository root, relative to this package's directory
 // (go test runs in the package directory).
 const repoRoot = ".."
 
-// requireTool returns the path of a binary. A missing binary fails the test
-// under CI=true and skips it elsewhere.
+// requireTool returns the path of a binary, through testenv's one policy:
+// a missing binary fails the test under CI=true and skips it elsewhere.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
+	testenv.RequireBinaries(t, name)
+	path, err := testenv.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found on PATH (CI=true: a missing tool is a failure): %v", name, err)
-		}
-		t.Skipf("%s not found on PATH: %v", name, err)
+		t.Fatal(err)
 	}
 	return path
 }

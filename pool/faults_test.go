@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -178,45 +176,16 @@ func TestFault_ThousandFailedCallsAgainstAStoppedTargetLeaveNothingBehind(t *tes
 	for range 50 {
 		call()
 	}
-	goroutines, fds := settle(t, -1, -1)
+	base := testenv.Baseline(t)
 	for range 1000 {
 		call()
 	}
-	g2, f2 := settle(t, goroutines, fds)
-	t.Logf("after warm-up: %d goroutines, %d fds; after 1000 failures: %d goroutines, %d fds", goroutines, fds, g2, f2)
+	after := testenv.SettleAt(t, base)
+	t.Logf("after warm-up: %d goroutines, %d fds; after 1000 failures: %d goroutines, %d fds", base.Goroutines, base.FDs, after.Goroutines, after.FDs)
 	s := p.Stats()
 	require.Equal(t, uint64(1050), s.AcquireErrors)
 	require.Equal(t, uint64(1050), s.AcquireRetries)
 	require.Equal(t, 0, s.Open)
-}
-
-// settle polls until the goroutine and open-file counts are at or below the
-// given baseline (or, with a negative baseline, stop changing) and returns them.
-func settle(t *testing.T, goroutines, fds int) (int, int) {
-	t.Helper()
-	count := func() (int, int) {
-		entries, err := os.ReadDir("/proc/self/fd")
-		require.NoError(t, err)
-		return runtime.NumGoroutine(), len(entries)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	g, f := count()
-	for time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		g2, f2 := count()
-		if goroutines < 0 && g2 == g && f2 == f {
-			return g, f
-		}
-		if goroutines >= 0 && g2 <= goroutines && f2 <= fds {
-			return g2, f2
-		}
-		g, f = g2, f2
-	}
-	if goroutines >= 0 {
-		require.LessOrEqual(t, g, goroutines, "goroutines back at the baseline")
-		require.LessOrEqual(t, f, fds, "open file descriptors back at the baseline")
-	}
-	return g, f
 }
 
 func TestPgBouncer_HealthCheckUsesShowVersionAndDoesNotChurn(t *testing.T) {

@@ -27,15 +27,7 @@ import (
 // shared is one PostgreSQL cluster and one PgBouncer used by the package's
 // tests. Each test uses its own application_name, so pg_stat_activity
 // counts do not mix.
-var shared = testenv.Shared{
-	Setup: func(tb testing.TB, pg *testenv.Postgres) {
-		pg.CreateRole(tb, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
-	},
-	PgBouncer: testenv.PgBouncerOptions{
-		Users:      map[string]string{monUser: monPass},
-		StatsUsers: []string{monUser},
-	},
-}
+var shared = testenv.MonitoringShared(monUser, monPass)
 
 const (
 	monUser = "pwmon"
@@ -511,7 +503,7 @@ func TestStats_CountsALeakedConnectionUntilItIsReleased(t *testing.T) {
 	clock := newFakeClock()
 	advance := clock.Advance
 
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	opts := testOptions(t, pgDSN(t, ""))
 	opts.LeakThreshold = 30 * time.Second
 	opts.Now = clock.Now
@@ -549,23 +541,6 @@ func TestStats_CountsALeakedConnectionUntilItIsReleased(t *testing.T) {
 	require.Equal(t, 0, s.Leaked)
 	require.Equal(t, 0, s.InUse)
 	require.Equal(t, time.Duration(0), s.OldestHeld)
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestDo_StressKeepsInvariants runs many goroutines that, in a random

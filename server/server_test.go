@@ -28,15 +28,7 @@ const (
 	monPass = "Server-S3cret-pw"
 )
 
-var shared = testenv.Shared{
-	Setup: func(tb testing.TB, pg *testenv.Postgres) {
-		pg.CreateRole(tb, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
-	},
-	PgBouncer: testenv.PgBouncerOptions{
-		Users:      map[string]string{monUser: monPass},
-		StatsUsers: []string{monUser},
-	},
-}
+var shared = testenv.MonitoringShared(monUser, monPass)
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -47,7 +39,7 @@ func TestMain(m *testing.M) {
 type fixture struct {
 	srv    *httptest.Server
 	agent  *agent.Agent
-	logs   *safeBuffer
+	logs   *testenv.SyncBuffer
 	reload func() error
 }
 
@@ -56,7 +48,7 @@ func start(t *testing.T, yaml string, metricsTargets bool) *fixture {
 	t.Helper()
 	cfg, err := config.Parse("test.yml", []byte(yaml))
 	require.NoError(t, err)
-	logs := &safeBuffer{}
+	logs := &testenv.SyncBuffer{}
 	logger := log.NewLogfmtLogger(logs)
 	a := agent.New(logger, 0)
 	require.NoError(t, a.Apply(cfg))
@@ -238,21 +230,4 @@ func TestHealthReadyAndReload(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
 	require.Contains(t, string(b), "x.yml:3: targets: at least one target is required")
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

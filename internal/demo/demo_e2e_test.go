@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,39 +12,18 @@ import (
 	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the demo's concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDemo_PagesExhaustionAndLeakThenLeavesNothingRunning runs the whole
-// demo, as `make demo` does, against the real servers: about 70 s. It is
-// opt-in (POOLWATCH_DEMO_E2E=1) because e2e/alerting already covers the
-// same pipeline in `make test`; this one guards the demo's own script.
+// demo, as `make demo` does, against the real servers: about 70 s. It
+// guards the README's first command; e2e/alerting covers the alerting
+// pipeline itself.
 func TestDemo_PagesExhaustionAndLeakThenLeavesNothingRunning(t *testing.T) {
-	if os.Getenv("POOLWATCH_DEMO_E2E") != "1" {
-		t.Skip("set POOLWATCH_DEMO_E2E=1 to run the whole demo (about 70 s)")
-	}
 	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
 	bin := testenv.BuildPoolwatch(t)
 	// The demo points TMPDIR at its own directory; give it back afterwards.
 	// (Not a t.TempDir: the postgres user must be able to traverse it.)
 	t.Setenv("TMPDIR", os.Getenv("TMPDIR"))
 
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	code := run([]string{"-poolwatch", bin, "-dashboards", filepath.Join("..", "..", "dashboards")}, &out, &out)
 	text := out.String()
 	require.Equal(t, exitOK, code, text)

@@ -66,13 +66,9 @@ exec /usr/bin/id "$@"
 // and returns make's output and the apt-get calls, one per line.
 func (f fakeSystem) makeRun(t *testing.T, installed, uid string, args ...string) (string, []string) {
 	t.Helper()
-	makeBin, err := exec.LookPath("make")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatalf("make is not installed: %v", err)
-		}
-		t.Skipf("make is not installed: %v", err)
-	}
+	testenv.RequireBinaries(t, "make")
+	makeBin, err := testenv.LookPath("make")
+	require.NoError(t, err)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	require.NoError(t, err)
 	cmd := exec.Command(makeBin, append([]string{"--no-print-directory", "-C", root}, args...)...) //nolint:gosec // make with the test's arguments

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -86,27 +85,11 @@ type Poolwatch struct {
 	Addr       string
 	ConfigPath string
 	cmd        *exec.Cmd
-	logs       *syncBuffer
+	logs       *SyncBuffer
 	done       chan struct{}
 	exitErr    error
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer for a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	// web is how to reach the agent for the readiness wait.
+	web PoolwatchWeb
 }
 
 // StartPoolwatch writes config to a file and runs the agent with it on a
@@ -115,6 +98,12 @@ func (s *syncBuffer) String() string {
 // If the test failed, the agent's log is printed.
 func StartPoolwatch(tb testing.TB, config string, extraArgs ...string) *Poolwatch {
 	tb.Helper()
+	return startPoolwatch(tb, config, nil, extraArgs)
+}
+
+// startPoolwatch is StartPoolwatch, with --web.config.file when web is set.
+func startPoolwatch(tb testing.TB, config string, web *PoolwatchWeb, extraArgs []string) *Poolwatch {
+	tb.Helper()
 	bin := BuildPoolwatch(tb)
 	dir := tb.TempDir()
 	cfgPath := filepath.Join(dir, "poolwatch.yml")
@@ -122,9 +111,19 @@ func StartPoolwatch(tb testing.TB, config string, extraArgs ...string) *Poolwatc
 		tb.Fatalf("write config: %v", err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
-	args := append([]string{"--config.file=" + cfgPath, "--web.listen-address=" + addr}, extraArgs...)
-	pw := &Poolwatch{URL: "http://" + addr, Addr: addr, ConfigPath: cfgPath, logs: &syncBuffer{}, done: make(chan struct{})}
-	pw.cmd = exec.Command(bin, args...) //nolint:gosec // G204: the binary BuildPoolwatch just built
+	args := []string{"--config.file=" + cfgPath, "--web.listen-address=" + addr}
+	pw := &Poolwatch{URL: "http://" + addr, Addr: addr, ConfigPath: cfgPath, logs: &SyncBuffer{}, done: make(chan struct{})}
+	if web != nil {
+		if err := os.WriteFile(pw.WebConfigPath(), []byte(web.Config), 0o600); err != nil {
+			tb.Fatalf("write web config: %v", err)
+		}
+		args = append(args, "--web.config.file="+pw.WebConfigPath())
+		if web.HTTPS {
+			pw.URL = "https://" + addr
+		}
+		pw.web = *web
+	}
+	pw.cmd = exec.Command(bin, append(args, extraArgs...)...) //nolint:gosec // G204: the binary BuildPoolwatch just built
 	pw.cmd.Stdout = pw.logs
 	pw.cmd.Stderr = pw.logs
 	pw.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -145,27 +144,32 @@ func StartPoolwatch(tb testing.TB, config string, extraArgs ...string) *Poolwatc
 	return pw
 }
 
-// WaitReady polls /-/ready until it answers 200.
+// WaitReady polls /-/ready until it answers 200, through the client and
+// with the credentials of StartPoolwatchWeb's PoolwatchWeb, if any.
 func (p *Poolwatch) WaitReady(tb testing.TB, timeout time.Duration) {
 	tb.Helper()
+	client := p.web.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
 	deadline := time.Now().Add(timeout)
+	last := "no answer yet"
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
 			tb.Fatalf("poolwatch exited before it was ready: %v\n%s", p.exitErr, p.Logs())
 		default:
 		}
-		resp, err := http.Get(p.URL + "/-/ready")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if code, err := getStatus(client, p.URL+"/-/ready", p.web.Username, p.web.Password); err != nil {
+			last = err.Error()
+		} else if code == http.StatusOK {
+			return
+		} else {
+			last = fmt.Sprintf("status %d", code)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	tb.Fatalf("poolwatch not ready within %v\n%s", timeout, p.Logs())
+	tb.Fatalf("poolwatch not ready at %s within %v (last: %s)\n%s", p.URL, timeout, last, p.Logs())
 }
 
 // Logs returns everything the agent wrote so far.

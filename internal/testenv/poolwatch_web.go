@@ -2,13 +2,9 @@ package testenv
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -39,63 +35,7 @@ type PoolwatchWeb struct {
 // agent.
 func StartPoolwatchWeb(tb testing.TB, config string, web PoolwatchWeb, extraArgs ...string) *Poolwatch {
 	tb.Helper()
-	bin := BuildPoolwatch(tb)
-	dir := tb.TempDir()
-	cfgPath := filepath.Join(dir, "poolwatch.yml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
-		tb.Fatalf("write config: %v", err)
-	}
-	webPath := filepath.Join(dir, "web-config.yml")
-	if err := os.WriteFile(webPath, []byte(web.Config), 0o600); err != nil {
-		tb.Fatalf("write web config: %v", err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
-	scheme := "http"
-	if web.HTTPS {
-		scheme = "https"
-	}
-	args := append([]string{"--config.file=" + cfgPath, "--web.listen-address=" + addr, "--web.config.file=" + webPath}, extraArgs...)
-	pw := &Poolwatch{URL: scheme + "://" + addr, Addr: addr, ConfigPath: cfgPath, logs: &syncBuffer{}, done: make(chan struct{})}
-	pw.cmd = exec.Command(bin, args...) //nolint:gosec // the binary BuildPoolwatch just built
-	pw.cmd.Stdout = pw.logs
-	pw.cmd.Stderr = pw.logs
-	pw.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := pw.cmd.Start(); err != nil {
-		tb.Fatalf("start poolwatch: %v", err)
-	}
-	go func() {
-		pw.exitErr = pw.cmd.Wait()
-		close(pw.done)
-	}()
-	tb.Cleanup(func() {
-		pw.Stop(tb)
-		if tb.Failed() {
-			tb.Logf("poolwatch log:\n%s", pw.Logs())
-		}
-	})
-	client := web.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		select {
-		case <-pw.done:
-			tb.Fatalf("poolwatch exited before it was ready: %v\n%s", pw.exitErr, pw.Logs())
-		default:
-		}
-		if code, err := getStatus(client, pw.URL+"/-/ready", web.Username, web.Password); err != nil {
-			last = err.Error()
-		} else if code == http.StatusOK {
-			return pw
-		} else {
-			last = fmt.Sprintf("status %d", code)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("poolwatch not ready over %s within 30 s (last: %s)\n%s", scheme, last, pw.Logs())
-	return pw
+	return startPoolwatch(tb, config, &web, extraArgs)
 }
 
 // WebConfigPath is where StartPoolwatchWeb wrote the web configuration

@@ -27,6 +27,21 @@ type Shared struct {
 	err   error
 }
 
+// MonitoringShared returns a Shared whose PostgreSQL has a login role with
+// pg_monitor, and whose PgBouncer lets the same user into the admin console
+// as a stats_users member: what poolwatch needs on each kind of target.
+func MonitoringShared(user, password string) *Shared {
+	return &Shared{
+		Setup: func(tb testing.TB, pg *Postgres) {
+			pg.CreateRole(tb, user, password, "LOGIN", "IN ROLE pg_monitor")
+		},
+		PgBouncer: PgBouncerOptions{
+			Users:      map[string]string{user: password},
+			StatsUsers: []string{user},
+		},
+	}
+}
+
 // Get returns the servers, starting them on first use. It skips the test
 // (fails it under CI) when a binary is missing.
 func (s *Shared) Get(tb testing.TB) (*Postgres, *PgBouncer) {

@@ -144,12 +144,18 @@ func TestFreePort_ReturnsAPortThatCanBeBound(t *testing.T) {
 
 func TestSweepStale_RemovesOnlyDirsOfDeadProcesses(t *testing.T) {
 	tmp := t.TempDir()
-	dead := exec.Command("true")
-	require.NoError(t, dead.Run())
-	deadPID := dead.Process.Pid
-	if pidAlive(deadPID) {
-		t.Skipf("pid %d was reused at once", deadPID)
+	// A pid that belonged to a process that has exited. The kernel may hand
+	// it out again at once; try a few until one stays free.
+	deadPID := 0
+	for range 20 {
+		dead := exec.Command("true")
+		require.NoError(t, dead.Run())
+		if !pidAlive(dead.Process.Pid) {
+			deadPID = dead.Process.Pid
+			break
+		}
 	}
+	require.NotZero(t, deadPID, "every exited pid was reused at once")
 	mk := func(name string) string {
 		p := filepath.Join(tmp, name)
 		require.NoError(t, os.MkdirAll(filepath.Join(p, "data"), 0o700))
