@@ -316,6 +316,11 @@ func upMappings(p Panel) Panel {
 
 func q(metric, matchers string) string { return selector(metric, matchers) }
 
+// rate returns the per-second rate of a counter over Grafana's rate interval.
+func rate(metric, matchers string) string {
+	return fmt.Sprintf("rate(%s[$__rate_interval])", q(metric, matchers))
+}
+
 // detailLink opens the pool detail dashboard for a table row.
 func detailLink(c Config) DataLink {
 	return DataLink{
@@ -423,9 +428,9 @@ func overview(c Config) Dashboard {
 		),
 		row(8,
 			timeseries("PgBouncer client wait time", "Seconds clients spent waiting for a server connection, per second, per PgBouncer database (SHOW STATS total_wait_time): shows waiting that happens between scrapes.", "s",
-				rangeQuery(fmt.Sprintf("rate(%s[$__rate_interval])", q("poolwatch_pgbouncer_client_wait_seconds_total", m)), "{{target}} {{database}}")),
+				rangeQuery(rate("poolwatch_pgbouncer_client_wait_seconds_total", m), "{{target}} {{database}}")),
 			timeseries("PgBouncer transactions", "Transactions per second, per PgBouncer database (SHOW STATS total_xact_count).", "ops",
-				rangeQuery(fmt.Sprintf("rate(%s[$__rate_interval])", q("poolwatch_pgbouncer_transactions_total", m)), "{{target}} {{database}}")),
+				rangeQuery(rate("poolwatch_pgbouncer_transactions_total", m), "{{target}} {{database}}")),
 			timeseries("PgBouncer databases paused or disabled", "1 while a PgBouncer database is PAUSEd or DISABLEd: its clients wait or are refused whatever the pool sizes.", "none",
 				rangeQuery(q("poolwatch_pgbouncer_database_paused", m), "{{target}} {{database}} paused"),
 				rangeQuery(q("poolwatch_pgbouncer_database_disabled", m), "{{target}} {{database}} disabled")),
@@ -526,10 +531,6 @@ func selfMonitoring(c Config) Dashboard {
 			`label_values(poolwatch_probe_pool_max_connections{job=~"$job", instance=~"$instance"}, target)`, true)),
 			"The targets configured on the selected agents (those they keep a probe pool for)."),
 	)
-	rate := func(metric, matchers string) string {
-		return fmt.Sprintf("rate(%s[$__rate_interval])", q(metric, matchers))
-	}
-
 	build := stat("Version", "The running poolwatch version (poolwatch_build_info).", "none", statQuery(q("poolwatch_build_info", a), "{{version}}"))
 	build.Options["textMode"] = "name"
 	build.Options["graphMode"] = "none"
@@ -586,7 +587,7 @@ func selfMonitoring(c Config) Dashboard {
 			timeseries("Memory", "Resident memory of the agent process.", "bytes",
 				rangeQuery(q("process_resident_memory_bytes", a), "{{instance}} resident")),
 			timeseries("CPU", "CPU used by the agent process (1 = one core).", "percentunit",
-				rangeQuery(fmt.Sprintf("rate(%s[$__rate_interval])", q("process_cpu_seconds_total", a)), "{{instance}}")),
+				rangeQuery(rate("process_cpu_seconds_total", a), "{{instance}}")),
 			timeseries("Goroutines and open files", "Goroutines and open file descriptors of the agent: both must stay flat when targets fail.", "short",
 				rangeQuery(q("go_goroutines", a), "{{instance}} goroutines"),
 				rangeQuery(q("process_open_fds", a), "{{instance}} open fds")),
