@@ -224,22 +224,12 @@ func parseClock(b []byte) (float64, bool) {
 	if len(b) < 19 || b[4] != '-' || b[7] != '-' || (b[10] != ' ' && b[10] != 'T') || b[13] != ':' || b[16] != ':' {
 		return 0, false
 	}
-	d := func(s []byte) (int64, bool) {
-		var n int64
-		for _, c := range s {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(c-'0')
-		}
-		return n, true
-	}
-	y, ok1 := d(b[0:4])
-	mo, ok2 := d(b[5:7])
-	dd, ok3 := d(b[8:10])
-	h, ok4 := d(b[11:13])
-	mi, ok5 := d(b[14:16])
-	s, ok6 := d(b[17:19])
+	y, ok1 := parseUint(b[0:4])
+	mo, ok2 := parseUint(b[5:7])
+	dd, ok3 := parseUint(b[8:10])
+	h, ok4 := parseUint(b[11:13])
+	mi, ok5 := parseUint(b[14:16])
+	s, ok6 := parseUint(b[17:19])
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || dd < 1 || dd > 31 || h > 24 || mi > 59 || s > 60 {
 		return 0, false
 	}
