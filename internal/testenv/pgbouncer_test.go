@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -287,4 +288,26 @@ func TestPgBouncer_StopStartKeepsThePortAndAdminExecPauses(t *testing.T) {
 	c := connect(t, b.DSN(user, pw, db))
 	_, err := c.Exec(ctx, "SELECT 1")
 	require.NoError(t, err)
+}
+
+// PgBouncer 1.18 does not exit when its TCP port is taken: it logs
+// "Address already in use" and runs on its unix socket alone. A start must
+// see that at once, not wait out its 30 s budget for a server that will
+// never answer on TCP.
+func TestPgBouncer_StartOnATakenPortFailsAtOnce(t *testing.T) {
+	b, _, _, _ := startAppBouncer(t, 2, nil)
+	b.Stop(t)
+	l, err := net.Listen("tcp", b.Addr())
+	require.NoError(t, err)
+	defer l.Close()
+
+	start := time.Now()
+	b.mu.Lock()
+	err = b.startLocked(false)
+	b.mu.Unlock()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "could not bind port")
+	require.Less(t, time.Since(start), 10*time.Second)
+	require.False(t, b.Running())
+	t.Logf("failed after %v: %v", time.Since(start).Round(time.Millisecond), strings.SplitN(err.Error(), "\n", 2)[0])
 }

@@ -81,7 +81,7 @@ func (s *server) startLocked(newPort bool) error {
 	return lastErr
 }
 
-func (s *server) startOnce(bin string, args []string) (bindFailed bool, err error) {
+func (s *server) startOnce(bin string, args []string) (bool, error) {
 	logStart := logSize(s.logPath)
 	proc, err := startProcess(s.run, s.name, bin, args, s.dir, s.logPath)
 	if err != nil {
@@ -89,10 +89,18 @@ func (s *server) startOnce(bin string, args []string) (bindFailed bool, err erro
 	}
 	deadline := time.Now().Add(s.startBudget)
 	var lastErr error
+	bindFailed := func() bool {
+		return slices.ContainsFunc(s.bindFailures, func(msg string) bool { return logContainsFrom(s.logPath, logStart, msg) })
+	}
 	for time.Now().Before(deadline) {
 		if proc.exited() {
-			bind := slices.ContainsFunc(s.bindFailures, func(msg string) bool { return logContainsFrom(s.logPath, logStart, msg) })
-			return bind, fmt.Errorf("%s exited during startup on port %d (%w); log tail:\n%s", s.name, *s.port, proc.waitErr, logTail(s.logPath, 30))
+			return bindFailed(), fmt.Errorf("%s exited during startup on port %d (%w); log tail:\n%s", s.name, *s.port, proc.waitErr, logTail(s.logPath, 30))
+		}
+		// Some servers keep running after a failed bind: PgBouncer 1.18
+		// logs it and goes on with its unix socket alone.
+		if bindFailed() {
+			_, _ = proc.stop(syscall.SIGKILL, time.Second)
+			return true, fmt.Errorf("%s could not bind port %d; log tail:\n%s", s.name, *s.port, logTail(s.logPath, 30))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		lastErr = s.ready(ctx)
