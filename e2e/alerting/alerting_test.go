@@ -83,7 +83,7 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 	if errs := hold.Errors(); len(errs) > 0 {
 		t.Errorf("holding transactions: %v", errs)
 	}
-	e.expectResolved(t, "PoolExhausted after the release", released, func(ev alertEvent) bool {
+	e.expectResolved(t, "PoolExhausted after the release", released, func(ev testenv.AlertEvent) bool {
 		return ev.Labels["alertname"] == mixin.AlertPoolExhausted
 	})
 
@@ -102,7 +102,7 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 	if errs := leak.Errors(); len(errs) > 0 {
 		t.Errorf("holding the leaked transaction: %v", errs)
 	}
-	e.expectResolved(t, "PoolConnectionLeak after the commit", committed, func(ev alertEvent) bool {
+	e.expectResolved(t, "PoolConnectionLeak after the commit", committed, func(ev testenv.AlertEvent) bool {
 		return ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak && ev.StartsAt.After(leakStart.Add(-time.Second)) &&
 			(ev.Labels["pool"] == leakPool || ev.Labels["pool"] == leakAppPool)
 	})
@@ -122,15 +122,15 @@ func (e *env) expectValue(t *testing.T, expr string, want float64) {
 	deadline := time.Now().Add(10 * time.Second)
 	var last string
 	for {
-		r, err := e.api.query(expr, time.Now())
-		if err == nil && r.Len == 1 {
-			v, verr := r.Samples[0].value()
-			if verr == nil && v == want {
+		r, err := e.api.Query(t.Context(), expr, time.Now())
+		if err == nil && r.Len() == 1 {
+			v := r.Samples[0].Value
+			if v == want {
 				return
 			}
-			last = fmt.Sprintf("value %v (%v)", v, verr)
+			last = fmt.Sprintf("value %v", v)
 		} else {
-			last = fmt.Sprintf("%d samples (%v)", r.Len, err)
+			last = fmt.Sprintf("%d samples (%v)", r.Len(), err)
 		}
 		if !time.Now().Before(deadline) {
 			t.Fatalf("%s: want one sample of %v, got %s\nPrometheus sees:\n%s", expr, want, last, e.diagnose())
@@ -153,14 +153,14 @@ func (e *env) expectPoolExhausted(t *testing.T) time.Time {
 	}
 	var first time.Time
 	for _, w := range want {
-		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
+		ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
 			return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolExhausted &&
 				ev.Labels["job"] == w.job && ev.Labels["reason"] == w.reason &&
 				ev.Labels["target"] == bouncerTarget && ev.Labels["pool"] == exhaustPool
 		})
 		if !ok {
 			t.Fatalf("PoolExhausted{reason=%q, job=%q, target=%q, pool=%q} did not reach the webhook within %v of the exhaustion.\nReceived:\n%sPrometheus sees:\n%s",
-				w.reason, w.job, bouncerTarget, exhaustPool, fireBudget, e.hook.summary(), e.diagnose())
+				w.reason, w.job, bouncerTarget, exhaustPool, fireBudget, summary(e.hook), e.diagnose())
 		}
 		e.checkAlert(t, ev, map[string]string{
 			"alertname": mixin.AlertPoolExhausted, "severity": mixin.SeverityCritical, "reason": w.reason,
@@ -180,13 +180,13 @@ func (e *env) expectLeak(t *testing.T, leakStart time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(fireBudget)
 	for _, w := range []struct{ target, pool string }{{bouncerTarget, leakPool}, {pgTarget, leakAppPool}} {
-		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
+		ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
 			return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak &&
 				ev.Labels["job"] == agentJob && ev.Labels["target"] == w.target && ev.Labels["pool"] == w.pool
 		})
 		if !ok {
 			t.Fatalf("PoolConnectionLeak{target=%q, pool=%q} did not reach the webhook within %v of the leak (threshold %v).\nReceived:\n%sPrometheus sees:\n%s",
-				w.target, w.pool, fireBudget, leakThreshold, e.hook.summary(), e.diagnose())
+				w.target, w.pool, fireBudget, leakThreshold, summary(e.hook), e.diagnose())
 		}
 		e.checkAlert(t, ev, map[string]string{
 			"alertname": mixin.AlertPoolConnectionLeak, "severity": mixin.SeverityWarning,
@@ -204,12 +204,12 @@ func (e *env) expectLeak(t *testing.T, leakStart time.Time) {
 // which has been down since the start.
 func (e *env) expectTargetDown(t *testing.T) {
 	t.Helper()
-	ev, ok := e.hook.await(time.Now().Add(fireBudget), func(ev alertEvent) bool {
+	ev, ok := e.hook.Await(time.Now().Add(fireBudget), func(ev testenv.AlertEvent) bool {
 		return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertTargetDown &&
 			ev.Labels["job"] == agentJob && ev.Labels["target"] == goneTarget
 	})
 	if !ok {
-		t.Fatalf("PoolwatchTargetDown{target=%q} never reached the webhook.\nReceived:\n%s", goneTarget, e.hook.summary())
+		t.Fatalf("PoolwatchTargetDown{target=%q} never reached the webhook.\nReceived:\n%s", goneTarget, summary(e.hook))
 	}
 	e.checkAlert(t, ev, map[string]string{
 		"alertname": mixin.AlertTargetDown, "severity": mixin.SeverityCritical,
@@ -220,12 +220,12 @@ func (e *env) expectTargetDown(t *testing.T) {
 // expectResolved waits until every alert that matched sel and fired has
 // been notified as resolved, and checks that each resolution came after
 // since (when the cause went away).
-func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel func(alertEvent) bool) {
+func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel func(testenv.AlertEvent) bool) {
 	t.Helper()
-	fired := map[string]alertEvent{}
+	fired := map[string]testenv.AlertEvent{}
 	for _, ev := range e.hook.Events() {
 		if ev.Status == "firing" && sel(ev) {
-			fired[ev.key()] = ev
+			fired[ev.Key()] = ev
 		}
 	}
 	if len(fired) == 0 {
@@ -238,12 +238,12 @@ func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel fun
 	sort.Strings(keys)
 	deadline := time.Now().Add(resolveBudget)
 	for _, k := range keys {
-		ev, ok := e.hook.await(deadline, func(ev alertEvent) bool {
-			return ev.Status == "resolved" && ev.key() == k
+		ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
+			return ev.Status == "resolved" && ev.Key() == k
 		})
 		if !ok {
 			t.Fatalf("%s: %s was not resolved at the webhook within %v.\nReceived:\n%sPrometheus sees:\n%s",
-				what, k, resolveBudget, e.hook.summary(), e.diagnose())
+				what, k, resolveBudget, summary(e.hook), e.diagnose())
 		}
 		if ev.EndsAt.IsZero() || !ev.EndsAt.After(ev.StartsAt) || ev.EndsAt.Before(since.Add(-time.Second)) {
 			t.Errorf("%s: %s resolved with startsAt %v endsAt %v; the cause went away at %v", what, k, ev.StartsAt, ev.EndsAt, since)
@@ -256,9 +256,9 @@ func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel fun
 // the rule that produced it: the static summary ending with a period, a
 // rendered description naming the target (and the pool, when the alert has
 // one), and the runbook_url of the alert's anchor.
-func (e *env) checkAlert(t *testing.T, ev alertEvent, labels map[string]string) {
+func (e *env) checkAlert(t *testing.T, ev testenv.AlertEvent, labels map[string]string) {
 	t.Helper()
-	if got, want := labelsKey(ev.Labels), labelsKey(labels); got != want {
+	if got, want := testenv.LabelsString(ev.Labels), testenv.LabelsString(labels); got != want {
 		t.Errorf("%s: labels %s, want %s", labels["alertname"], got, want)
 	}
 	rule, ok := findRule(e.cfg, labels["alertname"], labels["reason"])
@@ -319,18 +319,18 @@ func (e *env) checkQuiet(t *testing.T, exhaustStart time.Time) {
 		switch ev.Labels["alertname"] {
 		case mixin.AlertPoolExhausted:
 			if ev.Labels["target"] != bouncerTarget || ev.Labels["pool"] != exhaustPool {
-				t.Errorf("PoolExhausted fired for a pool that was never exhausted: %s", ev.key())
+				t.Errorf("PoolExhausted fired for a pool that was never exhausted: %s", ev.Key())
 			}
 			if ev.StartsAt.Before(exhaustStart) {
-				t.Errorf("PoolExhausted started at %v, before the pool was exhausted at %v: %s", ev.StartsAt, exhaustStart, ev.key())
+				t.Errorf("PoolExhausted started at %v, before the pool was exhausted at %v: %s", ev.StartsAt, exhaustStart, ev.Key())
 			}
 		case mixin.AlertProbePoolLeak, mixin.AlertProbeRetriesHigh:
-			t.Errorf("the agent's own probe pool alerted (%s): %s %v", ev.Status, ev.key(), ev.Annotations["description"])
+			t.Errorf("the agent's own probe pool alerted (%s): %s %v", ev.Status, ev.Key(), ev.Annotations["description"])
 		case mixin.AlertPoolwatchDown:
-			t.Logf("note: PoolwatchDown was notified (%s): %s", ev.Status, ev.key())
+			t.Logf("note: PoolwatchDown was notified (%s): %s", ev.Status, ev.Key())
 		}
 	}
-	t.Logf("notifications received:\n%s", e.hook.summary())
+	t.Logf("notifications received:\n%s", summary(e.hook))
 }
 
 // goldenPath is the mixin's copy of the agent's /metrics output.

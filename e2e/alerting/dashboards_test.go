@@ -1,12 +1,14 @@
 package alerting
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/mixin"
 )
 
@@ -48,7 +50,7 @@ type queryCoverage struct {
 // dashboardChecker runs every panel query of the dashboards at checkpoints
 // of the run and remembers what came back. Not safe for concurrent use.
 type dashboardChecker struct {
-	api      promAPI
+	api      testenv.PromAPI
 	runStart time.Time
 	sets     []variableSet
 	queries  []*queryCoverage
@@ -56,7 +58,7 @@ type dashboardChecker struct {
 	seriesCache map[string]int
 }
 
-func newDashboardChecker(api promAPI, runStart time.Time, sets []variableSet) *dashboardChecker {
+func newDashboardChecker(api testenv.PromAPI, runStart time.Time, sets []variableSet) *dashboardChecker {
 	c := &dashboardChecker{api: api, runStart: runStart, sets: sets}
 	// The shipped dashboards (Default); the Short variant's panel queries
 	// are the same, and the recording rules have the same names in both.
@@ -90,18 +92,18 @@ func (c *dashboardChecker) checkpoint(t *testing.T, label string) {
 				t.Errorf("%s: expand %s with %s: %v", label, q.pq, set.name, err)
 				continue
 			}
-			var res queryResult
+			var res testenv.QueryResult
 			if q.pq.Instant {
-				res, err = c.api.query(expr, now)
+				res, err = c.api.Query(t.Context(), expr, now)
 			} else {
-				res, err = c.api.queryRange(expr, start, now, time.Second)
+				res, err = c.api.QueryRange(t.Context(), expr, start, now, time.Second)
 			}
 			q.runs++
 			if err != nil {
 				t.Errorf("%s: panel query %s (%s) failed: %v\n\t%s", label, q.pq, set.name, err, expr)
 				continue
 			}
-			if res.Len > 0 {
+			if res.Len() > 0 {
 				q.withData++
 			} else {
 				empty++
@@ -127,7 +129,7 @@ func (c *dashboardChecker) checkpoint(t *testing.T, label string) {
 				if q.matched[i] {
 					continue
 				}
-				n, err := c.series(text, c.runStart, now)
+				n, err := c.series(t.Context(), text, c.runStart, now)
 				if err != nil {
 					t.Errorf("%s: series of selector %s of %s: %v", label, text, q.pq, err)
 					continue
@@ -172,7 +174,7 @@ func (c *dashboardChecker) checkVariables(t *testing.T, set variableSet, uids ..
 			t.Errorf("variable %s: expand %s with %s: %v", key, sel, set.name, err)
 			continue
 		}
-		values, err := c.api.labelValues(expr, labels[key], c.runStart, time.Now())
+		values, err := c.api.LabelValues(t.Context(), expr, labels[key], c.runStart, time.Now())
 		if err != nil {
 			t.Errorf("variable %s: %v", key, err)
 			continue
@@ -187,15 +189,18 @@ func (c *dashboardChecker) checkVariables(t *testing.T, set variableSet, uids ..
 	}
 }
 
-func (c *dashboardChecker) series(sel string, start, end time.Time) (int, error) {
+// series returns how many series match sel between start and end,
+// memoized within one checkpoint.
+func (c *dashboardChecker) series(ctx context.Context, sel string, start, end time.Time) (int, error) {
 	if n, ok := c.seriesCache[sel]; ok {
 		return n, nil
 	}
-	n, err := c.api.seriesCount(sel, start, end)
-	if err == nil {
-		c.seriesCache[sel] = n
+	series, err := c.api.Series(ctx, sel, start, end)
+	if err != nil {
+		return 0, err
 	}
-	return n, err
+	c.seriesCache[sel] = len(series)
+	return len(series), nil
 }
 
 // selectorText writes a selector back as PromQL.

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +57,10 @@ type env struct {
 	pg      *testenv.Postgres
 	pgb     *testenv.PgBouncer
 	pw      *testenv.Poolwatch
-	hook    *receiver
-	am      *daemon
-	prom    *daemon
-	api     promAPI
+	hook    *testenv.WebhookReceiver
+	am      *testenv.Daemon
+	prom    *testenv.Daemon
+	api     testenv.PromAPI
 }
 
 // rulesConfig returns the mixin configuration whose rules Prometheus loads:
@@ -142,45 +141,19 @@ targets:
 	// 500ms would leave it 400ms for a round under the race detector.
 	e.pw = testenv.StartPoolwatch(t, agentCfg, "--scrape.timeout-offset=200ms")
 
-	e.hook = startReceiver(t)
-	e.am = startAlertmanager(t, e.hook.URL())
+	e.hook = testenv.StartWebhookReceiver(t)
+	e.am = testenv.StartAlertmanager(t, testenv.AlertmanagerOptions{
+		Dir:    t.TempDir(),
+		Config: testenv.AlertmanagerConfig("webhook", e.hook.URL(), "alertname", "job", "target", "pool"),
+	})
 	e.prom = e.startPrometheus(t)
-	e.api = promAPI{base: e.prom.URL}
+	e.api = testenv.PromAPI{URL: e.prom.URL}
 	e.waitScraping(t)
 	e.checkRulesLoaded(t)
 	return e
 }
 
-func startAlertmanager(t *testing.T, webhook string) *daemon {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`route:
-  receiver: webhook
-  group_by: [alertname, job, target, pool]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 4h
-receivers:
-  - name: webhook
-    webhook_configs:
-      - url: '%s'
-        send_resolved: true
-`, webhook)
-	path := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatalf("write alertmanager config: %v", err)
-	}
-	return startDaemon(t, "alertmanager", dir, func(addr string) []string {
-		return []string{
-			"--config.file=" + path,
-			"--storage.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + addr,
-			"--cluster.listen-address=", // no HA gossip on 0.0.0.0:9094
-		}
-	})
-}
-
-func (e *env) startPrometheus(t *testing.T) *daemon {
+func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	var rules string
@@ -193,32 +166,14 @@ func (e *env) startPrometheus(t *testing.T) *daemon {
 	if err != nil {
 		t.Fatalf("generate the rules: %v", err)
 	}
-	promtool, err := testenv.LookPath("promtool")
-	if err != nil {
+	if err := testenv.CheckRules(t.Context(), rules); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, promtool, "check", "rules", rules).CombinedOutput(); err != nil { //nolint:gosec // promtool from LookPath
-		t.Fatalf("promtool check rules %s: %v\n%s", rules, err, out)
-	}
-	cfgPath := filepath.Join(dir, "prometheus.yml")
 	// The agent job scrapes /metrics (simple mode: every target's series
 	// too); the probe job scrapes each target through /probe, as in
 	// prometheus.yml.example. Both feed the same rules: PoolSelector takes
 	// both jobs.
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-  evaluation_interval: 1s
-rule_files:
-  - %s
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ['%s']
-scrape_configs:
-  - job_name: %s
+	scrapes := fmt.Sprintf(`  - job_name: %s
     static_configs:
       - targets: ['%s']
   - job_name: %s
@@ -232,16 +187,10 @@ scrape_configs:
         target_label: instance
       - target_label: __address__
         replacement: '%s'
-`, rules, e.am.Addr, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, e.pw.Addr)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatalf("write prometheus config: %v", err)
-	}
-	return startDaemon(t, "prometheus", dir, func(addr string) []string {
-		return []string{
-			"--config.file=" + cfgPath,
-			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + addr,
-		}
+`, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, e.pw.Addr)
+	return testenv.StartPrometheus(t, testenv.PrometheusOptions{
+		Dir:    dir,
+		Config: testenv.PrometheusConfig([]string{rules}, e.am.Addr, scrapes),
 	})
 }
 
@@ -252,12 +201,12 @@ func (e *env) waitScraping(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	var last string
 	for {
-		agent, err1 := e.api.query(fmt.Sprintf(`up{job=%q} == 1`, agentJob), time.Now())
-		probes, err2 := e.api.query(fmt.Sprintf(`up{job=%q} == 1`, probeJob), time.Now())
-		if err1 == nil && err2 == nil && agent.Len == 1 && probes.Len == 3 {
+		agent, err1 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, agentJob), time.Now())
+		probes, err2 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, probeJob), time.Now())
+		if err1 == nil && err2 == nil && agent.Len() == 1 && probes.Len() == 3 {
 			return
 		}
-		last = fmt.Sprintf("agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len, err1, probes.Len, err2)
+		last = fmt.Sprintf("agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len(), err1, probes.Len(), err2)
 		if !time.Now().Before(deadline) {
 			t.Fatalf("Prometheus is not scraping poolwatch after 30s: %s", last)
 		}
@@ -269,7 +218,7 @@ func (e *env) waitScraping(t *testing.T) {
 // groups and rules.
 func (e *env) checkRulesLoaded(t *testing.T) {
 	t.Helper()
-	groups, err := e.api.rules()
+	groups, err := e.api.Rules(t.Context())
 	if err != nil {
 		t.Fatalf("list rules: %v", err)
 	}
@@ -290,7 +239,7 @@ func (e *env) checkRulesLoaded(t *testing.T) {
 // failed (for example a many-to-many match on real series).
 func (e *env) checkRulesHealthy(t *testing.T) {
 	t.Helper()
-	groups, err := e.api.rules()
+	groups, err := e.api.Rules(t.Context())
 	if err != nil {
 		t.Fatalf("list rules: %v", err)
 	}
@@ -319,13 +268,13 @@ func (e *env) diagnose() string {
 		mixin.RecordUtilization + ` > 0.5`,
 		`ALERTS`,
 	} {
-		r, err := e.api.query(q, time.Now())
+		r, err := e.api.Query(context.Background(), q, time.Now())
 		fmt.Fprintf(&b, "\t%s:", q)
 		if err != nil {
 			fmt.Fprintf(&b, " error %v\n", err)
 			continue
 		}
-		if r.Len == 0 {
+		if r.Len() == 0 {
 			b.WriteString(" (empty)\n")
 			continue
 		}
@@ -335,9 +284,32 @@ func (e *env) diagnose() string {
 				fmt.Fprintf(&b, "\t\t... %d more\n", len(r.Samples)-i)
 				break
 			}
-			v, _ := s.value()
-			fmt.Fprintf(&b, "\t\t%s %v\n", labelsKey(s.Metric), v)
+			fmt.Fprintf(&b, "\t\t%s %v\n", testenv.LabelsString(s.Metric), s.Value)
 		}
+	}
+	return b.String()
+}
+
+// summary lists the distinct (alertname, status, target, pool) of the
+// alerts the webhook received so far, for failure messages.
+func summary(hook *testenv.WebhookReceiver) string {
+	seen := map[string]int{}
+	for _, e := range hook.Events() {
+		k := fmt.Sprintf("%s %s target=%s pool=%s job=%s reason=%s", e.Labels["alertname"], e.Status,
+			e.Labels["target"], e.Labels["pool"], e.Labels["job"], e.Labels["reason"])
+		seen[k]++
+	}
+	if len(seen) == 0 {
+		return "(no notification received)"
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\t%s (x%d)\n", k, seen[k])
 	}
 	return b.String()
 }

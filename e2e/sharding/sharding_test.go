@@ -272,9 +272,6 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 	if n := strings.Count(promCfg, "files: ['targets/*.yml']"); n != shards {
 		t.Fatalf("examples/sharding/prometheus.yml: %d probe jobs read targets/*.yml, the test expects %d", n, shards)
 	}
-	if err := os.WriteFile(filepath.Join(promDir, "prometheus.yml"), []byte(promCfg), 0o600); err != nil { //nolint:gosec // a file in the test's temp dir
-		t.Fatal(err)
-	}
 	sd, err := os.ReadFile(filepath.Join(exampleDir, "targets", "poolwatch.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -286,12 +283,13 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	prom := startPrometheus(t, promDir)
+	prom := testenv.StartPrometheus(t, testenv.PrometheusOptions{Dir: promDir, Config: promCfg})
+	api := testenv.PromAPI{URL: prom.URL, Timeout: 10 * time.Second}
 
 	// Every target is up, through the probe jobs, with job and instance
 	// set as the shipped rules expect; both agents are up in the self job.
 	eventually(t, settleBudget, "every target up through /probe", func() error {
-		up, err := prom.query(`poolwatch_target_up{job="poolwatch-probe"} == 1`)
+		up, err := api.Vector(t.Context(), `poolwatch_target_up{job="poolwatch-probe"} == 1`)
 		if err != nil {
 			return err
 		}
@@ -310,7 +308,7 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 		if len(seen) != len(sdNames) {
 			return fmt.Errorf("up series for %v, want exactly %v", seen, sdNames)
 		}
-		self, err := prom.query(`up{job="poolwatch"} == 1`)
+		self, err := api.Vector(t.Context(), `up{job="poolwatch"} == 1`)
 		if err != nil {
 			return err
 		}
@@ -323,7 +321,7 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 
 	// Prometheus has exactly one scrape of each target, in the job of its
 	// hashmod shard, pointed at that shard's agent; the other job dropped it.
-	active, dropped, err := prom.targets()
+	active, dropped, err := api.Targets(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +361,7 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 	// The samples show one scrape per interval: a second scrape of the same
 	// target would double the samples of its series.
 	eventually(t, settleBudget, "5 s of samples for every target", func() error {
-		counts, err := prom.query(`count_over_time(poolwatch_target_up{job="poolwatch-probe"}[5s])`)
+		counts, err := api.Vector(t.Context(), `count_over_time(poolwatch_target_up{job="poolwatch-probe"}[5s])`)
 		if err != nil {
 			return err
 		}
@@ -385,14 +383,14 @@ func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
 
 	// The agents' own /metrics carries no target series, or the self job
 	// would scrape every target once more through each agent.
-	if self, err := prom.query(`poolwatch_target_up{job="poolwatch"}`); err != nil || len(self) != 0 {
+	if self, err := api.Vector(t.Context(), `poolwatch_target_up{job="poolwatch"}`); err != nil || len(self) != 0 {
 		t.Errorf("job poolwatch has target series %v (%v): the agents must run with --no-metrics.targets", self, err)
 	}
 
 	// The check docs/scaling.md gives for production: across the agents
 	// (job poolwatch), each target's probe pool is open on one agent only.
 	eventually(t, settleBudget, "one agent with open connections per target, in PromQL", func() error {
-		holders, err := prom.query(`count by (target) (poolwatch_probe_pool_open_connections{job="poolwatch"} > 0)`)
+		holders, err := api.Vector(t.Context(), `count by (target) (poolwatch_probe_pool_open_connections{job="poolwatch"} > 0)`)
 		if err != nil {
 			return err
 		}

@@ -74,11 +74,13 @@ type demo struct {
 	stopPG  func()
 	pgb     *testenv.PgBouncer
 	stopPGB func()
-	pw      *child
-	am      *child
-	prom    *child
-	hook    *receiver
-	api     promAPI
+	pw      *testenv.Daemon
+	am      *testenv.Daemon
+	prom    *testenv.Daemon
+	// stopDaemons stops pw, am and prom, in the order they started.
+	stopDaemons []func() error
+	hook        *receiver
+	api         testenv.PromAPI
 	// promUI is the base of Prometheus' web pages: prom's address, plus
 	// "/classic" for Debian's build, which ships only the classic UI.
 	promUI string
@@ -186,7 +188,7 @@ func sweepStaleDirs(tmp string) {
 		}
 		pidText, _, _ := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || pidAlive(pid) {
+		if err != nil || pid == os.Getpid() || testenv.PIDAlive(pid) {
 			continue
 		}
 		_ = os.RemoveAll(filepath.Join(tmp, e.Name()))
@@ -280,6 +282,20 @@ func writePrivate(path, content string) error {
 	return nil
 }
 
+// daemonProcess is how the demo runs poolwatch, Prometheus and
+// Alertmanager: each in its own process group, so the terminal's Ctrl-C
+// reaches only the demo, which stops them in order; 45 s to come up, 10 s
+// between SIGTERM and SIGKILL.
+func daemonProcess() testenv.ProcessOptions {
+	return testenv.ProcessOptions{ReadyBudget: 45 * time.Second, StopGrace: 10 * time.Second, ProcessGroup: true}
+}
+
+// launched records a daemon the demo launched.
+func (d *demo) launched(c *testenv.Daemon, stop func() error) {
+	d.stopDaemons = append(d.stopDaemons, stop)
+	d.pids[c.Name] = c.PID()
+}
+
 // quoteLiteral quotes s as an SQL string literal.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
@@ -346,19 +362,21 @@ func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
 	if out, err := exec.Command(bin, "check-config", "--config.file="+cfg).CombinedOutput(); err != nil { //nolint:gosec // the binary make build wrote
 		return "", fmt.Errorf("poolwatch check-config: %w\n%s", err, out)
 	}
-	c, err := startDaemon(ctx, "poolwatch", bin, dir, "/-/ready",
-		func(n int) string { return filepath.Join(dir, fmt.Sprintf("poolwatch-%d.log", n)) },
-		func(addr string) []string {
+	c, stop, err := testenv.LaunchDaemon(ctx, testenv.DaemonOptions{
+		Name: "poolwatch", Bin: bin, Dir: dir,
+		Args: func(addr string) []string {
 			// Prometheus sends a 900ms scrape timeout; the default offset of
 			// 500ms would leave too little of it.
 			return []string{"--config.file=" + cfg, "--web.listen-address=" + addr, "--scrape.timeout-offset=200ms"}
-		})
+		},
+		ProcessOptions: daemonProcess(),
+	})
 	if err != nil {
 		return "", err
 	}
 	d.pw = c
-	d.pids["poolwatch"] = c.pid()
-	return fmt.Sprintf("http://%s, targets %s and %s, leak_threshold %s", c.addr, bouncerTarget, pgTarget, d.o.leakThreshold), nil
+	d.launched(c, stop)
+	return fmt.Sprintf("http://%s, targets %s and %s, leak_threshold %s", c.Addr, bouncerTarget, pgTarget, d.o.leakThreshold), nil
 }
 
 func (d *demo) startAlertmanager(ctx context.Context) (string, error) {
@@ -366,55 +384,26 @@ func (d *demo) startAlertmanager(ctx context.Context) (string, error) {
 	if err := d.hook.start(); err != nil {
 		return "", err
 	}
-	bin, err := testenv.LookPath("alertmanager")
-	if err != nil {
-		return "", err
-	}
 	dir, err := d.subdir("alertmanager")
 	if err != nil {
 		return "", err
 	}
-	cfg := filepath.Join(dir, "alertmanager.yml")
 	// Pages go out one second after they change, so the demo shows them at
 	// once; alertmanager.yml.example has production timings.
-	body := fmt.Sprintf(`route:
-  receiver: terminal
-  group_by: [alertname, target, pool]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 4h
-receivers:
-  - name: terminal
-    webhook_configs:
-      - url: '%s'
-        send_resolved: true
-`, d.hook.URL())
-	if err := writePrivate(cfg, body); err != nil {
-		return "", err
-	}
-	c, err := startDaemon(ctx, "alertmanager", bin, dir, "/-/ready",
-		func(n int) string { return filepath.Join(dir, fmt.Sprintf("alertmanager-%d.log", n)) },
-		func(addr string) []string {
-			return []string{
-				"--config.file=" + cfg,
-				"--storage.path=" + filepath.Join(dir, "data"),
-				"--web.listen-address=" + addr,
-				"--cluster.listen-address=", // no HA gossip on 0.0.0.0:9094
-			}
-		})
+	c, stop, err := testenv.LaunchAlertmanager(ctx, testenv.AlertmanagerOptions{
+		Dir:            dir,
+		Config:         testenv.AlertmanagerConfig("terminal", d.hook.URL(), "alertname", "target", "pool"),
+		ProcessOptions: daemonProcess(),
+	})
 	if err != nil {
 		return "", err
 	}
 	d.am = c
-	d.pids["alertmanager"] = c.pid()
-	return fmt.Sprintf("http://%s, webhook %s", c.addr, d.hook.URL()), nil
+	d.launched(c, stop)
+	return fmt.Sprintf("http://%s, webhook %s", c.Addr, d.hook.URL()), nil
 }
 
 func (d *demo) startPrometheus(ctx context.Context) (string, error) {
-	bin, err := testenv.LookPath("prometheus")
-	if err != nil {
-		return "", err
-	}
 	dir, err := d.subdir("prometheus")
 	if err != nil {
 		return "", err
@@ -423,54 +412,32 @@ func (d *demo) startPrometheus(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("generate the short rules: %w", err)
 	}
-	if promtool, err := testenv.LookPath("promtool"); err == nil {
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		out, err := exec.CommandContext(cctx, promtool, "check", "rules", rules).CombinedOutput() //nolint:gosec // promtool from LookPath
-		cancel()
-		if err != nil {
-			return "", fmt.Errorf("promtool check rules: %w\n%s", err, out)
-		}
-	}
-	cfg := filepath.Join(dir, "prometheus.yml")
-	body := fmt.Sprintf(`# Written by make demo. prometheus.yml.example has production settings.
-global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-  evaluation_interval: 1s
-rule_files:
-  - %s
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ['%s']
-scrape_configs:
-  - job_name: %s
-    static_configs:
-      - targets: ['%s']
-`, rules, d.am.addr, agentJob, d.pw.addr)
-	if err := writePrivate(cfg, body); err != nil {
+	// promtool is optional here: Debian's prometheus package ships it.
+	if err := testenv.CheckRules(ctx, rules); err != nil && !errors.Is(err, testenv.ErrBinaryNotFound) {
 		return "", err
 	}
-	c, err := startDaemon(ctx, "prometheus", bin, dir, "/-/ready",
-		func(n int) string { return filepath.Join(dir, fmt.Sprintf("prometheus-%d.log", n)) },
-		func(addr string) []string {
-			return []string{
-				"--config.file=" + cfg,
-				"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-				"--web.listen-address=" + addr,
-			}
-		})
+	scrapes := fmt.Sprintf(`  - job_name: %s
+    static_configs:
+      - targets: ['%s']
+`, agentJob, d.pw.Addr)
+	c, stop, err := testenv.LaunchPrometheus(ctx, testenv.PrometheusOptions{
+		Dir: dir,
+		Config: "# Written by make demo. prometheus.yml.example has production settings.\n" +
+			testenv.PrometheusConfig([]string{rules}, d.am.Addr, scrapes),
+		ProcessOptions: daemonProcess(),
+	})
 	if err != nil {
 		return "", err
 	}
 	d.prom = c
-	d.pids["prometheus"] = c.pid()
-	d.api = promAPI{base: "http://" + c.addr, client: &http.Client{Timeout: 5 * time.Second}}
-	d.promUI = d.api.base
-	if getOK(ctx, d.api.client, d.api.base+"/alerts") != nil && getOK(ctx, d.api.client, d.api.base+"/classic/alerts") == nil {
-		d.promUI = d.api.base + "/classic"
+	d.launched(c, stop)
+	client := &http.Client{Timeout: 5 * time.Second}
+	d.api = testenv.PromAPI{URL: c.URL, Client: client, Timeout: 5 * time.Second}
+	d.promUI = c.URL
+	if getOK(ctx, client, c.URL+"/alerts") != nil && getOK(ctx, client, c.URL+"/classic/alerts") == nil {
+		d.promUI = c.URL + "/classic"
 	}
-	return fmt.Sprintf("http://%s, scraping poolwatch every 1s, rules %s", c.addr, filepath.Base(rules)), nil
+	return fmt.Sprintf("http://%s, scraping poolwatch every 1s, rules %s", c.Addr, filepath.Base(rules)), nil
 }
 
 // waitScraping waits until Prometheus has scraped the agent and loaded
@@ -484,16 +451,20 @@ func (d *demo) waitScraping(ctx context.Context) (string, error) {
 	defer cancel()
 	var last string
 	for {
-		up, err1 := d.api.count(ctx, fmt.Sprintf(`up{job=%q} == 1`, agentJob))
-		pools, err2 := d.api.count(ctx, fmt.Sprintf(`poolwatch_pool_in_use_connections{job=%q}`, agentJob))
-		rules, err3 := d.api.ruleCount(ctx)
+		up, err1 := d.api.Vector(ctx, fmt.Sprintf(`up{job=%q} == 1`, agentJob))
+		pools, err2 := d.api.Vector(ctx, fmt.Sprintf(`poolwatch_pool_in_use_connections{job=%q}`, agentJob))
+		groups, err3 := d.api.Rules(ctx)
+		rules := 0
+		for _, g := range groups {
+			rules += len(g.Rules)
+		}
 		if err := errors.Join(err1, err2, err3); err != nil {
 			last = err.Error()
 		} else {
-			if up == 1 && pools > 0 && rules == want {
-				return fmt.Sprintf("%d pools, %d rules loaded", pools, rules), nil
+			if len(up) == 1 && len(pools) > 0 && rules == want {
+				return fmt.Sprintf("%d pools, %d rules loaded", len(pools), rules), nil
 			}
-			last = fmt.Sprintf("agent up: %d, pools: %d, rules: %d of %d", up, pools, rules, want)
+			last = fmt.Sprintf("agent up: %d, pools: %d, rules: %d of %d", len(up), len(pools), rules, want)
 		}
 		t := time.NewTimer(200 * time.Millisecond)
 		select {
@@ -510,7 +481,7 @@ func (d *demo) waitScraping(ctx context.Context) (string, error) {
 
 // showWhereToLook prints the addresses to open while the demo runs.
 func (d *demo) showWhereToLook() {
-	prom := "http://" + d.prom.addr
+	prom := d.prom.URL
 	graph := d.promUI + "/graph?" + url.Values{
 		"g0.expr":        {mixin.RecordUtilization},
 		"g0.tab":         {"0"},
@@ -520,10 +491,10 @@ func (d *demo) showWhereToLook() {
 	sort.Strings(dashboards)
 	d.scr.line("")
 	d.scr.line("Where to look while it runs:")
-	d.scr.line("  poolwatch metrics    http://%s/metrics", d.pw.addr)
+	d.scr.line("  poolwatch metrics    %s/metrics", d.pw.URL)
 	d.scr.line("  Prometheus alerts    %s/alerts", d.promUI)
 	d.scr.line("  pool utilization     %s", graph)
-	d.scr.line("  Alertmanager         http://%s/#/alerts", d.am.addr)
+	d.scr.line("  Alertmanager         %s/#/alerts", d.am.URL)
 	for i, db := range dashboards {
 		label := ""
 		if i == 0 {
@@ -561,7 +532,7 @@ func (d *demo) startPollers(ctx context.Context) {
 // pollPools refreshes the pool summary every second.
 func (d *demo) pollPools(ctx context.Context) {
 	client := &http.Client{Timeout: 2 * time.Second}
-	url := "http://" + d.pw.addr + "/metrics"
+	url := d.pw.URL + "/metrics"
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -791,11 +762,9 @@ func (d *demo) cleanup(failed bool) error {
 	// may already have ended the leaked transaction; either way it is gone.
 	_ = d.leaker.end()
 	d.bg.Wait()
-	for _, c := range []*child{d.prom, d.am, d.pw} {
-		if c != nil {
-			if err := c.stop(); err != nil {
-				errs = append(errs, err)
-			}
+	for i := len(d.stopDaemons) - 1; i >= 0; i-- {
+		if err := d.stopDaemons[i](); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if d.hook != nil {
@@ -837,7 +806,7 @@ func (d *demo) cleanup(failed bool) error {
 func (d *demo) leftovers() []string {
 	var left []string
 	for name, pid := range d.pids {
-		if pidAlive(pid) {
+		if testenv.PIDAlive(pid) {
 			left = append(left, fmt.Sprintf("%s (pid %d)", name, pid))
 		}
 	}
@@ -851,11 +820,25 @@ func (d *demo) leftovers() []string {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), d.dir) || !pidAlive(pid) {
+		if err != nil || !strings.Contains(string(cmdline), d.dir) || !testenv.PIDAlive(pid) {
 			continue
 		}
 		left = append(left, fmt.Sprintf("pid %d (%s)", pid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))
 	}
 	sort.Strings(left)
 	return left
+}
+
+// getOK fetches url and returns an error unless it answered 200.
+func getOK(ctx context.Context, client *http.Client, url string) error {
+	resp, err := httpGet(ctx, client, url)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	return nil
 }

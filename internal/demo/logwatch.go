@@ -26,7 +26,7 @@ func (d *demo) followLeakLog(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		chunk, next, err := readFrom(d.pw.logPath, off)
+		chunk, next, err := readFrom(d.pw.LogPath, off)
 		if err != nil {
 			continue
 		}

@@ -12,8 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
 // screenshotBudget bounds one Chromium run, start to exit.
@@ -116,31 +117,20 @@ func capture(ctx context.Context, bin, profile, logPath, url string) ([]byte, er
 		_ = cmdW.Close()
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // in the demo's directory
-	if err != nil {
-		return nil, fmt.Errorf("open the Chromium log: %w", err)
-	}
 	cmd := exec.Command(bin, chromiumArgs(profile)...) //nolint:gosec // Chromium from LookPath, flags above
 	cmd.Dir = filepath.Dir(profile)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + profile, "LC_ALL=C", "TZ=UTC"}
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{cmdR, respW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
+	// Its own process group, so that stopping it takes everything it forked.
+	c, stop, err := testenv.LaunchCommand("chromium", cmd, logPath, testenv.ProcessOptions{StopGrace: 10 * time.Second, ProcessGroup: true})
 	// The child has its own copies.
 	_ = cmdR.Close()
 	_ = respW.Close()
-	_ = logf.Close()
 	if err != nil {
 		_ = cmdW.Close()
 		_ = respR.Close()
-		return nil, fmt.Errorf("start chromium: %w", err)
+		return nil, err
 	}
-	c := &child{name: "chromium", logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		c.waitErr = cmd.Wait()
-		close(c.done)
-	}()
 	cdp := newCDP(cmdW, respR)
 	defer func() {
 		// Close the browser politely, then make sure its whole group is gone.
@@ -148,13 +138,13 @@ func capture(ctx context.Context, bin, profile, logPath, url string) ([]byte, er
 		_, _ = cdp.call(cctx, "", "Browser.close", nil)
 		ccancel()
 		_ = cmdW.Close()
-		_ = c.stop()
+		_ = stop()
 		_ = respR.Close()
 	}()
 
 	png, err := drive(ctx, cdp, url)
 	if err != nil {
-		return nil, fmt.Errorf("%w; chromium log:\n%s", err, c.logTail(10))
+		return nil, fmt.Errorf("%w; chromium log:\n%s", err, c.LogTail(10))
 	}
 	return png, nil
 }

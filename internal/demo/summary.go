@@ -109,6 +109,20 @@ func parsePools(r io.Reader) ([]poolStat, error) {
 	return out, nil
 }
 
+// httpGet GETs url. The demo only fetches addresses of the services it
+// started on 127.0.0.1.
+func httpGet(ctx context.Context, client *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil) //nolint:gosec // G704: a loopback address of the demo's own
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", url, err)
+	}
+	resp, err := client.Do(req) //nolint:gosec // G704: see above
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return resp, nil
+}
+
 // fetchPools GETs url (poolwatch's /metrics) and parses its pools.
 func fetchPools(ctx context.Context, client *http.Client, url string) ([]poolStat, error) {
 	resp, err := httpGet(ctx, client, url)

@@ -2,34 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
-
-// amAlert is one alert of an Alertmanager webhook notification (payload
-// version 4).
-type amAlert struct {
-	Status      string            `json:"status"` // "firing" or "resolved"
-	Labels      map[string]string `json:"labels"`
-	Annotations map[string]string `json:"annotations"`
-	StartsAt    time.Time         `json:"startsAt"`
-	EndsAt      time.Time         `json:"endsAt"`
-	Fingerprint string            `json:"fingerprint"`
-}
-
-// amNotification is the body Alertmanager POSTs to a webhook.
-type amNotification struct {
-	Version string    `json:"version"`
-	Status  string    `json:"status"`
-	Alerts  []amAlert `json:"alerts"`
-}
 
 // page is one alert state change, as the terminal shows it.
 type page struct {
@@ -60,14 +40,15 @@ func (p page) String() string {
 	return b.String()
 }
 
-// receiver is the webhook Alertmanager notifies. Alertmanager sends a
-// group's whole alert list on every change, so the receiver keeps the last
-// status of each alert (by fingerprint) and reports only changes. It is
-// safe for concurrent use.
+// receiver is the webhook Alertmanager notifies: testenv's webhook
+// receiver, which takes the HTTP requests, feeding take. Alertmanager sends
+// a group's whole alert list on every change, so the receiver keeps the
+// last status of each alert (by fingerprint) and reports only changes. It
+// is safe for concurrent use.
 type receiver struct {
-	srv  *http.Server
-	addr string
-	now  func() time.Time
+	hook     *testenv.WebhookReceiver
+	stopHook func() error
+	now      func() time.Time
 	// onPage is called, in order, for every state change.
 	onPage func(page)
 
@@ -76,7 +57,6 @@ type receiver struct {
 	fired    map[string]time.Time
 	resolved map[string]time.Time
 	pages    []page
-	bad      int
 	changed  chan struct{} // closed and replaced on every change
 }
 
@@ -93,53 +73,30 @@ func newReceiver(onPage func(page)) *receiver {
 
 // start serves the webhook on a free loopback port until stop.
 func (r *receiver) start() error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	hook, stop, err := testenv.LaunchWebhookReceiver(r.take)
 	if err != nil {
-		return fmt.Errorf("listen for the webhook: %w", err)
+		return err
 	}
-	r.addr = l.Addr().String()
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = r.srv.Serve(l) }()
+	r.hook, r.stopHook = hook, stop
 	return nil
 }
 
 // URL is the address to give Alertmanager.
-func (r *receiver) URL() string { return "http://" + r.addr + "/alerts" }
+func (r *receiver) URL() string { return r.hook.URL() }
 
 // stop closes the server and its connections. Alertmanager, the only
 // client, is stopped before it, so nothing is in flight worth waiting for.
 func (r *receiver) stop() error {
-	if r.srv == nil {
+	if r.stopHook == nil {
 		return nil
 	}
-	if err := r.srv.Close(); err != nil {
-		return fmt.Errorf("stop the webhook receiver: %w", err)
-	}
-	return nil
-}
-
-// ServeHTTP takes one notification.
-func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodPost {
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
-	var n amNotification
-	if err := json.NewDecoder(io.LimitReader(req.Body, 1<<20)).Decode(&n); err != nil {
-		r.mu.Lock()
-		r.bad++
-		r.mu.Unlock()
-		http.Error(w, "bad notification", http.StatusBadRequest)
-		return
-	}
-	r.take(n)
-	w.WriteHeader(http.StatusOK)
+	return r.stopHook()
 }
 
 // take records a notification and reports its state changes.
-func (r *receiver) take(n amNotification) {
+func (r *receiver) take(n testenv.WebhookNotification) {
 	now := r.now()
-	alerts := append([]amAlert(nil), n.Alerts...)
+	alerts := append([]testenv.WebhookAlert(nil), n.Alerts...)
 	// Resolutions first, then by name and labels: stable output.
 	sort.SliceStable(alerts, func(i, j int) bool {
 		if alerts[i].Status != alerts[j].Status {
@@ -152,7 +109,7 @@ func (r *receiver) take(n amNotification) {
 	for _, a := range alerts {
 		key := a.Fingerprint
 		if key == "" {
-			key = labelsKey(a.Labels)
+			key = testenv.LabelsString(a.Labels)
 		}
 		if r.status[key].status == a.Status {
 			continue
@@ -183,20 +140,6 @@ func (r *receiver) take(n amNotification) {
 			r.onPage(p)
 		}
 	}
-}
-
-// labelsKey identifies an alert without a fingerprint by its sorted labels.
-func labelsKey(l map[string]string) string {
-	names := make([]string, 0, len(l))
-	for n := range l {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, n := range names {
-		fmt.Fprintf(&b, "%s=%q,", n, l[n])
-	}
-	return b.String()
 }
 
 // lastStatus is the last status seen of one alert.
@@ -289,7 +232,8 @@ func (r *receiver) allResolvedLocked() bool {
 
 // badRequests returns how many requests could not be decoded.
 func (r *receiver) badRequests() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.bad
+	if r.hook == nil {
+		return 0
+	}
+	return len(r.hook.Bad())
 }

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
-func exhausted(status string) amAlert {
-	return amAlert{
+func exhausted(status string) testenv.WebhookAlert {
+	return testenv.WebhookAlert{
 		Status:      status,
 		Fingerprint: "f1",
 		Labels:      map[string]string{"alertname": "PoolExhausted", "severity": "critical", "target": "bouncer", "pool": "shop/app"},
@@ -60,10 +62,10 @@ func TestReceiver_ReportsEachStateChangeOnceThoughAlertmanagerRepeatsTheGroup(t 
 	require.NoError(t, r.start())
 	t.Cleanup(func() { require.NoError(t, r.stop()) })
 
-	firing := amNotification{Version: "4", Status: "firing", Alerts: []amAlert{exhausted("firing")}}
+	firing := testenv.WebhookNotification{Version: "4", Status: "firing", Alerts: []testenv.WebhookAlert{exhausted("firing")}}
 	require.Equal(t, http.StatusOK, post(t, r, firing))
 	require.Equal(t, http.StatusOK, post(t, r, firing)) // the group again, unchanged
-	require.Equal(t, http.StatusOK, post(t, r, amNotification{Version: "4", Status: "resolved", Alerts: []amAlert{exhausted("resolved")}}))
+	require.Equal(t, http.StatusOK, post(t, r, testenv.WebhookNotification{Version: "4", Status: "resolved", Alerts: []testenv.WebhookAlert{exhausted("resolved")}}))
 
 	require.Equal(t, []string{
 		"FIRING   PoolExhausted (critical)  target=bouncer pool=shop/app  A connection pool is exhausted.",
@@ -79,9 +81,9 @@ func TestReceiver_CountsAnAlertAsFiringUntilEveryInstanceResolved(t *testing.T) 
 	r := newReceiver(nil)
 	a, b := exhausted("firing"), exhausted("firing")
 	b.Fingerprint, b.Labels = "f2", map[string]string{"alertname": "PoolExhausted", "reason": "long_wait"}
-	r.take(amNotification{Alerts: []amAlert{a, b}})
+	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
 	a.Status = "resolved"
-	r.take(amNotification{Alerts: []amAlert{a, b}})
+	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
 
 	require.Equal(t, 1, r.state("PoolExhausted").Firing)
 	r.mu.Lock()
@@ -92,7 +94,7 @@ func TestReceiver_CountsAnAlertAsFiringUntilEveryInstanceResolved(t *testing.T) 
 	r.mu.Unlock()
 
 	b.Status = "resolved"
-	r.take(amNotification{Alerts: []amAlert{a, b}})
+	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	require.True(t, r.firedAndResolvedLocked("PoolExhausted"))
@@ -106,7 +108,7 @@ func TestReceiver_WaitReturnsWhenTheAlertFiresAndGivesUpAtItsTimeout(t *testing.
 
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		r.take(amNotification{Alerts: []amAlert{exhausted("firing")}})
+		r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{exhausted("firing")}})
 	}()
 	start := time.Now()
 	require.True(t, r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }))
