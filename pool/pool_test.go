@@ -399,20 +399,27 @@ func TestDo_AfterCloseFailsWithErrClosed(t *testing.T) {
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
 }
 
-func TestClose_CancelsCallbacksThatOutliveItsContext(t *testing.T) {
-	checkGoroutines(t)
-	p, err := pool.New(testOptions(t, pgDSN(t, "")))
-	require.NoError(t, err)
+// sleepInCallback runs pg_sleep(seconds) in a callback of p and returns,
+// once the callback has started, the channel that gets Do's result.
+func sleepInCallback(p *pool.Pool, seconds string) <-chan error {
 	started := make(chan struct{})
 	result := make(chan error, 1)
 	go func() {
 		result <- p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
 			close(started)
-			_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
+			_, err := c.Exec(ctx, "SELECT pg_sleep("+seconds+")")
 			return err
 		})
 	}()
 	<-started
+	return result
+}
+
+func TestClose_CancelsCallbacksThatOutliveItsContext(t *testing.T) {
+	checkGoroutines(t)
+	p, err := pool.New(testOptions(t, pgDSN(t, "")))
+	require.NoError(t, err)
+	result := sleepInCallback(p, "30")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	begin := time.Now()
@@ -428,16 +435,7 @@ func TestClose_WaitsForCallbacksThatFinishInTime(t *testing.T) {
 	checkGoroutines(t)
 	p, err := pool.New(testOptions(t, pgDSN(t, "")))
 	require.NoError(t, err)
-	started := make(chan struct{})
-	result := make(chan error, 1)
-	go func() {
-		result <- p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error {
-			close(started)
-			_, err := c.Exec(ctx, "SELECT pg_sleep(0.3)")
-			return err
-		})
-	}()
-	<-started
+	result := sleepInCallback(p, "0.3")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, p.Close(ctx))
