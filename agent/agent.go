@@ -18,7 +18,7 @@ import (
 
 	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/pool"
-	"github.com/poolwatch/poolwatch/target"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 // Outcome is the result of one round against one target.
@@ -29,7 +29,7 @@ type Outcome struct {
 	Labels map[string]string
 	// Result is what the round read. It is never nil; on a failed round it
 	// holds the errors and whatever the successful queries returned.
-	Result *target.Result
+	Result *scrape.Result
 	// Up is true when every query of the round succeeded.
 	Up bool
 	// Start is when the round began; Duration how long it took.
@@ -229,7 +229,7 @@ func (a *Agent) Close(ctx context.Context) error {
 type targetState struct {
 	cfg     config.Target
 	pool    *pool.Pool
-	scraper target.Scraper
+	scraper scrape.Scraper
 	logger  log.Logger
 
 	mu sync.Mutex
@@ -274,20 +274,20 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	if t.Password != (config.PasswordSource{}) {
 		opts.Password = t.Password.Read
 	}
-	var scraper target.Scraper
+	var scraper scrape.Scraper
 	switch t.Kind {
 	case config.KindPgBouncer:
 		opts.Kind = pool.KindPgBouncer
-		scraper = target.NewPgBouncer(target.PgBouncerOptions{
+		scraper = scrape.NewPgBouncer(scrape.PgBouncerOptions{
 			LeakThreshold:    t.LeakThreshold,
 			SessionModeLeaks: t.SessionModeLeaks,
 			MaxPools:         t.MaxPools,
 		})
 	default:
 		opts.Kind = pool.KindPostgres
-		apps := make([]target.ApplicationPool, 0, len(t.ApplicationPools))
+		apps := make([]scrape.ApplicationPool, 0, len(t.ApplicationPools))
 		for _, ap := range t.ApplicationPools {
-			apps = append(apps, target.ApplicationPool{
+			apps = append(apps, scrape.ApplicationPool{
 				Name:            ap.Name,
 				ApplicationName: ap.ApplicationName,
 				User:            ap.User,
@@ -296,7 +296,7 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 				Max:             optional(ap.MaxConnections),
 			})
 		}
-		scraper = target.NewPostgres(target.PostgresOptions{
+		scraper = scrape.NewPostgres(scrape.PostgresOptions{
 			LeakThreshold:    t.LeakThreshold,
 			MaxPools:         t.MaxPools,
 			ApplicationPools: apps,
@@ -308,7 +308,7 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	}
 	// Error counters start at zero, so that rate() sees the first error.
 	scrapeErrors := map[string]float64{}
-	for _, q := range target.Queries(string(t.Kind)) {
+	for _, q := range scrape.Queries(string(t.Kind)) {
 		scrapeErrors[q] = 0
 	}
 	return &targetState{
@@ -321,11 +321,11 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	}, nil
 }
 
-func optional(v *int) target.Optional {
+func optional(v *int) scrape.Optional {
 	if v == nil {
-		return target.Optional{}
+		return scrape.Optional{}
 	}
-	return target.Optional{Value: float64(*v), Valid: true}
+	return scrape.Optional{Value: float64(*v), Valid: true}
 }
 
 // connString adds the target's TLS files to its DSN, in the DSN's own form.
@@ -395,7 +395,7 @@ func (s *targetState) abandoned(err error) *Outcome {
 		Target:       s.cfg.Name,
 		Kind:         s.cfg.Kind,
 		Labels:       s.cfg.Labels,
-		Result:       &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: err}}},
+		Result:       &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: err}}},
 		Start:        time.Now(),
 		ScrapeErrors: copyCounts(s.scrapeErrors),
 	}
@@ -434,22 +434,22 @@ func (s *targetState) run(r *round, deadline time.Time) {
 
 // safeScrape runs the scraper and turns a panic into a failed round, so a
 // bug in one target's mapping cannot take the agent down.
-func (s *targetState) safeScrape(ctx context.Context) (res *target.Result) {
+func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 	defer func() {
 		if v := recover(); v != nil {
-			res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: fmt.Errorf("panic: %v", v)}}}
+			res = &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: fmt.Errorf("panic: %v", v)}}}
 		}
 	}()
 	res = s.scraper.Scrape(ctx, s.pool)
 	if res == nil {
-		res = &target.Result{Kind: string(s.cfg.Kind), Errors: []target.QueryError{{Query: target.QueryRound, Err: errors.New("scraper returned no result")}}}
+		res = &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: errors.New("scraper returned no result")}}}
 	}
 	return res
 }
 
 // logRoundLocked logs a failed round (one line), each new leak once, and
 // the pool cap being hit once. s.mu must be held.
-func (s *targetState) logRoundLocked(res *target.Result) {
+func (s *targetState) logRoundLocked(res *scrape.Result) {
 	if len(res.Errors) > 0 {
 		msgs := make([]string, 0, len(res.Errors))
 		for _, e := range res.Errors {

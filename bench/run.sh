@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3
 mkdir -p bench/out
-go test -run '^$' -bench . -benchmem -count 5 ./collector/ ./target/ | tee bench/out/micro.txt
+go test -run '^$' -bench . -benchmem -count 5 ./collector/ ./scrape/ | tee bench/out/micro.txt
 go test -run '^$' -bench BenchmarkMetricsEndpoint -benchtime "${REQUESTS:-500}x" -count 3 ./bench/ | tee bench/out/metrics.txt

@@ -8,21 +8,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/poolwatch/poolwatch/target"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 // thousandPools is one PgBouncer round with 1,000 pools.
 func thousandPools() []Target {
-	pools := make([]target.Pool, 1000)
+	pools := make([]scrape.Pool, 1000)
 	for i := range pools {
-		pools[i] = target.Pool{
+		pools[i] = scrape.Pool{
 			Name: fmt.Sprintf("db%04d/app", i), Database: fmt.Sprintf("db%04d", i), User: "app", Mode: "transaction",
-			Min: target.Some(1), Max: target.Some(20), Reserve: target.Some(5), Open: 12, InUse: 7,
-			Waiting: target.Some(0), MaxWaitSeconds: target.Some(0), Leaked: 0,
+			Min: scrape.Some(1), Max: scrape.Some(20), Reserve: scrape.Some(5), Open: 12, InUse: 7,
+			Waiting: scrape.Some(0), MaxWaitSeconds: scrape.Some(0), Leaked: 0,
 		}
 	}
 	return []Target{{Name: "bouncer", Kind: "pgbouncer", Labels: map[string]string{"env": "prod"}, Up: true,
-		Result:       &target.Result{Kind: "pgbouncer", Version: "1.18.0", Pools: pools},
+		Result:       &scrape.Result{Kind: "pgbouncer", Version: "1.18.0", Pools: pools},
 		ScrapeErrors: map[string]float64{"show_pools": 0}}}
 }
 

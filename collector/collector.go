@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/poolwatch/poolwatch/pool"
-	"github.com/poolwatch/poolwatch/target"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 // Target is one target's round, as the collector needs it.
@@ -28,7 +28,7 @@ type Target struct {
 	// Duration is how long the round took.
 	Duration time.Duration
 	// Result is what the round read; nil means nothing was read.
-	Result *target.Result
+	Result *scrape.Result
 	// ScrapeErrors counts failed queries since the target was configured.
 	ScrapeErrors map[string]float64
 }
@@ -170,7 +170,7 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, t Target) {
 	}
 }
 
-func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o target.Optional, labels ...string) {
+func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Optional, labels ...string) {
 	if o.Valid {
 		gauge(ch, d, o.Value, labels...)
 	}

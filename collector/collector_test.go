@@ -16,12 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/poolwatch/poolwatch/pool"
-	"github.com/poolwatch/poolwatch/target"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden .prom files")
 
-// pgbouncerTarget is a PgBouncer round as the target package returns it:
+// pgbouncerTarget is a PgBouncer round as the scrape package returns it:
 // an exhausted transaction pool, the clients pool, a database-wide cap, a
 // paused database and a leak.
 func pgbouncerTarget() Target {
@@ -31,19 +31,19 @@ func pgbouncerTarget() Target {
 		Labels:   map[string]string{"env": "prod"},
 		Up:       true,
 		Duration: 12 * time.Millisecond,
-		Result: &target.Result{
+		Result: &scrape.Result{
 			Kind:    "pgbouncer",
 			Version: "1.18.0",
-			Pools: []target.Pool{
+			Pools: []scrape.Pool{
 				{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
-					Min: target.Some(1), Max: target.Some(3), Reserve: target.Some(0),
-					Open: 3, InUse: 3, Waiting: target.Some(2), MaxWaitSeconds: target.Some(1.170892),
+					Min: scrape.Some(1), Max: scrape.Some(3), Reserve: scrape.Some(0),
+					Open: 3, InUse: 3, Waiting: scrape.Some(2), MaxWaitSeconds: scrape.Some(1.170892),
 					Leaked: 1, OldestLeakSeconds: 42},
-				{Name: "appdb/*", Database: "appdb", Max: target.Some(10), Open: 3, InUse: 3},
-				{Name: "clients", Max: target.Some(100), Open: 6, InUse: 6},
+				{Name: "appdb/*", Database: "appdb", Max: scrape.Some(10), Open: 3, InUse: 3},
+				{Name: "clients", Max: scrape.Some(100), Open: 6, InUse: 6},
 			},
-			Databases: []target.DatabaseState{{Name: "appdb"}, {Name: "reports", Paused: true}},
-			Stats:     []target.DatabaseStats{{Database: "appdb", Transactions: 120, Queries: 360, ClientWaitSeconds: 3.5}},
+			Databases: []scrape.DatabaseState{{Name: "appdb"}, {Name: "reports", Paused: true}},
+			Stats:     []scrape.DatabaseStats{{Database: "appdb", Transactions: 120, Queries: 360, ClientWaitSeconds: 3.5}},
 		},
 		ScrapeErrors: map[string]float64{"show_clients": 0, "show_pools": 2},
 	}
@@ -58,12 +58,12 @@ func postgresTarget() Target {
 		Kind:     "postgres",
 		Up:       true,
 		Duration: 3 * time.Millisecond,
-		Result: &target.Result{
+		Result: &scrape.Result{
 			Kind:    "postgres",
 			Version: "15.18",
-			Pools: []target.Pool{
-				{Name: "orders-api", Max: target.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
-				{Name: "server", Max: target.Some(97), Reserve: target.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
+			Pools: []scrape.Pool{
+				{Name: "orders-api", Max: scrape.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
+				{Name: "server", Max: scrape.Some(97), Reserve: scrape.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
 			},
 		},
 		ScrapeErrors: map[string]float64{"activity": 0, "connect": 1},
@@ -76,7 +76,7 @@ func downTarget() Target {
 		Name:         "down-db",
 		Kind:         "postgres",
 		Duration:     2 * time.Second,
-		Result:       &target.Result{Kind: "postgres", Errors: []target.QueryError{{Query: "connect", Err: errors.New("connection refused")}}},
+		Result:       &scrape.Result{Kind: "postgres", Errors: []scrape.QueryError{{Query: "connect", Err: errors.New("connection refused")}}},
 		ScrapeErrors: map[string]float64{"activity": 0, "connect": 7},
 	}
 }

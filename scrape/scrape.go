@@ -1,4 +1,4 @@
-// Package target queries one monitored target (a PgBouncer admin console or a
+// Package scrape queries one monitored target (a PgBouncer admin console or a
 // PostgreSQL server) and turns what it answers into the uniform pool model:
 // every pool, whatever its kind, has a floor, a ceiling, a reserve, open and
 // in-use connections, waiting clients and leaked connections.
@@ -7,7 +7,7 @@
 // Result into metrics) and nothing about connection management (a Querier,
 // the probe pool, hands it a healthy connection). docs/metrics.md is the
 // contract for what every field means and which column or SQL it comes from.
-package target
+package scrape
 
 import (
 	"context"
