@@ -1,13 +1,16 @@
 // Package agent keeps one probe pool and one scraper per configured target
 // and runs scrape rounds against them: in parallel across targets, each
 // bounded by its own timeout, and coalesced so that concurrent requests for
-// the same target share one round.
+// the same target share one round. What a round returns is the scrape
+// package's Result, completed here with the round's timing and error
+// counters, and handed on as it is.
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 	"sync"
@@ -20,32 +23,6 @@ import (
 	"github.com/poolwatch/poolwatch/pool"
 	"github.com/poolwatch/poolwatch/scrape"
 )
-
-// Outcome is the result of one round against one target.
-type Outcome struct {
-	Target string
-	Kind   config.Kind
-	// Labels are the target's static labels. Do not modify.
-	Labels map[string]string
-	// Result is what the round read. It is never nil; on a failed round it
-	// holds the errors and whatever the successful queries returned.
-	Result *scrape.Result
-	// Up is true when every query of the round succeeded.
-	Up bool
-	// Start is when the round began; Duration how long it took.
-	Start    time.Time
-	Duration time.Duration
-	// ScrapeErrors counts failed queries of the target by query name since
-	// the target was configured. It is a copy.
-	ScrapeErrors map[string]float64
-}
-
-// ProbePool is one target's probe pool snapshot.
-type ProbePool struct {
-	Target string
-	Labels map[string]string
-	Stats  pool.Stats
-}
 
 // Agent is safe for concurrent use. Apply must not run concurrently with
 // itself; the reload path serializes it.
@@ -155,14 +132,15 @@ func (a *Agent) Has(name string) bool {
 }
 
 // Scrape runs a round against each named target, all in parallel, and
-// returns their outcomes in the order of names. Unknown names are skipped.
+// returns their results in the order of names. Unknown names are skipped.
+// The results are shared with other requests: do not modify them.
 //
 // Each target's round is bounded by its scrape_timeout and by ctx's
 // deadline. A request that arrives while a round of the same target is in
 // flight joins it; the round keeps its first deadline. With
 // min_scrape_interval > 0, a round younger than that is served again. If ctx
-// ends before a round does, that target's outcome is a failure.
-func (a *Agent) Scrape(ctx context.Context, names []string) []*Outcome {
+// ends before a round does, that target's result is a failure.
+func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 	a.mu.RLock()
 	states := make([]*targetState, 0, len(names))
 	for _, n := range names {
@@ -172,7 +150,7 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*Outcome {
 	}
 	a.mu.RUnlock()
 
-	out := make([]*Outcome, len(states))
+	out := make([]*scrape.Result, len(states))
 	var wg sync.WaitGroup
 	for i, st := range states {
 		wg.Add(1)
@@ -187,13 +165,13 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*Outcome {
 
 // ProbePools returns a snapshot of every target's probe pool, in config
 // order.
-func (a *Agent) ProbePools() []ProbePool {
+func (a *Agent) ProbePools() []scrape.ProbePool {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	ps := make([]ProbePool, 0, len(a.order))
+	ps := make([]scrape.ProbePool, 0, len(a.order))
 	for _, n := range a.order {
 		st := a.targets[n]
-		ps = append(ps, ProbePool{Target: n, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
+		ps = append(ps, scrape.ProbePool{Target: n, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
 	}
 	return ps
 }
@@ -236,26 +214,34 @@ type targetState struct {
 	// inflight is the round running now, nil when none. Guarded by mu.
 	inflight *round
 	// last is the last completed round. Guarded by mu.
-	last *Outcome
+	last *scrape.Result
 	// scrapeErrors counts failed queries by name. Guarded by mu.
 	scrapeErrors map[string]float64
-	// seenLeaks holds the IDs of leaks already logged that are still
-	// present. Guarded by mu.
-	seenLeaks map[string]bool
-	// dropping is true while the pool cap drops pools. Guarded by mu.
+
+	// The log-once state below belongs to the round in flight: one runs at a
+	// time, and mu (inflight) hands it from one round to the next. It is
+	// not touched under mu, so logging holds no lock.
+	//
+	// leaks logs each leaked connection once.
+	leaks *scrape.LeakLog
+	// dropping is true while the pool cap drops pools.
 	dropping bool
 	// limited is true while the postgres role cannot see other roles'
-	// backends. Guarded by mu.
+	// backends.
 	limited bool
 }
 
 type round struct {
 	done chan struct{}
-	out  *Outcome
+	out  *scrape.Result
 }
 
 func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	logger = log.With(logger, "target", t.Name)
+	scraper, err := scrape.New(t)
+	if err != nil {
+		return nil, err
+	}
 	opts := pool.Options{
 		Target:             t.Name,
 		DSN:                connString(t),
@@ -274,33 +260,9 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	if t.Password != (config.PasswordSource{}) {
 		opts.Password = t.Password.Read
 	}
-	var scraper scrape.Scraper
-	switch t.Kind {
-	case config.KindPgBouncer:
+	opts.Kind = pool.KindPostgres
+	if t.Kind == config.KindPgBouncer {
 		opts.Kind = pool.KindPgBouncer
-		scraper = scrape.NewPgBouncer(scrape.PgBouncerOptions{
-			LeakThreshold:    t.LeakThreshold,
-			SessionModeLeaks: t.SessionModeLeaks,
-			MaxPools:         t.MaxPools,
-		})
-	default:
-		opts.Kind = pool.KindPostgres
-		apps := make([]scrape.ApplicationPool, 0, len(t.ApplicationPools))
-		for _, ap := range t.ApplicationPools {
-			apps = append(apps, scrape.ApplicationPool{
-				Name:            ap.Name,
-				ApplicationName: ap.ApplicationName,
-				User:            ap.User,
-				Database:        ap.Database,
-				Min:             optional(ap.MinConnections),
-				Max:             optional(ap.MaxConnections),
-			})
-		}
-		scraper = scrape.NewPostgres(scrape.PostgresOptions{
-			LeakThreshold:    t.LeakThreshold,
-			MaxPools:         t.MaxPools,
-			ApplicationPools: apps,
-		})
 	}
 	p, err := pool.New(opts)
 	if err != nil {
@@ -308,7 +270,7 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 	}
 	// Error counters start at zero, so that rate() sees the first error.
 	scrapeErrors := map[string]float64{}
-	for _, q := range scrape.Queries(string(t.Kind)) {
+	for _, q := range scrape.Queries(t.Kind) {
 		scrapeErrors[q] = 0
 	}
 	return &targetState{
@@ -317,15 +279,8 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 		scraper:      scraper,
 		logger:       logger,
 		scrapeErrors: scrapeErrors,
-		seenLeaks:    map[string]bool{},
+		leaks:        scrape.NewLeakLog(logger),
 	}, nil
-}
-
-func optional(v *int) scrape.Optional {
-	if v == nil {
-		return scrape.Optional{}
-	}
-	return scrape.Optional{Value: float64(*v), Valid: true}
 }
 
 // connString adds the target's TLS files to its DSN, in the DSN's own form.
@@ -357,9 +312,9 @@ func connString(t config.Target) string {
 	return b.String()
 }
 
-// scrape returns the outcome of a round for this target: a recent one
+// scrape returns a round of this target: a recent one
 // (min_scrape_interval), the one in flight, or a new one.
-func (s *targetState) scrape(ctx context.Context) *Outcome {
+func (s *targetState) scrape(ctx context.Context) *scrape.Result {
 	s.mu.Lock()
 	if s.cfg.MinScrapeInterval > 0 && s.last != nil && time.Since(s.last.Start) < s.cfg.MinScrapeInterval {
 		last := s.last
@@ -386,48 +341,35 @@ func (s *targetState) scrape(ctx context.Context) *Outcome {
 	}
 }
 
-// abandoned is the outcome for a caller whose context ended before the
+// abandoned is the result for a caller whose context ended before the
 // round it joined.
-func (s *targetState) abandoned(err error) *Outcome {
+func (s *targetState) abandoned(err error) *scrape.Result {
+	res := scrape.Failed(s.cfg, err)
+	res.Start = time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &Outcome{
-		Target:       s.cfg.Name,
-		Kind:         s.cfg.Kind,
-		Labels:       s.cfg.Labels,
-		Result:       &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: err}}},
-		Start:        time.Now(),
-		ScrapeErrors: copyCounts(s.scrapeErrors),
-	}
+	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
+	return res
 }
 
 // run performs one round under its own deadline, independent of the
-// callers waiting for it, and publishes the outcome.
+// callers waiting for it, and publishes its result.
 func (s *targetState) run(r *round, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
 	res := s.safeScrape(ctx)
-	dur := time.Since(start)
+	res.Start, res.Duration = start, time.Since(start)
+	s.logRound(res)
 
 	s.mu.Lock()
 	for _, e := range res.Errors {
 		s.scrapeErrors[e.Query]++
 	}
-	out := &Outcome{
-		Target:       s.cfg.Name,
-		Kind:         s.cfg.Kind,
-		Labels:       s.cfg.Labels,
-		Result:       res,
-		Up:           len(res.Errors) == 0,
-		Start:        start,
-		Duration:     dur,
-		ScrapeErrors: copyCounts(s.scrapeErrors),
-	}
-	s.logRoundLocked(res)
-	s.last = out
+	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
+	s.last = res
 	s.inflight = nil
-	r.out = out
+	r.out = res
 	s.mu.Unlock()
 	close(r.done)
 }
@@ -437,19 +379,20 @@ func (s *targetState) run(r *round, deadline time.Time) {
 func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 	defer func() {
 		if v := recover(); v != nil {
-			res = &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: fmt.Errorf("panic: %v", v)}}}
+			res = scrape.Failed(s.cfg, fmt.Errorf("panic: %v", v))
 		}
 	}()
 	res = s.scraper.Scrape(ctx, s.pool)
 	if res == nil {
-		res = &scrape.Result{Kind: string(s.cfg.Kind), Errors: []scrape.QueryError{{Query: scrape.QueryRound, Err: errors.New("scraper returned no result")}}}
+		res = scrape.Failed(s.cfg, errors.New("scraper returned no result"))
 	}
 	return res
 }
 
-// logRoundLocked logs a failed round (one line), each new leak once, and
-// the pool cap being hit once. s.mu must be held.
-func (s *targetState) logRoundLocked(res *scrape.Result) {
+// logRound logs a failed round (one line), each new leak once, and the
+// pool cap being hit and the role's limited view once each. Only the round
+// in flight calls it.
+func (s *targetState) logRound(res *scrape.Result) {
 	if len(res.Errors) > 0 {
 		msgs := make([]string, 0, len(res.Errors))
 		for _, e := range res.Errors {
@@ -458,21 +401,7 @@ func (s *targetState) logRoundLocked(res *scrape.Result) {
 		level.Warn(s.logger).Log("msg", "target scrape failed", "err", strings.Join(msgs, "; "))
 	}
 
-	current := make(map[string]bool, len(res.Leaks))
-	for _, l := range res.Leaks {
-		current[l.ID] = true
-		if s.seenLeaks[l.ID] {
-			continue
-		}
-		kv := []any{"msg", "leaked connection", "pool", l.Pool, "application_name", l.ApplicationName,
-			"user", l.User, "database", l.Database, "client_addr", l.ClientAddr, "pid", l.PID,
-			"held_for", l.Age.Round(time.Second)}
-		if l.Query != "" {
-			kv = append(kv, "last_query", l.Query)
-		}
-		level.Warn(s.logger).Log(kv...)
-	}
-	s.seenLeaks = current
+	s.leaks.Observe(res.Leaks)
 
 	if res.LimitedVisibility && !s.limited {
 		level.Warn(s.logger).Log("msg", "role cannot see other roles' connections, so every count is too low: grant it pg_monitor")
@@ -485,12 +414,4 @@ func (s *targetState) logRoundLocked(res *scrape.Result) {
 		level.Warn(s.logger).Log("msg", "too many pools, dropping the rest", "max_pools", s.cfg.MaxPools, "dropped", res.PoolsDropped)
 	}
 	s.dropping = res.PoolsDropped > 0
-}
-
-func copyCounts(m map[string]float64) map[string]float64 {
-	c := make(map[string]float64, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/poolwatch/poolwatch/agent"
 	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 const (
@@ -82,7 +83,7 @@ func roundQueries(t *testing.T, a *agent.Agent, p *testenv.Proxy, name string) i
 	a.Scrape(context.Background(), []string{name})
 	p.ResetCounts()
 	out := a.Scrape(context.Background(), []string{name})
-	require.True(t, out[0].Up, "%v", out[0].Result.Errors)
+	require.True(t, out[0].Up(), "%v", out[0].Errors)
 	n := p.QueryCount()
 	require.Positive(t, n)
 	return n
@@ -98,12 +99,12 @@ func TestScrape_ConcurrentRequestsJoinTheRoundInFlight(t *testing.T) {
 	// Hold a round open with latency, then pile 20 requests onto it.
 	proxy.SetLatency(100 * time.Millisecond)
 	proxy.ResetCounts()
-	first := make(chan *agent.Outcome, 1)
+	first := make(chan *scrape.Result, 1)
 	go func() { first <- a.Scrape(context.Background(), []string{"b"})[0] }()
 	require.Eventually(t, func() bool { return proxy.QueryCount() > 0 }, 5*time.Second, time.Millisecond, "the first round started")
 
 	var wg sync.WaitGroup
-	outs := make([]*agent.Outcome, 20)
+	outs := make([]*scrape.Result, 20)
 	for i := range outs {
 		wg.Add(1)
 		go func() {
@@ -113,7 +114,7 @@ func TestScrape_ConcurrentRequestsJoinTheRoundInFlight(t *testing.T) {
 	}
 	wg.Wait()
 	o := <-first
-	require.True(t, o.Up)
+	require.True(t, o.Up())
 	for _, joined := range outs {
 		require.Same(t, o, joined, "every request got the one round's outcome")
 	}
@@ -127,7 +128,7 @@ func TestScrape_MinScrapeIntervalServesARecentRoundAgain(t *testing.T) {
 	a := newAgent(t, "targets:"+bouncerTarget("b", proxy.Addr, "    min_scrape_interval: 5s"), nil)
 	proxy.ResetCounts()
 	first := a.Scrape(context.Background(), []string{"b"})[0]
-	require.True(t, first.Up)
+	require.True(t, first.Up())
 	perRound := proxy.QueryCount()
 
 	// 20 requests spread over 2 s.
@@ -159,7 +160,7 @@ func TestScrape_BlackholedTargetsCostTheirTimeoutNotTheSum(t *testing.T) {
 	require.Len(t, outs, 5)
 	up := map[string]bool{}
 	for _, o := range outs {
-		up[o.Target] = o.Up
+		up[o.Target] = o.Up()
 	}
 	require.Equal(t, map[string]bool{"dead-0": false, "dead-1": false, "dead-2": false, "pg": true, "bouncer": true}, up)
 	require.Less(t, elapsed, 4*time.Second, "the scrape takes one timeout, not the sum of three")
@@ -178,8 +179,8 @@ func TestScrape_CallerContextBoundsTheWait(t *testing.T) {
 	start := time.Now()
 	o := a.Scrape(ctx, []string{"dead"})[0]
 	require.Less(t, time.Since(start), 2*time.Second)
-	require.False(t, o.Up)
-	require.NotEmpty(t, o.Result.Errors)
+	require.False(t, o.Up())
+	require.NotEmpty(t, o.Errors)
 }
 
 func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testing.T) {
@@ -189,14 +190,14 @@ func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testin
 	p := testenv.StartProxy(t, pg.Addr())
 	a := newAgent(t, "targets:"+postgresTarget("pg", p.Addr, "poolwatch", ""), log.NewLogfmtLogger(&logs))
 	o := a.Scrape(context.Background(), []string{"pg"})[0]
-	require.True(t, o.Up)
+	require.True(t, o.Up())
 	require.Equal(t, map[string]float64{"connect": 0, "activity": 0, "round": 0}, o.ScrapeErrors)
 
 	p.Refuse(true)
 	p.ResetAll()
 	for i := 1; i <= 3; i++ {
 		o = a.Scrape(context.Background(), []string{"pg"})[0]
-		require.False(t, o.Up)
+		require.False(t, o.Up())
 		require.Equal(t, float64(i), o.ScrapeErrors["connect"])
 		require.Equal(t, i, strings.Count(logs.String(), "target scrape failed"), "one warning line per failed scrape")
 	}
@@ -205,7 +206,7 @@ func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testin
 
 	p.Refuse(false)
 	o = a.Scrape(context.Background(), []string{"pg"})[0]
-	require.True(t, o.Up, "up again by itself")
+	require.True(t, o.Up(), "up again by itself")
 	require.Equal(t, 3, strings.Count(logs.String(), "target scrape failed"))
 }
 
@@ -216,7 +217,7 @@ func TestApply_KeepsUnchangedPoolsAndClosesRemovedOnes(t *testing.T) {
 	gone := postgresTarget("gone", pg.Addr(), "pw_gone", "")
 	a := newAgent(t, "targets:"+keep+gone, nil)
 	for _, o := range a.Scrape(context.Background(), a.Names()) {
-		require.True(t, o.Up)
+		require.True(t, o.Up())
 	}
 	pg.WaitBackends(t, "pw_keep", func(n int) bool { return n == 1 }, 10*time.Second)
 	pidBefore := pg.QueryInt(t, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pw_keep'")
@@ -230,7 +231,7 @@ func TestApply_KeepsUnchangedPoolsAndClosesRemovedOnes(t *testing.T) {
 	pg.WaitBackends(t, "pw_gone", func(n int) bool { return n == 0 }, 10*time.Second)
 
 	for _, o := range a.Scrape(context.Background(), a.Names()) {
-		require.True(t, o.Up, o.Target)
+		require.True(t, o.Up(), o.Target)
 	}
 	pidAfter := pg.QueryInt(t, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pw_keep'")
 	require.Equal(t, pidBefore, pidAfter, "the unchanged target kept its connection")
@@ -261,7 +262,7 @@ func TestReloader_RejectsABadFileAndKeepsTheOldConfig(t *testing.T) {
 	require.ErrorContains(t, err, "poolwatch.yml:5: targets[0].bogus_key: unknown key")
 	require.Equal(t, 0.0, testutil.ToFloat64(mustGauge(t, reg, "poolwatch_config_last_reload_successful")))
 	require.Equal(t, []string{"pg"}, a.Names(), "the old configuration stays in force")
-	require.True(t, a.Scrape(context.Background(), []string{"pg"})[0].Up)
+	require.True(t, a.Scrape(context.Background(), []string{"pg"})[0].Up())
 }
 
 func mustGauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
@@ -286,7 +287,7 @@ func TestScrape_ThousandFailedScrapesLeaveNoGoroutineOrDescriptor(t *testing.T) 
 		"    probe_pool: {acquire_retries: 0}"), nil)
 	scrape := func() {
 		o := a.Scrape(context.Background(), []string{"stopped"})[0]
-		require.False(t, o.Up)
+		require.False(t, o.Up())
 	}
 	for range 50 {
 		scrape()
@@ -313,14 +314,14 @@ func TestScrape_WarnsOnceWhenTheRoleCannotSeeOtherRoles(t *testing.T) {
 `, pg.Addr()), log.NewLogfmtLogger(&logs))
 	for range 3 {
 		o := a.Scrape(context.Background(), []string{"weak"})[0]
-		require.True(t, o.Up, "the target is reachable; only its view is limited")
-		require.True(t, o.Result.LimitedVisibility)
+		require.True(t, o.Up(), "the target is reachable; only its view is limited")
+		require.True(t, o.LimitedVisibility)
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "grant it pg_monitor"), logs.String())
 
 	strong := newAgent(t, "targets:"+postgresTarget("strong", pg.Addr(), "poolwatch", ""), log.NewLogfmtLogger(&logs))
 	o := strong.Scrape(context.Background(), []string{"strong"})[0]
-	require.False(t, o.Result.LimitedVisibility, "pg_monitor sees everything")
+	require.False(t, o.LimitedVisibility, "pg_monitor sees everything")
 	require.Equal(t, 1, strings.Count(logs.String(), "grant it pg_monitor"))
 }
 
@@ -343,10 +344,10 @@ func TestScrape_LogsThePoolCapOnceWhileItDrops(t *testing.T) {
 	a := newAgent(t, "targets:"+bouncerTarget("b", pgb.Addr(), "    max_pools: 1"), log.NewLogfmtLogger(&logs))
 	for range 3 {
 		o := a.Scrape(context.Background(), []string{"b"})[0]
-		require.True(t, o.Up)
-		require.Equal(t, 1, o.Result.PoolsDropped, "postgres/pwmon is over the cap")
-		require.Len(t, o.Result.Pools, 1)
-		require.Equal(t, "clients", o.Result.Pools[0].Name, "the target-wide pool is always kept")
+		require.True(t, o.Up())
+		require.Equal(t, 1, o.PoolsDropped, "postgres/pwmon is over the cap")
+		require.Len(t, o.Pools, 1)
+		require.Equal(t, "clients", o.Pools[0].Name, "the target-wide pool is always kept")
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "too many pools"), "logged once, not per scrape:\n%s", logs.String())
 	require.Contains(t, logs.String(), "max_pools=1 dropped=1")

@@ -12,7 +12,7 @@ import (
 )
 
 // thousandPools is one PgBouncer round with 1,000 pools.
-func thousandPools() []Target {
+func thousandPools() []*scrape.Result {
 	pools := make([]scrape.Pool, 1000)
 	for i := range pools {
 		pools[i] = scrape.Pool{
@@ -21,8 +21,8 @@ func thousandPools() []Target {
 			Waiting: scrape.Some(0), MaxWaitSeconds: scrape.Some(0), Leaked: 0,
 		}
 	}
-	return []Target{{Name: "bouncer", Kind: "pgbouncer", Labels: map[string]string{"env": "prod"}, Up: true,
-		Result:       &scrape.Result{Kind: "pgbouncer", Version: "1.18.0", Pools: pools},
+	return []*scrape.Result{{Target: "bouncer", Kind: "pgbouncer", Labels: map[string]string{"env": "prod"},
+		Version: "1.18.0", Pools: pools,
 		ScrapeErrors: map[string]float64{"show_pools": 0}}}
 }
 

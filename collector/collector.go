@@ -1,5 +1,6 @@
-// Package collector turns poolwatch's model (target results and probe pool
-// snapshots) into Prometheus metrics. It knows no SQL.
+// Package collector turns poolwatch's model (scrape.Result, one round of a
+// target, and scrape.ProbePool, a probe pool snapshot) into Prometheus
+// metrics, as the agent returns them. It knows no SQL.
 //
 // Collectors here are built for one request from snapshots taken before
 // Collect: Collect only converts, it never queries. Their series depend on
@@ -9,53 +10,28 @@ package collector
 
 import (
 	"sort"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/poolwatch/poolwatch/pool"
 	"github.com/poolwatch/poolwatch/scrape"
 )
-
-// Target is one target's round, as the collector needs it.
-type Target struct {
-	Name string
-	Kind string
-	// Labels are the target's static labels, added to every series.
-	Labels map[string]string
-	// Up is true when every query of the round succeeded.
-	Up bool
-	// Duration is how long the round took.
-	Duration time.Duration
-	// Result is what the round read; nil means nothing was read.
-	Result *scrape.Result
-	// ScrapeErrors counts failed queries since the target was configured.
-	ScrapeErrors map[string]float64
-}
-
-// ProbePool is one target's probe pool snapshot.
-type ProbePool struct {
-	Target string
-	Labels map[string]string
-	Stats  pool.Stats
-}
 
 // namespace prefixes every metric name.
 const namespace = "poolwatch"
 
 // Targets collects the target and pool series of a set of rounds.
 type Targets struct {
-	targets []Target
-	// descs[i] are the descriptors of targets[i], built once.
+	rounds []*scrape.Result
+	// descs[i] are the descriptors of rounds[i], built once.
 	descs []*targetDescs
 }
 
-// NewTargets returns a collector of ts's series. ts must not be modified
-// afterwards.
-func NewTargets(ts []Target) *Targets {
-	c := &Targets{targets: ts, descs: make([]*targetDescs, len(ts))}
-	for i, t := range ts {
-		c.descs[i] = newTargetDescs(t.Labels)
+// NewTargets returns a collector of the series of rounds, one per target.
+// It only reads them; they must not be modified afterwards.
+func NewTargets(rounds []*scrape.Result) *Targets {
+	c := &Targets{rounds: rounds, descs: make([]*targetDescs, len(rounds))}
+	for i, r := range rounds {
+		c.descs[i] = newTargetDescs(r.Labels)
 	}
 	return c
 }
@@ -65,8 +41,8 @@ func (*Targets) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends every series of every target.
 func (c *Targets) Collect(ch chan<- prometheus.Metric) {
-	for i, t := range c.targets {
-		collectTarget(ch, c.descs[i], t)
+	for i, r := range c.rounds {
+		collectTarget(ch, c.descs[i], r)
 	}
 }
 
@@ -128,45 +104,42 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, t Target) {
-	gauge(ch, d.up, boolValue(t.Up), t.Name)
-	gauge(ch, d.duration, t.Duration.Seconds(), t.Name)
-	queries := make([]string, 0, len(t.ScrapeErrors))
-	for q := range t.ScrapeErrors {
+func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result) {
+	name, kind := r.Target, string(r.Kind)
+	gauge(ch, d.up, boolValue(r.Up()), name)
+	gauge(ch, d.duration, r.Duration.Seconds(), name)
+	queries := make([]string, 0, len(r.ScrapeErrors))
+	for q := range r.ScrapeErrors {
 		queries = append(queries, q)
 	}
 	sort.Strings(queries)
 	for _, q := range queries {
-		counter(ch, d.errors, t.ScrapeErrors[q], t.Name, q)
-	}
-	r := t.Result
-	if r == nil {
-		return
+		counter(ch, d.errors, r.ScrapeErrors[q], name, q)
 	}
 	if r.Version != "" {
-		gauge(ch, d.info, 1, t.Name, t.Kind, r.Version)
+		gauge(ch, d.info, 1, name, kind, r.Version)
 	}
-	gauge(ch, d.dropped, float64(r.PoolsDropped), t.Name)
+	gauge(ch, d.dropped, float64(r.PoolsDropped), name)
 	for _, p := range r.Pools {
-		optionalGauge(ch, d.min, p.Min, t.Name, p.Name)
-		optionalGauge(ch, d.max, p.Max, t.Name, p.Name)
-		optionalGauge(ch, d.reserve, p.Reserve, t.Name, p.Name)
-		gauge(ch, d.open, p.Open, t.Name, p.Name)
-		gauge(ch, d.inUse, p.InUse, t.Name, p.Name)
-		optionalGauge(ch, d.waiting, p.Waiting, t.Name, p.Name)
-		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, t.Name, p.Name)
-		gauge(ch, d.leaked, p.Leaked, t.Name, p.Name)
-		gauge(ch, d.oldest, p.OldestLeakSeconds, t.Name, p.Name)
-		gauge(ch, d.poolInfo, 1, t.Name, p.Name, t.Kind, p.Database, p.User, p.Mode)
+		optionalGauge(ch, d.min, p.Min, name, p.Name)
+		optionalGauge(ch, d.max, p.Max, name, p.Name)
+		optionalGauge(ch, d.reserve, p.Reserve, name, p.Name)
+		gauge(ch, d.open, p.Open, name, p.Name)
+		gauge(ch, d.inUse, p.InUse, name, p.Name)
+		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
+		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
+		gauge(ch, d.leaked, p.Leaked, name, p.Name)
+		gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
 	}
 	for _, db := range r.Databases {
-		gauge(ch, d.paused, boolValue(db.Paused), t.Name, db.Name)
-		gauge(ch, d.disabled, boolValue(db.Disabled), t.Name, db.Name)
+		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)
+		gauge(ch, d.disabled, boolValue(db.Disabled), name, db.Name)
 	}
 	for _, s := range r.Stats {
-		counter(ch, d.transactions, s.Transactions, t.Name, s.Database)
-		counter(ch, d.queries, s.Queries, t.Name, s.Database)
-		counter(ch, d.clientWait, s.ClientWaitSeconds, t.Name, s.Database)
+		counter(ch, d.transactions, s.Transactions, name, s.Database)
+		counter(ch, d.queries, s.Queries, name, s.Database)
+		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
 	}
 }
 
@@ -178,7 +151,7 @@ func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Opt
 
 // ProbePools collects the agent's own probe pool series.
 type ProbePools struct {
-	pools []ProbePool
+	pools []scrape.ProbePool
 	// descs[i] are the descriptors of pools[i], built once.
 	descs []*probeDescs
 }
@@ -208,7 +181,7 @@ func newProbeDescs(static map[string]string) *probeDescs {
 
 // NewProbePools returns a collector of ps's series. ps must not be modified
 // afterwards.
-func NewProbePools(ps []ProbePool) *ProbePools {
+func NewProbePools(ps []scrape.ProbePool) *ProbePools {
 	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps))}
 	for i, p := range ps {
 		c.descs[i] = newProbeDescs(p.Labels)

@@ -24,27 +24,23 @@ var update = flag.Bool("update", false, "rewrite the golden .prom files")
 // pgbouncerTarget is a PgBouncer round as the scrape package returns it:
 // an exhausted transaction pool, the clients pool, a database-wide cap, a
 // paused database and a leak.
-func pgbouncerTarget() Target {
-	return Target{
-		Name:     "bouncer-1",
+func pgbouncerTarget() *scrape.Result {
+	return &scrape.Result{
+		Target:   "bouncer-1",
 		Kind:     "pgbouncer",
 		Labels:   map[string]string{"env": "prod"},
-		Up:       true,
 		Duration: 12 * time.Millisecond,
-		Result: &scrape.Result{
-			Kind:    "pgbouncer",
-			Version: "1.18.0",
-			Pools: []scrape.Pool{
-				{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
-					Min: scrape.Some(1), Max: scrape.Some(3), Reserve: scrape.Some(0),
-					Open: 3, InUse: 3, Waiting: scrape.Some(2), MaxWaitSeconds: scrape.Some(1.170892),
-					Leaked: 1, OldestLeakSeconds: 42},
-				{Name: "appdb/*", Database: "appdb", Max: scrape.Some(10), Open: 3, InUse: 3},
-				{Name: "clients", Max: scrape.Some(100), Open: 6, InUse: 6},
-			},
-			Databases: []scrape.DatabaseState{{Name: "appdb"}, {Name: "reports", Paused: true}},
-			Stats:     []scrape.DatabaseStats{{Database: "appdb", Transactions: 120, Queries: 360, ClientWaitSeconds: 3.5}},
+		Version:  "1.18.0",
+		Pools: []scrape.Pool{
+			{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
+				Min: scrape.Some(1), Max: scrape.Some(3), Reserve: scrape.Some(0),
+				Open: 3, InUse: 3, Waiting: scrape.Some(2), MaxWaitSeconds: scrape.Some(1.170892),
+				Leaked: 1, OldestLeakSeconds: 42},
+			{Name: "appdb/*", Database: "appdb", Max: scrape.Some(10), Open: 3, InUse: 3},
+			{Name: "clients", Max: scrape.Some(100), Open: 6, InUse: 6},
 		},
+		Databases:    []scrape.DatabaseState{{Name: "appdb"}, {Name: "reports", Paused: true}},
+		Stats:        []scrape.DatabaseStats{{Database: "appdb", Transactions: 120, Queries: 360, ClientWaitSeconds: 3.5}},
 		ScrapeErrors: map[string]float64{"show_clients": 0, "show_pools": 2},
 	}
 }
@@ -52,31 +48,27 @@ func pgbouncerTarget() Target {
 // postgresTarget is a PostgreSQL round whose server pool and one
 // application pool are read, and whose application pools have no declared
 // min (absent series).
-func postgresTarget() Target {
-	return Target{
-		Name:     "orders-db",
+func postgresTarget() *scrape.Result {
+	return &scrape.Result{
+		Target:   "orders-db",
 		Kind:     "postgres",
-		Up:       true,
 		Duration: 3 * time.Millisecond,
-		Result: &scrape.Result{
-			Kind:    "postgres",
-			Version: "15.18",
-			Pools: []scrape.Pool{
-				{Name: "orders-api", Max: scrape.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
-				{Name: "server", Max: scrape.Some(97), Reserve: scrape.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
-			},
+		Version:  "15.18",
+		Pools: []scrape.Pool{
+			{Name: "orders-api", Max: scrape.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
+			{Name: "server", Max: scrape.Some(97), Reserve: scrape.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
 		},
 		ScrapeErrors: map[string]float64{"activity": 0, "connect": 1},
 	}
 }
 
 // downTarget is a round that could not connect: up 0 and no pool series.
-func downTarget() Target {
-	return Target{
-		Name:         "down-db",
+func downTarget() *scrape.Result {
+	return &scrape.Result{
+		Target:       "down-db",
 		Kind:         "postgres",
 		Duration:     2 * time.Second,
-		Result:       &scrape.Result{Kind: "postgres", Errors: []scrape.QueryError{{Query: "connect", Err: errors.New("connection refused")}}},
+		Errors:       []scrape.QueryError{{Query: "connect", Err: errors.New("connection refused")}},
 		ScrapeErrors: map[string]float64{"activity": 0, "connect": 7},
 	}
 }
@@ -106,21 +98,21 @@ func compareGolden(t *testing.T, c prometheus.Collector, name string) {
 }
 
 func TestTargets_PgBouncerRoundMatchesGolden(t *testing.T) {
-	compareGolden(t, NewTargets([]Target{pgbouncerTarget()}), "pgbouncer.prom")
+	compareGolden(t, NewTargets([]*scrape.Result{pgbouncerTarget()}), "pgbouncer.prom")
 }
 
 func TestTargets_PostgresRoundMatchesGolden(t *testing.T) {
-	compareGolden(t, NewTargets([]Target{postgresTarget()}), "postgres.prom")
+	compareGolden(t, NewTargets([]*scrape.Result{postgresTarget()}), "postgres.prom")
 }
 
 func TestTargets_DownTargetHasUpZeroAndNoPoolSeries(t *testing.T) {
-	c := NewTargets([]Target{downTarget()})
+	c := NewTargets([]*scrape.Result{downTarget()})
 	compareGolden(t, c, "down.prom")
 	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_open_connections"))
 }
 
 func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {
-	c := NewTargets([]Target{pgbouncerTarget(), postgresTarget(), downTarget()})
+	c := NewTargets([]*scrape.Result{pgbouncerTarget(), postgresTarget(), downTarget()})
 	require.Equal(t, 3, testutil.CollectAndCount(c, "poolwatch_target_up"))
 	problems, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)
@@ -128,14 +120,14 @@ func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {
 }
 
 func TestTargets_AbsentOptionalsAreNotZero(t *testing.T) {
-	c := NewTargets([]Target{postgresTarget()})
+	c := NewTargets([]*scrape.Result{postgresTarget()})
 	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_min_connections"), "no declared min: absent")
 	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_waiting_clients"), "postgres has no queue: absent")
 	require.Equal(t, 2, testutil.CollectAndCount(c, "poolwatch_pool_max_connections"))
 }
 
 func TestProbePools_MatchGolden(t *testing.T) {
-	c := NewProbePools([]ProbePool{
+	c := NewProbePools([]scrape.ProbePool{
 		{Target: "bouncer-1", Labels: map[string]string{"env": "prod"}, Stats: pool.Stats{Min: 0, Max: 2, Open: 1, Idle: 1,
 			AcquireRetries: 3, AcquireErrors: 1, HealthCheckFailures: 3, NewConnections: 4}},
 		{Target: "orders-db", Stats: pool.Stats{Min: 1, Max: 2, Open: 2, InUse: 1, Idle: 1, Leaked: 1, NewConnections: 2}},
@@ -152,8 +144,9 @@ func TestCollectors_DescribeNothing(t *testing.T) {
 	}
 }
 
-func TestTargets_NilResultStillReportsUpAndErrors(t *testing.T) {
-	c := NewTargets([]Target{{Name: "x", Kind: "postgres", ScrapeErrors: map[string]float64{"round": 1}}})
+func TestTargets_RoundThatReadNothingStillReportsUpAndErrors(t *testing.T) {
+	c := NewTargets([]*scrape.Result{{Target: "x", Kind: "postgres", ScrapeErrors: map[string]float64{"round": 1},
+		Errors: []scrape.QueryError{{Query: "round", Err: errors.New("cut short")}}}})
 	out, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "poolwatch_target_up", "poolwatch_target_scrape_errors_total")
 	require.NoError(t, err)
 	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))

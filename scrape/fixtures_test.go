@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 // errInjected stands for a failed console command in fixture rounds.
@@ -48,9 +50,9 @@ func overrideConsole(base console, over map[string]string) console {
 
 // fixtureRound runs a whole pgbouncer round against a console and returns
 // its Result and the round (for what it ran).
-func fixtureRound(opts PgBouncerOptions, version string, own ownClient, cons console) (*Result, *bouncerRound) {
-	s := NewPgBouncer(opts).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
-	r := &bouncerRound{opts: opts, version: version}
+func fixtureRound(opts config.Target, version string, own ownClient, cons console) (*Result, *bouncerRound) {
+	s := newPgBouncer(opts)
+	r := &bouncerRound{cfg: opts, version: version}
 	s.collect(context.Background(), cons, own, r)
 	return r.result(), r
 }
@@ -64,3 +66,6 @@ func readFixture(tb testing.TB, dir, name string) *table {
 	}
 	return parseTable(string(b))
 }
+
+// intp returns a pointer to n, for config.ApplicationPool's sizes.
+func intp(n int) *int { return &n }

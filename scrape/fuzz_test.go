@@ -8,6 +8,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 // showCommands are the console commands of a round, as fixture file names.
@@ -50,7 +52,7 @@ func FuzzMapShowRows(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, text string, cmd uint8, threshold int64, sessionLeaks bool, maxPools int8) {
 		tbl := parseTable(text)
-		opts := PgBouncerOptions{LeakThreshold: time.Duration(threshold), SessionModeLeaks: sessionLeaks, MaxPools: int(maxPools)}
+		opts := config.Target{LeakThreshold: time.Duration(threshold), SessionModeLeaks: sessionLeaks, MaxPools: int(maxPools)}
 
 		// Every mapping on the fuzzed table.
 		pools, _ := mapPools(tbl.rewind())
@@ -80,13 +82,13 @@ func FuzzMapShowRows(f *testing.F) {
 	})
 }
 
-func fixtureRoundNoTB(opts PgBouncerOptions, version string, cons console) *Result {
+func fixtureRoundNoTB(opts config.Target, version string, cons console) *Result {
 	res, _ := fixtureRound(opts, version, ownClient{addr: "127.0.0.1", port: 52992}, cons)
 	return res
 }
 
 // checkResult asserts the invariants every Result keeps, whatever the input.
-func checkResult(t *testing.T, opts PgBouncerOptions, res *Result) {
+func checkResult(t *testing.T, opts config.Target, res *Result) {
 	t.Helper()
 	if res == nil {
 		t.Fatal("nil Result")

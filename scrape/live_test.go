@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -123,7 +124,7 @@ func consoleQuerier(t testing.TB, b *testenv.PgBouncer) *connPerDo {
 func TestPgBouncer_Live_PoolExhaustionShowsInUseWaitingAndMaxWait(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3 reserve_pool=0", testenv.PgBouncerOptions{})
 	q := consoleQuerier(t, b)
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Hour})
+	s := newPgBouncer(config.Target{LeakThreshold: time.Hour})
 
 	h := testenv.HoldTransactions(t, b.DSN("app", appPassword, "appdb"), 5, "holder")
 	h.WaitHeld(t, 3, livePollTimeout)
@@ -172,11 +173,11 @@ func TestPgBouncer_Live_PoolExhaustionShowsInUseWaitingAndMaxWait(t *testing.T) 
 func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.T) {
 	pg, b := liveBouncer(t, "pool_size=3 reserve_pool=0", testenv.PgBouncerOptions{})
 	bq := consoleQuerier(t, b)
-	bs := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Second})
+	bs := newPgBouncer(config.Target{LeakThreshold: time.Second})
 	pq := newConnPerDo(t, pg.DSN("monitor", statsPassword, "postgres"), pgx.QueryExecModeCacheStatement)
-	ps := NewPostgres(PostgresOptions{
+	ps := newPostgres(config.Target{
 		LeakThreshold: time.Second,
-		ApplicationPools: []ApplicationPool{
+		ApplicationPools: []config.ApplicationPool{
 			{Name: "leaky", ApplicationName: "leaky-*"},
 			{Name: "sleepers", ApplicationName: "sleeper-*"},
 		},
@@ -264,11 +265,11 @@ func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.
 
 func TestPgBouncer_Live_FindsItsOwnClientRowAndSkipsIdleClients(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3 reserve_pool=0 max_db_connections=4", testenv.PgBouncerOptions{})
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Second}).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
+	s := newPgBouncer(config.Target{LeakThreshold: time.Second})
 	q := consoleQuerier(t, b)
 
 	round := func() *bouncerRound {
-		r := &bouncerRound{opts: s.opts}
+		r := &bouncerRound{cfg: s.cfg}
 		err := q.Do(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
 			cons := func(ctx context.Context, sql string, mapFn func(rowSource) error) error {
 				return showQuery(ctx, conn, sql, mapFn)
@@ -301,7 +302,7 @@ func TestPgBouncer_Live_FindsItsOwnClientRowAndSkipsIdleClients(t *testing.T) {
 
 func TestPgBouncer_Live_ShowsPausedDatabases(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3", testenv.PgBouncerOptions{})
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Hour})
+	s := newPgBouncer(config.Target{LeakThreshold: time.Hour})
 	q := consoleQuerier(t, b)
 
 	res := pollScrape(t, s, q, "database listed", func(r *Result) bool { return len(r.Databases) == 1 })
@@ -318,7 +319,7 @@ func TestPgBouncer_Live_ShowsPausedDatabases(t *testing.T) {
 func TestPgBouncer_Live_ConnectFailureIsRecordedAsConnect(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3", testenv.PgBouncerOptions{})
 	q := newConnPerDo(t, b.RawDSN("stats", "wrong-password", "pgbouncer"), pgx.QueryExecModeSimpleProtocol)
-	res := NewPgBouncer(PgBouncerOptions{}).Scrape(context.Background(), q)
+	res := newPgBouncer(config.Target{}).Scrape(context.Background(), q)
 	require.Len(t, res.Errors, 1)
 	assert.Equal(t, QueryConnect, res.Errors[0].Query)
 	assert.Empty(t, res.Pools)
@@ -328,7 +329,7 @@ func TestPgBouncer_Live_ConnectFailureIsRecordedAsConnect(t *testing.T) {
 func TestPostgres_Live_ServerSlotsCountEveryClientBackend(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{MaxConnections: 20, SuperuserReserved: 2})
 	pg.CreateRole(t, "monitor", statsPassword, "LOGIN", "IN ROLE pg_monitor")
-	s := NewPostgres(PostgresOptions{LeakThreshold: time.Minute})
+	s := newPostgres(config.Target{LeakThreshold: time.Minute})
 
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -368,10 +369,10 @@ func TestPostgres_Live_ApplicationPoolsMatchGlobsInOrder(t *testing.T) {
 	pg.CreateRole(t, "monitor", statsPassword, "LOGIN", "IN ROLE pg_monitor")
 	pg.CreateRole(t, "app", appPassword, "LOGIN")
 	pg.CreateRole(t, "worker", appPassword, "LOGIN")
-	s := NewPostgres(PostgresOptions{
+	s := newPostgres(config.Target{
 		LeakThreshold: time.Hour,
-		ApplicationPools: []ApplicationPool{
-			{Name: "web", ApplicationName: "web-*", Min: Some(2), Max: Some(5)},
+		ApplicationPools: []config.ApplicationPool{
+			{Name: "web", ApplicationName: "web-*", MinConnections: intp(2), MaxConnections: intp(5)},
 			{Name: "jobs", ApplicationName: "job?", User: "work*"},
 			{Name: "pct", ApplicationName: "50%_off", Database: "post?res"},
 			{Name: "catchall", ApplicationName: "*"},
@@ -468,7 +469,7 @@ func BenchmarkPgBouncerScrape_Live2000Clients(b *testing.B) {
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = agent.Close(context.Background()) })
 	q := heldConn{conn: agent}
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Hour})
+	s := newPgBouncer(config.Target{LeakThreshold: time.Hour})
 
 	b.Run("show_clients_skipped", func(b *testing.B) {
 		b.ReportAllocs()
@@ -499,7 +500,7 @@ func BenchmarkPgBouncerScrape_Live2000Clients(b *testing.B) {
 func TestPgBouncer_Live_ConcurrentScrapesAreIndependent(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3", testenv.PgBouncerOptions{})
 	q := consoleQuerier(t, b)
-	s := NewPgBouncer(PgBouncerOptions{LeakThreshold: time.Second})
+	s := newPgBouncer(config.Target{LeakThreshold: time.Second})
 	h := testenv.HoldTransactions(t, b.DSN("app", appPassword, "appdb"), 1, "holder")
 	h.WaitHeld(t, 1, livePollTimeout)
 
@@ -532,7 +533,7 @@ func TestPgBouncer_Live_ConcurrentScrapesAreIndependent(t *testing.T) {
 func TestPostgres_Live_FailuresAreRecordedByQueryName(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	pg.CreateRole(t, "monitor", statsPassword, "LOGIN", "IN ROLE pg_monitor")
-	s := NewPostgres(PostgresOptions{LeakThreshold: time.Minute})
+	s := newPostgres(config.Target{LeakThreshold: time.Minute})
 
 	wrong := newConnPerDo(t, pg.DSN("monitor", "wrong-password", "postgres"), pgx.QueryExecModeCacheStatement)
 	res := s.Scrape(context.Background(), wrong)
@@ -564,7 +565,7 @@ func (c cancelledFn) Do(ctx context.Context, fn func(ctx context.Context, conn *
 
 func TestPgBouncer_Live_CancelledRoundRecordsEachQuery(t *testing.T) {
 	_, b := liveBouncer(t, "pool_size=3", testenv.PgBouncerOptions{})
-	res := NewPgBouncer(PgBouncerOptions{}).Scrape(context.Background(), cancelledFn{consoleQuerier(t, b)})
+	res := newPgBouncer(config.Target{}).Scrape(context.Background(), cancelledFn{consoleQuerier(t, b)})
 	var names []string
 	for _, e := range res.Errors {
 		names = append(names, e.Query)

@@ -7,18 +7,23 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
-// NewPgBouncer returns a Scraper for a PgBouncer admin console. The
+// newPgBouncer returns the Scraper of a PgBouncer admin console. The
 // connection it is given must be logged in to the `pgbouncer` database as an
 // admin_users or stats_users user. Every command is sent with the simple
-// protocol, whatever the connection's default exec mode.
-func NewPgBouncer(o PgBouncerOptions) Scraper {
-	return &pgBouncer{opts: o, versions: newVersionCache(versionCacheSize)}
+// protocol, whatever the connection's default exec mode. Of t it uses the
+// name and labels, LeakThreshold (a client linked to a server with no query
+// in flight for strictly longer is leaked; ages have 1 s resolution),
+// SessionModeLeaks and MaxPools (0 or less means DefaultMaxPools).
+func newPgBouncer(t config.Target) *pgBouncer {
+	return &pgBouncer{cfg: t, versions: newVersionCache(versionCacheSize)}
 }
 
 type pgBouncer struct {
-	opts     PgBouncerOptions
+	cfg      config.Target
 	versions *versionCache
 }
 
@@ -27,7 +32,7 @@ type pgBouncer struct {
 // SERVERS only if there is a leak to attribute. docs/metrics.md has the
 // mapping.
 func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
-	r := &bouncerRound{opts: s.opts}
+	r := &bouncerRound{cfg: s.cfg}
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		cons := func(ctx context.Context, sql string, mapFn func(rowSource) error) error {
 			return showQuery(ctx, conn, sql, mapFn)
@@ -86,7 +91,7 @@ func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r 
 		return err
 	})
 
-	modes := newModeResolver(r.pools, r.dbs, r.config, s.opts.SessionModeLeaks)
+	modes := newModeResolver(r.pools, r.dbs, r.config, s.cfg.SessionModeLeaks)
 	if r.poolsOK && !modes.possible(r.pools) {
 		return // no server is linked to a client in a pool where leaks count
 	}
@@ -99,7 +104,7 @@ func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r 
 		return
 	}
 	r.ownFound = scan.ownFound
-	r.leaks = leaksOf(scan, s.opts.LeakThreshold)
+	r.leaks = leaksOf(scan, s.cfg.LeakThreshold)
 	if len(r.leaks) == 0 {
 		return
 	}

@@ -8,7 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 // This file maps PgBouncer console output to the pool model. Every function
@@ -242,14 +243,6 @@ func mapStats(src rowSource) ([]DatabaseStats, error) {
 	return out, nil
 }
 
-// clientCandidate is a SHOW CLIENTS row that matches the leak signature
-// (linked, active, no query in flight) in a pool where leaks count. Whether
-// it is old enough is decided once PgBouncer's now is known.
-type clientCandidate struct {
-	id, link, database, user, app, addr string
-	request                             float64
-}
-
 // clientScan is what SHOW CLIENTS yields: PgBouncer's current time and the
 // leak candidates.
 type clientScan struct {
@@ -260,76 +253,6 @@ type clientScan struct {
 	ownFound   bool
 	rows       int
 	candidates []clientCandidate
-}
-
-// modeResolver tells the pool mode of a (database, user) pair without
-// allocating: pools from SHOW POOLS, then the database's own mode, then the
-// default. "" is unknown.
-type modeResolver struct {
-	pools   map[string]map[string]string
-	dbs     map[string]string
-	deflt   string
-	session bool // count session-mode leaks too
-}
-
-func newModeResolver(pools []poolRow, dbs []dbRow, config map[string]string, sessionLeaks bool) *modeResolver {
-	m := &modeResolver{pools: map[string]map[string]string{}, dbs: map[string]string{}, deflt: config["pool_mode"], session: sessionLeaks}
-	for _, p := range pools {
-		if m.pools[p.database] == nil {
-			m.pools[p.database] = map[string]string{}
-		}
-		if p.mode != "" {
-			m.pools[p.database][p.user] = p.mode
-		}
-	}
-	for _, d := range dbs {
-		if d.mode != "" {
-			m.dbs[d.name] = d.mode
-		}
-	}
-	return m
-}
-
-func (m *modeResolver) mode(db, user []byte) string {
-	if mode, ok := m.pools[string(db)][string(user)]; ok {
-		return mode
-	}
-	if mode, ok := m.dbs[string(db)]; ok {
-		return mode
-	}
-	// A pool of this database under another user (force_user) tells the
-	// database's mode too.
-	for _, mode := range m.pools[string(db)] {
-		return mode
-	}
-	return m.deflt
-}
-
-// counts reports whether a linked idle client of (db, user) is a leak by
-// the pool mode: always in transaction and statement pooling; in session
-// pooling (or an unknown mode, or a replication connection, which always
-// pools by session) only with session_mode_leaks.
-func (m *modeResolver) counts(db, user, replication []byte) bool {
-	if m.session {
-		return true
-	}
-	if len(replication) > 0 && string(replication) != "none" {
-		return false
-	}
-	mode := m.mode(db, user)
-	return mode != "" && mode != modeSession
-}
-
-// possible reports whether any pool could hold a leak now: a server linked
-// to a client (sv_active > 0) in a pool where leaks count. SHOW CLIENTS,
-// whose size grows with the clients, is skipped otherwise.
-func (m *modeResolver) possible(pools []poolRow) bool {
-	for _, p := range pools {
-		if p.database != adminDatabase && p.svActive > 0 && m.counts([]byte(p.database), []byte(p.user), nil) {
-			return true
-		}
-	}
-	return false
 }
 
 // ownClient identifies the agent's own console connection in SHOW CLIENTS.
@@ -381,13 +304,9 @@ func scanClients(src rowSource, own ownClient, modes *modeResolver) (clientScan,
 				out.ownFound, ownReq = true, req
 			}
 		}
-		if string(cell(v, c[cState])) != "active" || len(cell(v, c[cLink])) == 0 {
-			continue
-		}
-		if !isZero(v, c[cWait]) || (present(v, c[cWaitUS]) && !isZero(v, c[cWaitUS])) {
-			continue // a query in flight
-		}
-		if !modes.counts(cell(v, c[cDB]), cell(v, c[cUser]), cell(v, c[cRepl])) {
+		inFlight := !isZero(v, c[cWait]) || (present(v, c[cWaitUS]) && !isZero(v, c[cWaitUS]))
+		if !linkedIdle(cell(v, c[cState]), cell(v, c[cLink]), inFlight) ||
+			!modes.counts(cell(v, c[cDB]), cell(v, c[cUser]), cell(v, c[cRepl])) {
 			continue
 		}
 		cand := clientCandidate{
@@ -415,32 +334,6 @@ func scanClients(src rowSource, own ownClient, modes *modeResolver) (clientScan,
 		out.now, out.nowOK = maxReq, true
 	}
 	return out, nil
-}
-
-// pendingLeak is a candidate past the threshold, not yet attributed to a
-// server connection.
-type pendingLeak struct {
-	clientCandidate
-	age float64
-}
-
-// leaksOf returns the candidates strictly older than threshold on
-// PgBouncer's clock.
-func leaksOf(scan clientScan, threshold time.Duration) []pendingLeak {
-	if !scan.nowOK {
-		return nil
-	}
-	var out []pendingLeak
-	for _, cand := range scan.candidates {
-		age := scan.now - cand.request
-		if age < 0 {
-			age = 0
-		}
-		if age > threshold.Seconds() {
-			out = append(out, pendingLeak{clientCandidate: cand, age: age})
-		}
-	}
-	return out
 }
 
 // serverRow is the part of a SHOW SERVERS row a leak needs.
@@ -502,7 +395,7 @@ func versionAtLeast(version string, major, minor int) bool {
 // bouncerRound collects one round's mapped output. Fields stay nil when
 // their query failed or was skipped.
 type bouncerRound struct {
-	opts    PgBouncerOptions
+	cfg     config.Target
 	version string
 	pools   []poolRow
 	poolsOK bool
@@ -521,7 +414,8 @@ type bouncerRound struct {
 
 // result assembles the Result. It is pure.
 func (r *bouncerRound) result() *Result {
-	res := &Result{Kind: KindPgBouncer, Version: r.version, Errors: r.errors}
+	res := newResult(config.KindPgBouncer, &r.cfg)
+	res.Version, res.Errors = r.version, r.errors
 	dbByName := map[string]dbRow{}
 	for _, d := range r.dbs {
 		dbByName[d.name] = d
@@ -649,7 +543,7 @@ func (r *bouncerRound) result() *Result {
 	}
 	sort.Slice(res.Databases, func(i, j int) bool { return res.Databases[i].Name < res.Databases[j].Name })
 
-	res.Pools, res.PoolsDropped = capPools(pools, r.opts.MaxPools, PoolClients)
+	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, PoolClients)
 	res.Stats = r.stats
 	return res
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 // own118 is the agent's row in the recorded 1.18 SHOW CLIENTS.
@@ -38,7 +40,7 @@ func poolNames(res *Result) []string {
 // leak threshold.
 func expected118() *Result {
 	return &Result{
-		Kind:    KindPgBouncer,
+		Kind:    config.KindPgBouncer,
 		Version: "1.18.0",
 		Pools: []Pool{
 			{
@@ -109,7 +111,7 @@ func assertResult(t *testing.T, want, got *Result) {
 
 func TestPgBouncerRound_MapsRecorded118Exhaustion(t *testing.T) {
 	var sent []string
-	res, r := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
+	res, r := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", nil, &sent))
 	assertResult(t, expected118(), res)
 	assert.True(t, res.Up())
@@ -137,7 +139,7 @@ func TestPgBouncerRound_MapsDocumented124ColumnSet(t *testing.T) {
 	want.Databases[1].Paused = true
 	withIDs(want)
 	var sent []string
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second}, "1.24.0", own118,
+	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.24.0", own118,
 		fixtureConsole(t, "pgbouncer-1.24", nil, &sent))
 	assertResult(t, want, res)
 	assert.Contains(t, sent, "show_users")
@@ -154,13 +156,13 @@ func TestPgBouncerRound_MapsDocumented125ColumnSet(t *testing.T) {
 	want.Pools[2].Open, want.Pools[2].InUse = 8, 8
 	want.Databases[1].Paused = true
 	withIDs(want)
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second}, "1.25.1", own118,
+	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.25.1", own118,
 		fixtureConsole(t, "pgbouncer-1.25", nil, nil))
 	assertResult(t, want, res)
 }
 
 func TestPgBouncerRound_LeakNeedsAgeStrictlyAboveThreshold(t *testing.T) {
-	res, r := fixtureRound(PgBouncerOptions{LeakThreshold: 3 * time.Second}, "1.18.0", own118,
+	res, r := fixtureRound(config.Target{LeakThreshold: 3 * time.Second}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", nil, nil))
 	assert.Empty(t, res.Leaks)
 	assert.Zero(t, poolByName(t, res, "app/app").Leaked)
@@ -172,7 +174,7 @@ func TestPgBouncerRound_LeakNeedsAgeStrictlyAboveThreshold(t *testing.T) {
 func TestPgBouncerRound_QueryInFlightIsNotALeakEvenInSessionModeLeaks(t *testing.T) {
 	// The sleeper (session pool, pg_sleep running: wait 3 s) is linked and
 	// old, but has a query in flight.
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second, SessionModeLeaks: true}, "1.18.0", own118,
+	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second, SessionModeLeaks: true}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", nil, nil))
 	assert.Zero(t, poolByName(t, res, "sess/app").Leaked)
 	assert.Equal(t, 3.0, poolByName(t, res, "app/app").Leaked)
@@ -186,11 +188,11 @@ func TestPgBouncerRound_SessionPoolHolderCountsOnlyWithSessionModeLeaks(t *testi
 	base := fixtureConsole(t, "pgbouncer-1.18", nil, nil)
 	cons := overrideConsole(base, map[string]string{"show_clients": sessionIdleClients})
 
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: time.Minute}, "1.18.0", own118, cons)
+	res, _ := fixtureRound(config.Target{LeakThreshold: time.Minute}, "1.18.0", own118, cons)
 	assert.Zero(t, poolByName(t, res, "sess/app").Leaked)
 	assert.Empty(t, res.Leaks)
 
-	res, _ = fixtureRound(PgBouncerOptions{LeakThreshold: time.Minute, SessionModeLeaks: true}, "1.18.0", own118, cons)
+	res, _ = fixtureRound(config.Target{LeakThreshold: time.Minute, SessionModeLeaks: true}, "1.18.0", own118, cons)
 	p := poolByName(t, res, "sess/app")
 	assert.Equal(t, 1.0, p.Leaked)
 	assert.Equal(t, 304.0, p.OldestLeakSeconds)
@@ -242,19 +244,19 @@ sess | app | 1000 | 0 | 5 | 0 | 0 | 0 | session
 pgbouncer | pgbouncer | 1 | 0 | 0 | 0 | 0 | 0 | statement`
 	var sent []string
 	cons := overrideConsole(fixtureConsole(t, "pgbouncer-1.18", nil, &sent), map[string]string{"show_pools": pools})
-	res, r := fixtureRound(PgBouncerOptions{LeakThreshold: time.Second}, "1.18.0", own118, cons)
+	res, r := fixtureRound(config.Target{LeakThreshold: time.Second}, "1.18.0", own118, cons)
 	assert.False(t, r.clientsRan, "the session pool's active servers cannot leak without session_mode_leaks")
 	assert.NotContains(t, sent, "show_clients")
 	assert.True(t, res.Up())
 	assert.Equal(t, 3.0, poolByName(t, res, "app/app").Open)
 
-	_, r = fixtureRound(PgBouncerOptions{LeakThreshold: time.Second, SessionModeLeaks: true}, "1.18.0", own118, cons)
+	_, r = fixtureRound(config.Target{LeakThreshold: time.Second, SessionModeLeaks: true}, "1.18.0", own118, cons)
 	assert.True(t, r.clientsRan)
 }
 
 func TestPgBouncerRound_FailedQueriesLeaveTheRestAndAreRecorded(t *testing.T) {
 	fail := map[string]bool{"show_databases": true, "show_lists": true, "show_servers": true}
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
+	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", fail, nil))
 	require.False(t, res.Up())
 	var names []string
@@ -286,7 +288,7 @@ func TestPgBouncerRound_FailedQueriesLeaveTheRestAndAreRecorded(t *testing.T) {
 
 func TestPgBouncerRound_FailedShowPoolsStillSendsShowClients(t *testing.T) {
 	var sent []string
-	res, r := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
+	res, r := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", map[string]bool{"show_pools": true}, &sent))
 	assert.True(t, r.clientsRan)
 	// No pool rows, but the clients pool (SHOW LISTS) and db/* remain.
@@ -384,7 +386,7 @@ b | 5 | 7 | 2 | session
 c | 5 | 7 | \N | \N
 pgbouncer | 2 | 7 | 0 | statement`
 	cons := overrideConsole(fixtureConsole(t, "pgbouncer-1.18", nil, nil), map[string]string{"show_databases": dbs})
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: time.Hour}, "1.18.0", own118, cons)
+	res, _ := fixtureRound(config.Target{LeakThreshold: time.Hour}, "1.18.0", own118, cons)
 	assert.Equal(t, Pool{Name: "b/*", Database: "b", Mode: "session", Max: Some(7), Open: 2, InUse: 2}, poolByName(t, res, "b/*"))
 	for _, p := range res.Pools {
 		assert.NotEqual(t, "a/*", p.Name)
@@ -395,7 +397,7 @@ pgbouncer | 2 | 7 | 0 | statement`
 }
 
 func TestPgBouncerRound_CapsPoolsAndKeepsClients(t *testing.T) {
-	res, _ := fixtureRound(PgBouncerOptions{LeakThreshold: 2 * time.Second, MaxPools: 2}, "1.18.0", own118,
+	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second, MaxPools: 2}, "1.18.0", own118,
 		fixtureConsole(t, "pgbouncer-1.18", nil, nil))
 	assert.Equal(t, []string{"app/app", "clients"}, poolNames(res))
 	assert.Equal(t, 2, res.PoolsDropped)
@@ -497,7 +499,7 @@ func TestPgBouncerRound_MapsTestenvRecording118(t *testing.T) {
 	// console user's own row (port 47556) is one second after the holders'
 	// requests.
 	const pool = "appdb_147609099/app_147602700"
-	res, r := fixtureRound(PgBouncerOptions{LeakThreshold: 0}, "1.18.0", ownClient{addr: "127.0.0.1", port: 47556},
+	res, r := fixtureRound(config.Target{LeakThreshold: 0}, "1.18.0", ownClient{addr: "127.0.0.1", port: 47556},
 		fixtureConsole(t, "pgbouncer-1.18-testenv", nil, nil))
 	require.True(t, r.ownFound)
 	leak := func(ptr, port string, pid int) Leak {
@@ -508,7 +510,7 @@ func TestPgBouncerRound_MapsTestenvRecording118(t *testing.T) {
 		}
 	}
 	assertResult(t, &Result{
-		Kind: KindPgBouncer, Version: "1.18.0",
+		Kind: config.KindPgBouncer, Version: "1.18.0",
 		Pools: []Pool{
 			{
 				Name: pool, Database: "appdb_147609099", User: "app_147602700", Mode: "transaction",
@@ -528,7 +530,7 @@ func TestPgBouncerRound_MapsTestenvRecording118(t *testing.T) {
 
 	// With a 1 s threshold the same clients are not leaks yet: the age has
 	// 1 s resolution and must be strictly above.
-	res, _ = fixtureRound(PgBouncerOptions{LeakThreshold: time.Second}, "1.18.0", ownClient{addr: "127.0.0.1", port: 47556},
+	res, _ = fixtureRound(config.Target{LeakThreshold: time.Second}, "1.18.0", ownClient{addr: "127.0.0.1", port: 47556},
 		fixtureConsole(t, "pgbouncer-1.18-testenv", nil, nil))
 	assert.Empty(t, res.Leaks)
 }
@@ -543,7 +545,7 @@ func TestParseTable_ReadsBothFixtureFormats(t *testing.T) {
 }
 
 func TestPgBouncerVersion_FallsBackToShowVersionOncePerConnection(t *testing.T) {
-	s := NewPgBouncer(PgBouncerOptions{}).(*pgBouncer) //nolint:errcheck // NewPgBouncer returns a *pgBouncer
+	s := newPgBouncer(config.Target{})
 	var sent []string
 	cons := fixtureConsole(t, "pgbouncer-1.18-testenv", nil, &sent)
 	r := &bouncerRound{}

@@ -12,15 +12,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
-// NewPostgres returns a Scraper for a PostgreSQL server. Its role should
+// newPostgres returns the Scraper of a PostgreSQL server. Its role should
 // have pg_monitor (or pg_read_all_stats): without it, PostgreSQL hides the
 // backend_type and state of other roles' backends, so they are not counted
-// at all, and Result.LimitedVisibility is set.
-func NewPostgres(o PostgresOptions) Scraper {
-	s := &postgres{opts: o}
-	for _, ap := range o.ApplicationPools {
+// at all, and Result.LimitedVisibility is set. Of t it uses the name and
+// labels, LeakThreshold (a backend idle in a transaction for strictly longer
+// is leaked), MaxPools (0 or less means DefaultMaxPools) and
+// ApplicationPools (matched in order: a backend belongs to the first that
+// matches it).
+func newPostgres(t config.Target) *postgres {
+	s := &postgres{cfg: t}
+	for _, ap := range t.ApplicationPools {
 		s.names = append(s.names, ap.Name)
 		s.apps = append(s.apps, globToLike(ap.ApplicationName))
 		s.users = append(s.users, globToLike(ap.User))
@@ -30,13 +36,14 @@ func NewPostgres(o PostgresOptions) Scraper {
 }
 
 type postgres struct {
-	opts                    PostgresOptions
+	cfg                     config.Target
 	names, apps, users, dbs []string
 }
 
 // activitySQL is the one statement a postgres round sends: PostgreSQL
 // aggregates pg_stat_activity and answers one small row, whatever the
 // number of backends. docs/metrics.md quotes it; keep the two in step.
+// Which backend is leaked is postgresLeakedSQL (leaks.go).
 //
 // $1..$4: the application pools' names and LIKE patterns, in config order
 // (an empty user or database pattern matches any); $5: the leak threshold in
@@ -50,8 +57,7 @@ const activitySQL = `WITH pools AS (
          a.xact_start, a.query,
          extract(epoch FROM now() - a.state_change)::float8 AS idle_s,
          extract(epoch FROM now() - a.xact_start)::float8 AS xact_s,
-         coalesce(a.state IN ('idle in transaction', 'idle in transaction (aborted)')
-                  AND a.state_change < now() - make_interval(secs => $5::float8), false) AS leaked,
+         ` + postgresLeakedSQL + ` AS leaked,
          (SELECT p.name FROM pools p
            WHERE a.application_name LIKE p.app_like ESCAPE E'\\'
              AND (p.user_like = '' OR a.usename LIKE p.user_like ESCAPE E'\\')
@@ -114,13 +120,13 @@ type leakRow struct {
 // exec mode; the statement's parameters are typed, so it works with the
 // extended and the simple protocol alike.
 func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
-	res := &Result{Kind: KindPostgres}
+	res := newResult(config.KindPostgres, &s.cfg)
 	var row activityRow
 	var queryErr error
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		res.Version = postgresVersion(conn.PgConn().ParameterStatus("server_version"))
 		queryErr = conn.QueryRow(ctx, activitySQL,
-			s.names, s.apps, s.users, s.dbs, s.opts.LeakThreshold.Seconds(), MaxLeaks,
+			s.names, s.apps, s.users, s.dbs, s.cfg.LeakThreshold.Seconds(), MaxLeaks,
 		).Scan(&row.maxConnections, &row.superuserReserved, &row.reserved,
 			&row.open, &row.leaked, &row.oldest, &row.appsJSON, &row.leaksJSON, &row.seesAll)
 		return nil
@@ -165,7 +171,7 @@ func (s *postgres) fill(res *Result, row *activityRow) error {
 		byName[a.Pool] = a
 	}
 	seen := map[string]bool{PoolServer: true}
-	for _, ap := range s.opts.ApplicationPools {
+	for _, ap := range s.cfg.ApplicationPools {
 		if seen[ap.Name] {
 			continue // the first declaration wins, as in matching
 		}
@@ -173,12 +179,12 @@ func (s *postgres) fill(res *Result, row *activityRow) error {
 		a := byName[ap.Name]
 		pools = append(pools, Pool{
 			Name: ap.Name, Database: ap.Database, User: ap.User,
-			Min: ap.Min, Max: ap.Max,
+			Min: optional(ap.MinConnections), Max: optional(ap.MaxConnections),
 			Open: a.Open, InUse: a.InUse,
 			Leaked: a.Leaked, OldestLeakSeconds: a.Oldest,
 		})
 	}
-	res.Pools, res.PoolsDropped = capPools(pools, s.opts.MaxPools, PoolServer)
+	res.Pools, res.PoolsDropped = capPools(pools, s.cfg.MaxPools, PoolServer)
 
 	var leaks []leakRow
 	if err := json.Unmarshal([]byte(row.leaksJSON), &leaks); err != nil {
@@ -245,6 +251,14 @@ func postgresVersion(s string) string {
 		return f[0]
 	}
 	return ""
+}
+
+// optional is a declared size: absent when not declared.
+func optional(v *int) Optional {
+	if v == nil {
+		return Optional{}
+	}
+	return Some(float64(*v))
 }
 
 func deref(s *string) string {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 func TestGlobToLike_EscapesLikeMetacharacters(t *testing.T) {
@@ -27,14 +29,14 @@ func TestGlobToLike_EscapesLikeMetacharacters(t *testing.T) {
 
 func TestPostgresFill_MapsServerAndApplicationPools(t *testing.T) {
 	reserved := int64(2)
-	s := NewPostgres(PostgresOptions{
+	s := newPostgres(config.Target{
 		LeakThreshold: time.Second,
-		ApplicationPools: []ApplicationPool{
-			{Name: "billing", ApplicationName: "billing-*", Min: Some(2), Max: Some(10)},
+		ApplicationPools: []config.ApplicationPool{
+			{Name: "billing", ApplicationName: "billing-*", MinConnections: intp(2), MaxConnections: intp(10)},
 			{Name: "reports", ApplicationName: "rep?", User: "ro_*", Database: "dw"},
 			{Name: "billing", ApplicationName: "*"}, // a duplicate name: the first wins
 		},
-	}).(*postgres)
+	})
 	row := &activityRow{
 		maxConnections: 100, superuserReserved: 3, reserved: &reserved,
 		open: 12, leaked: 2, oldest: 42.5,
@@ -45,7 +47,7 @@ func TestPostgresFill_MapsServerAndApplicationPools(t *testing.T) {
  {"pool":null,"application_name":"","usename":"app","datname":"orders","client_addr":null,"client_port":-1,
   "pid":4243,"xact_start":"2026-11-26 05:00:10+00","idle_s":7,"xact_s":null,"query":null}]`,
 	}
-	res := &Result{Kind: KindPostgres}
+	res := &Result{Kind: config.KindPostgres}
 	require.NoError(t, s.fill(res, row))
 	assert.Equal(t, []Pool{
 		{Name: "billing", Min: Some(2), Max: Some(10), Open: 5, InUse: 3, Leaked: 2, OldestLeakSeconds: 42.5},
@@ -66,7 +68,7 @@ func TestPostgresFill_MapsServerAndApplicationPools(t *testing.T) {
 }
 
 func TestPostgresFill_ReservedConnectionsAbsentOn15(t *testing.T) {
-	s := NewPostgres(PostgresOptions{}).(*postgres)
+	s := newPostgres(config.Target{})
 	res := &Result{}
 	require.NoError(t, s.fill(res, &activityRow{maxConnections: 20, superuserReserved: 3, open: 1, appsJSON: "[]", leaksJSON: "[]"}))
 	assert.Equal(t, []Pool{{Name: "server", Max: Some(17), Reserve: Some(3), Open: 1, InUse: 1}}, res.Pools)
@@ -74,18 +76,18 @@ func TestPostgresFill_ReservedConnectionsAbsentOn15(t *testing.T) {
 }
 
 func TestPostgresFill_BadJSONIsAnError(t *testing.T) {
-	s := NewPostgres(PostgresOptions{}).(*postgres)
+	s := newPostgres(config.Target{})
 	err := s.fill(&Result{}, &activityRow{appsJSON: "{", leaksJSON: "[]"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "application pool counts")
 }
 
 func TestPostgresFill_CapsPoolsKeepingServer(t *testing.T) {
-	var aps []ApplicationPool
+	var aps []config.ApplicationPool
 	for _, n := range []string{"a", "b", "z"} {
-		aps = append(aps, ApplicationPool{Name: n, ApplicationName: n})
+		aps = append(aps, config.ApplicationPool{Name: n, ApplicationName: n})
 	}
-	s := NewPostgres(PostgresOptions{ApplicationPools: aps, MaxPools: 2}).(*postgres)
+	s := newPostgres(config.Target{ApplicationPools: aps, MaxPools: 2})
 	res := &Result{}
 	require.NoError(t, s.fill(res, &activityRow{maxConnections: 10, appsJSON: "[]", leaksJSON: "[]"}))
 	assert.Equal(t, []string{"a", "server"}, names(res.Pools))

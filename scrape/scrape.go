@@ -3,6 +3,12 @@
 // every pool, whatever its kind, has a floor, a ceiling, a reserve, open and
 // in-use connections, waiting clients and leaked connections.
 //
+// It holds THE model: Result, one target's round, which the scraper fills,
+// the agent completes (timing, error counters) and the collector turns into
+// metrics as it is; and ProbePool, a snapshot of the agent's own pool for a
+// target. New is the one place that picks the code for a kind of target;
+// leaks.go the one place for leak detection and its log-once dedup.
+//
 // The package knows nothing about Prometheus (package collector turns a
 // Result into metrics) and nothing about connection management (a Querier,
 // the probe pool, hands it a healthy connection). docs/metrics.md is the
@@ -11,16 +17,14 @@ package scrape
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// Kinds of target, as in Result.Kind and the config's `kind:`.
-const (
-	KindPgBouncer = "pgbouncer"
-	KindPostgres  = "postgres"
+	"github.com/poolwatch/poolwatch/config"
+	"github.com/poolwatch/poolwatch/pool"
 )
 
 // Query names recorded in QueryError.Query (and exported in the `query`
@@ -45,8 +49,8 @@ const QueryRound = "round"
 
 // Queries lists every query name a scraper of kind can report in
 // Result.Errors, so that error counters can start at zero.
-func Queries(kind string) []string {
-	if kind == KindPgBouncer {
+func Queries(kind config.Kind) []string {
+	if kind == config.KindPgBouncer {
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
 			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
 	}
@@ -61,14 +65,8 @@ const (
 	PoolServer = "server"
 )
 
-// DefaultMaxPools is the cap used when an Options' MaxPools is 0 or less.
+// DefaultMaxPools is the cap used when a target's MaxPools is 0 or less.
 const DefaultMaxPools = 1000
-
-// MaxLeaks bounds Result.Leaks.
-const MaxLeaks = 50
-
-// MaxQueryLength bounds Leak.Query, in characters.
-const MaxQueryLength = 200
 
 // Querier runs fn on a healthy connection and releases it afterwards, on
 // every path. Implemented by *pool.Pool.
@@ -81,12 +79,41 @@ type Querier interface {
 // Scraper runs one round against one target. Implementations are safe for
 // concurrent use; each call to Scrape is independent.
 type Scraper interface {
-	// Scrape never returns nil. A failed query is recorded in Result.Errors
-	// under its query name (e.g. "show_pools", "show_clients", "activity") and
-	// the series from the queries that did succeed are still returned. If Do
-	// itself fails (no connection), Errors has one entry with query "connect".
-	// ctx bounds the whole round.
+	// Scrape never returns nil, and returns a new Result on every call, which
+	// the caller owns. Target, Kind and Labels are the target's. A failed
+	// query is recorded in Result.Errors under its query name (e.g.
+	// "show_pools", "show_clients", "activity") and the series from the
+	// queries that did succeed are still returned. If Do itself fails (no
+	// connection), Errors has one entry with query "connect". ctx bounds the
+	// whole round. Start, Duration and ScrapeErrors are left for the caller.
 	Scrape(ctx context.Context, q Querier) *Result
+}
+
+// New returns the scraper for t's kind, configured by t: its leak
+// threshold, pool cap, session-mode leaks (pgbouncer) and application pools
+// (postgres). It is the only switch on the kind of target. It fails for a
+// kind it does not know.
+func New(t config.Target) (Scraper, error) {
+	switch t.Kind {
+	case config.KindPgBouncer:
+		return newPgBouncer(t), nil
+	case config.KindPostgres:
+		return newPostgres(t), nil
+	default:
+		return nil, fmt.Errorf("target %q: no scraper for kind %q", t.Name, t.Kind)
+	}
+}
+
+// Failed returns the Result of a round of t that failed as a whole with err,
+// recorded under QueryRound: cut short before it could run its queries, or a
+// bug in the mapping.
+func Failed(t config.Target, err error) *Result {
+	return &Result{Target: t.Name, Kind: t.Kind, Labels: t.Labels, Errors: []QueryError{{Query: QueryRound, Err: err}}}
+}
+
+// newResult starts a round's Result for a target of kind configured by t.
+func newResult(kind config.Kind, t *config.Target) *Result {
+	return &Result{Target: t.Name, Kind: kind, Labels: t.Labels}
 }
 
 // Optional is a value that a target may not report. The zero Optional is
@@ -123,31 +150,6 @@ type Pool struct {
 	OldestLeakSeconds float64
 }
 
-// Leak is one connection held past the leak threshold, with what a DBA needs
-// to find the code that leaked it. None of it is meant for labels.
-type Leak struct {
-	// ID is a stable identity across rounds, so that each leak is logged once:
-	// pgbouncer: the client's id (1.24+) or ptr+connect_time, plus
-	// request_time; postgres: pid+xact_start.
-	ID   string
-	Pool string
-	// ApplicationName, User, Database and ClientAddr ("host:port") describe
-	// the client.
-	ApplicationName, User, Database, ClientAddr string
-	// PID is the backend pid (pgbouncer: the linked server's remote_pid), 0
-	// if unknown.
-	PID int
-	// Age is how long the connection has been held with no activity (idle in
-	// its transaction): the value compared with the threshold.
-	Age time.Duration
-	// TransactionAge is how long the transaction has been open (postgres
-	// only; 0 on pgbouncer, whose console does not show it).
-	TransactionAge time.Duration
-	// Query is the backend's last query, cut to MaxQueryLength characters
-	// (postgres); "" on pgbouncer.
-	Query string
-}
-
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
 type DatabaseState struct {
 	Name             string
@@ -175,11 +177,27 @@ func (e QueryError) Error() string { return e.Query + ": " + e.Err.Error() }
 // Unwrap returns the query's error.
 func (e QueryError) Unwrap() error { return e.Err }
 
-// Result is one round's view of one target.
+// Result is one round against one target: what the scraper read, and the
+// round's identity, timing and error counters that the agent adds. It is the
+// one type that flows from the scraper through the agent to the collector.
+// Once published (the agent hands it to every request that shares the
+// round), a Result is read-only.
 type Result struct {
-	// Kind is KindPgBouncer or KindPostgres. Version is the server's version
-	// ("1.18.0", "15.10"), "" when unknown.
-	Kind, Version string
+	// Target is the target's name; Labels its static labels (shared with the
+	// configuration: do not modify).
+	Target string
+	Kind   config.Kind
+	Labels map[string]string
+	// Version is the server's version ("1.18.0", "15.10"), "" when unknown.
+	Version string
+	// Start is when the round began and Duration how long it took; set by
+	// the agent.
+	Start    time.Time
+	Duration time.Duration
+	// ScrapeErrors counts the target's failed queries by query name since
+	// the target was configured, this round's included: a copy, set by the
+	// agent. Every name of Queries(Kind) is present.
+	ScrapeErrors map[string]float64
 	// Pools is sorted by Name and capped at MaxPools.
 	Pools []Pool
 	// PoolsDropped counts the pools the cap dropped this round.
@@ -200,43 +218,12 @@ type Result struct {
 // Up reports whether every query of the round succeeded.
 func (r *Result) Up() bool { return len(r.Errors) == 0 }
 
-// PgBouncerOptions configures a pgbouncer Scraper.
-type PgBouncerOptions struct {
-	// LeakThreshold: a client linked to a server with no query in flight for
-	// strictly longer than this is leaked. Ages have 1 s resolution.
-	LeakThreshold time.Duration
-	// SessionModeLeaks counts linked idle clients of session-mode pools as
-	// leaks too. Off by default: in session pooling holding a server
-	// connection is normal (docs/metrics.md explains).
-	SessionModeLeaks bool
-	// MaxPools caps the pools per round; 0 or less means DefaultMaxPools.
-	MaxPools int
-}
-
-// ApplicationPool declares an application's own pool on a postgres target.
-type ApplicationPool struct {
-	// Name is the `pool` label.
-	Name string
-	// ApplicationName is a glob (`*`, `?`) matched against
-	// pg_stat_activity.application_name; "" matches only an empty name.
-	ApplicationName string
-	// User and Database are globs matched against usename and datname; ""
-	// matches any.
-	User, Database string
-	// Min and Max are the application pool's declared bounds.
-	Min, Max Optional
-}
-
-// PostgresOptions configures a postgres Scraper.
-type PostgresOptions struct {
-	// LeakThreshold: a backend idle in a transaction for strictly longer than
-	// this is leaked.
-	LeakThreshold time.Duration
-	// MaxPools caps the pools per round; 0 or less means DefaultMaxPools.
-	MaxPools int
-	// ApplicationPools are matched in order; a backend belongs to the first
-	// that matches it.
-	ApplicationPools []ApplicationPool
+// ProbePool is a snapshot of the agent's own probe pool for one target.
+type ProbePool struct {
+	Target string
+	// Labels are the target's static labels (do not modify).
+	Labels map[string]string
+	Stats  pool.Stats
 }
 
 // capPools sorts pools by Name and keeps at most max of them, always keeping
@@ -273,19 +260,4 @@ func capPools(pools []Pool, maxPools int, keep string) ([]Pool, int) {
 		}
 	}
 	return kept, len(pools) - len(kept)
-}
-
-// sortLeaks orders leaks oldest first (ID breaks ties, for determinism) and
-// keeps at most MaxLeaks.
-func sortLeaks(leaks []Leak) []Leak {
-	sort.Slice(leaks, func(i, j int) bool {
-		if leaks[i].Age != leaks[j].Age {
-			return leaks[i].Age > leaks[j].Age
-		}
-		return leaks[i].ID < leaks[j].ID
-	})
-	if len(leaks) > MaxLeaks {
-		leaks = leaks[:MaxLeaks]
-	}
-	return leaks
 }

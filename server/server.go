@@ -107,16 +107,10 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	reg := prometheus.NewRegistry()
 	if s.o.MetricsTargets {
-		outcomes := s.o.Agent.Scrape(ctx, s.o.Agent.Names())
-		reg.MustRegister(collector.NewTargets(toCollector(outcomes)))
+		reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, s.o.Agent.Names())))
 	}
 	// Taken after the round, so the round's own connections are back.
-	pools := s.o.Agent.ProbePools()
-	cp := make([]collector.ProbePool, 0, len(pools))
-	for _, p := range pools {
-		cp = append(cp, collector.ProbePool{Target: p.Target, Labels: p.Labels, Stats: p.Stats})
-	}
-	reg.MustRegister(collector.NewProbePools(cp))
+	reg.MustRegister(collector.NewProbePools(s.o.Agent.ProbePools()))
 	s.serve(w, r, prometheus.Gatherers{s.o.Gatherer, reg})
 }
 
@@ -133,7 +127,7 @@ func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.budget(r)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector.NewTargets(toCollector(s.o.Agent.Scrape(ctx, []string{name}))))
+	reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, []string{name})))
 	s.serve(w, r, reg)
 }
 
@@ -167,22 +161,6 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = fmt.Fprintln(w, "Reloaded")
-}
-
-func toCollector(outcomes []*agent.Outcome) []collector.Target {
-	ts := make([]collector.Target, 0, len(outcomes))
-	for _, o := range outcomes {
-		ts = append(ts, collector.Target{
-			Name:         o.Target,
-			Kind:         string(o.Kind),
-			Labels:       o.Labels,
-			Up:           o.Up,
-			Duration:     o.Duration,
-			Result:       o.Result,
-			ScrapeErrors: o.ScrapeErrors,
-		})
-	}
-	return ts
 }
 
 // promLogger adapts go-kit's logger to promhttp's error log.
