@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -41,6 +43,11 @@ type Agent struct {
 	// closeGrace is how long a removed target's running round may go on
 	// before its pool cancels it.
 	closeGrace time.Duration
+
+	// afterSnapshot, when not nil, runs in Scrape between taking the
+	// targets and starting their rounds: a test hook for what a reload can
+	// do in that window. Set before use, never changed after.
+	afterSnapshot func()
 }
 
 // DefaultCloseGrace is New's closeGrace when it is given 0.
@@ -62,7 +69,9 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 // Apply makes cfg the agent's configuration. Targets whose configuration is
 // unchanged keep their probe pool and its connections; removed or changed
 // targets have their pool closed in the background (their rounds get the
-// agent's close grace, then are cancelled); new ones get a new pool, which
+// agent's close grace, then are cancelled; a request whose round fails on
+// such a pool is served by the target's new state, see Scrape); new ones get
+// a new pool, which
 // opens no connection until it is first used. If any new pool cannot be
 // created, nothing changes and the error is returned. Apply must not run
 // concurrently with itself.
@@ -94,6 +103,11 @@ func (a *Agent) Apply(cfg *config.Config) error {
 	a.mu.Lock()
 	a.targets = next
 	a.order = order
+	for name, st := range old {
+		if next[name] != st {
+			st.retired.Store(true)
+		}
+	}
 	a.mu.Unlock()
 
 	// Removed and changed targets' pools close in the background: their
@@ -140,6 +154,11 @@ func (a *Agent) Has(name string) bool {
 // flight joins it; the round keeps its first deadline. With
 // min_scrape_interval > 0, a round younger than that is served again. If ctx
 // ends before a round does, that target's result is a failure.
+//
+// A reload (Apply) that changes or removes a target while its round runs
+// may close the pool under the round. A round that fails on a target
+// retired that way is not reported: the request is served by the target's
+// current state instead, and a target the reload removed is left out.
 func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 	a.mu.RLock()
 	states := make([]*targetState, 0, len(names))
@@ -149,6 +168,9 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 		}
 	}
 	a.mu.RUnlock()
+	if a.afterSnapshot != nil {
+		a.afterSnapshot()
+	}
 
 	out := make([]*scrape.Result, len(states))
 	var wg sync.WaitGroup
@@ -156,11 +178,36 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = st.scrape(ctx)
+			out[i] = a.scrapeCurrent(ctx, st)
 		}()
 	}
 	wg.Wait()
-	return out
+	return slices.DeleteFunc(out, func(r *scrape.Result) bool { return r == nil })
+}
+
+// maxReReads bounds how often one request follows a target through
+// reloads that retire it under its round.
+const maxReReads = 3
+
+// scrapeCurrent returns a round of st, or, when that round failed and a
+// reload has retired st meanwhile, a round of the target's current state:
+// nil if the reload removed the target.
+func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Result {
+	res := st.scrape(ctx)
+	for range maxReReads {
+		if res.Up() || !st.retired.Load() || ctx.Err() != nil {
+			return res
+		}
+		a.mu.RLock()
+		cur := a.targets[st.cfg.Name]
+		a.mu.RUnlock()
+		if cur == nil {
+			return nil
+		}
+		st = cur
+		res = st.scrape(ctx)
+	}
+	return res
 }
 
 // ProbePools returns a snapshot of every target's probe pool, in config
@@ -209,6 +256,10 @@ type targetState struct {
 	pool    *pool.Pool
 	scraper scrape.Scraper
 	logger  log.Logger
+
+	// retired is set, before its pool starts closing, once a reload has
+	// removed or changed the target: the state is no longer in the agent.
+	retired atomic.Bool
 
 	mu sync.Mutex
 	// inflight is the round running now, nil when none. Guarded by mu.

@@ -352,3 +352,55 @@ func TestScrape_LogsThePoolCapOnceWhileItDrops(t *testing.T) {
 	require.Equal(t, 1, strings.Count(logs.String(), "too many pools"), "logged once, not per scrape:\n%s", logs.String())
 	require.Contains(t, logs.String(), "max_pools=1 dropped=1")
 }
+
+// reloadInTheWindow makes a's next Scrape apply yaml after it has taken its
+// targets and before their rounds start, and wait there until the pools the
+// reload retires are closed: the window in which a reload used to close a
+// pool under a round that had not started yet.
+func reloadInTheWindow(t *testing.T, a *agent.Agent, yaml string) {
+	t.Helper()
+	next, err := config.Parse("next.yml", []byte(yaml))
+	require.NoError(t, err)
+	done := false
+	a.SetAfterSnapshot(func() { // runs in the goroutine of Scrape's caller
+		if done {
+			return
+		}
+		done = true
+		require.NoError(t, a.Apply(next))
+		a.WaitClosing()
+	})
+}
+
+func TestScrape_AReloadThatClosesTheTargetsPoolMidRequestIsNotASpuriousUpZero(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	a := newAgent(t, "targets:"+postgresTarget("pg", pg.Addr(), "pw_race_old", ""), nil)
+	require.True(t, a.Scrape(context.Background(), []string{"pg"})[0].Up())
+
+	// The reload changes the target (its DSN): its pool is replaced.
+	reloadInTheWindow(t, a, "targets:"+postgresTarget("pg", pg.Addr(), "pw_race_new", ""))
+	out := a.Scrape(context.Background(), []string{"pg"})
+	require.Len(t, out, 1)
+	require.True(t, out[0].Up(), "the request is served by the new configuration, not failed by the old pool's close: %v", out[0].Errors)
+	require.Equal(t, "pg", out[0].Target)
+	pg.WaitBackends(t, "pw_race_new", func(n int) bool { return n == 1 }, 10*time.Second)
+	pg.WaitBackends(t, "pw_race_old", func(n int) bool { return n == 0 }, 10*time.Second)
+	require.Zero(t, out[0].ScrapeErrors["connect"], "the new target's counters saw no failure")
+}
+
+func TestScrape_ATargetRemovedMidRequestIsLeftOutNotDown(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	keep := postgresTarget("keep", pg.Addr(), "pw_race_keep", "")
+	a := newAgent(t, "targets:"+keep+postgresTarget("gone", pg.Addr(), "pw_race_gone", ""), nil)
+	for _, o := range a.Scrape(context.Background(), a.Names()) {
+		require.True(t, o.Up(), o.Target)
+	}
+
+	reloadInTheWindow(t, a, "targets:"+keep)
+	out := a.Scrape(context.Background(), []string{"keep", "gone"})
+	require.Len(t, out, 1, "the removed target is not reported down")
+	require.Equal(t, "keep", out[0].Target)
+	require.True(t, out[0].Up())
+}
