@@ -44,6 +44,9 @@ type Agent struct {
 	// before its pool cancels it.
 	closeGrace time.Duration
 
+	// now is the clock of rounds' Start and of min_scrape_interval;
+	// time.Now but in tests. Set before Apply, never changed after.
+	now func() time.Time
 	// afterSnapshot, when not nil, runs in Scrape between taking the
 	// targets and starting their rounds: a test hook for what a reload can
 	// do in that window. Set before use, never changed after.
@@ -63,7 +66,7 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if closeGrace <= 0 {
 		closeGrace = DefaultCloseGrace
 	}
-	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace}
+	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now}
 }
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
@@ -89,7 +92,7 @@ func (a *Agent) Apply(cfg *config.Config) error {
 			next[t.Name] = prev
 			continue
 		}
-		st, err := newTargetState(t, a.logger)
+		st, err := newTargetState(t, a.logger, a.now)
 		if err != nil {
 			for _, c := range created {
 				_ = c.pool.Close(context.Background()) // never used: nothing to wait for
@@ -256,6 +259,7 @@ type targetState struct {
 	pool    *pool.Pool
 	scraper scrape.Scraper
 	logger  log.Logger
+	now     func() time.Time
 
 	// retired is set, before its pool starts closing, once a reload has
 	// removed or changed the target: the state is no longer in the agent.
@@ -287,7 +291,7 @@ type round struct {
 	out  *scrape.Result
 }
 
-func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
+func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*targetState, error) {
 	logger = log.With(logger, "target", t.Name)
 	scraper, err := scrape.New(t)
 	if err != nil {
@@ -329,6 +333,7 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 		pool:         p,
 		scraper:      scraper,
 		logger:       logger,
+		now:          now,
 		scrapeErrors: scrapeErrors,
 		leaks:        scrape.NewLeakLog(logger),
 	}, nil
@@ -367,7 +372,7 @@ func connString(t config.Target) string {
 // (min_scrape_interval), the one in flight, or a new one.
 func (s *targetState) scrape(ctx context.Context) *scrape.Result {
 	s.mu.Lock()
-	if s.cfg.MinScrapeInterval > 0 && s.last != nil && time.Since(s.last.Start) < s.cfg.MinScrapeInterval {
+	if s.cfg.MinScrapeInterval > 0 && s.last != nil && s.now().Sub(s.last.Start) < s.cfg.MinScrapeInterval {
 		last := s.last
 		s.mu.Unlock()
 		return last
@@ -396,7 +401,7 @@ func (s *targetState) scrape(ctx context.Context) *scrape.Result {
 // round it joined.
 func (s *targetState) abandoned(err error) *scrape.Result {
 	res := scrape.Failed(s.cfg, err)
-	res.Start = time.Now()
+	res.Start = s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
@@ -408,9 +413,9 @@ func (s *targetState) abandoned(err error) *scrape.Result {
 func (s *targetState) run(r *round, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	start := time.Now()
+	start := s.now()
 	res := s.safeScrape(ctx)
-	res.Start, res.Duration = start, time.Since(start)
+	res.Start, res.Duration = start, s.now().Sub(start)
 	s.logRound(res)
 
 	s.mu.Lock()

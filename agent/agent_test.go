@@ -47,9 +47,18 @@ func checkGoroutines(t *testing.T) {
 // newAgent applies the YAML config to a new agent, closed on cleanup.
 func newAgent(t *testing.T, yaml string, logger log.Logger) *agent.Agent {
 	t.Helper()
+	return newAgentAt(t, yaml, logger, nil)
+}
+
+// newAgentAt is newAgent with the agent's clock set to now, unless nil.
+func newAgentAt(t *testing.T, yaml string, logger log.Logger, now func() time.Time) *agent.Agent {
+	t.Helper()
 	cfg, err := config.Parse("test.yml", []byte(yaml))
 	require.NoError(t, err)
 	a := agent.New(logger, 0)
+	if now != nil {
+		a.SetClock(now)
+	}
 	require.NoError(t, a.Apply(cfg))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -121,11 +130,34 @@ func TestScrape_ConcurrentRequestsJoinTheRoundInFlight(t *testing.T) {
 	require.Equal(t, perRound, proxy.QueryCount(), "the target saw exactly one round")
 }
 
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func TestScrape_MinScrapeIntervalServesARecentRoundAgain(t *testing.T) {
 	checkGoroutines(t)
 	_, pgb := shared.Get(t)
 	proxy := testenv.StartProxy(t, pgb.Addr())
-	a := newAgent(t, "targets:"+bouncerTarget("b", proxy.Addr, "    min_scrape_interval: 5s"), nil)
+	clock := newFakeClock()
+	a := newAgentAt(t, "targets:"+bouncerTarget("b", proxy.Addr, "    min_scrape_interval: 5s"), nil, clock.Now)
 	proxy.ResetCounts()
 	first := a.Scrape(context.Background(), []string{"b"})[0]
 	require.True(t, first.Up())
@@ -133,11 +165,17 @@ func TestScrape_MinScrapeIntervalServesARecentRoundAgain(t *testing.T) {
 
 	// 20 requests spread over 2 s.
 	for range 20 {
+		clock.Advance(100 * time.Millisecond)
 		o := a.Scrape(context.Background(), []string{"b"})[0]
 		require.Same(t, first, o)
-		time.Sleep(100 * time.Millisecond)
 	}
 	require.Equal(t, perRound, proxy.QueryCount(), "one round for 21 requests")
+
+	clock.Advance(3 * time.Second) // the first round is 5 s old
+	o := a.Scrape(context.Background(), []string{"b"})[0]
+	require.NotSame(t, first, o, "a round as old as the interval is not served again")
+	require.True(t, o.Up())
+	require.Greater(t, proxy.QueryCount(), perRound, "a new round queried the target")
 }
 
 func TestScrape_BlackholedTargetsCostTheirTimeoutNotTheSum(t *testing.T) {
