@@ -64,21 +64,45 @@ func main() {
 		fmt.Fprintln(os.Stderr, "poolwatch:", err)
 		os.Exit(2)
 	}
-	ctx.FatalIfErrorf(ctx.Run(&c, logger))
+	os.Exit(exitCode(ctx.Run(&c, logger), logger))
 }
 
-// Run validates the configuration file and reports the result on stdout.
+// exitCode reports a command's error and returns the process's exit code:
+// 0 without error; 1 otherwise, after printing a plainError on stderr as it
+// is, or logging any other error.
+func exitCode(err error, lg *logging.Logger) int {
+	if err == nil {
+		return 0
+	}
+	var plain plainError
+	if errors.As(err, &plain) {
+		fmt.Fprintln(os.Stderr, plain.err)
+		return 1
+	}
+	level.Error(lg.Log).Log("msg", "poolwatch stopped on an error", "err", err)
+	return 1
+}
+
+// plainError is an error that is the command's whole output: main prints it
+// on stderr as it is, one line, with no log prefix.
+type plainError struct{ err error }
+
+func (e plainError) Error() string { return e.err.Error() }
+func (e plainError) Unwrap() error { return e.err }
+
+// Run validates the configuration file and reports the result on stdout,
+// or returns the loader's one-line error.
 func (checkConfigCmd) Run(c *cli, _ *logging.Logger) error {
 	cfg, err := config.Load(c.ConfigFile)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return plainError{err}
 	}
 	fmt.Printf("%s: OK, %d targets\n", c.ConfigFile, len(cfg.Targets()))
 	return nil
 }
 
-// Run serves until SIGTERM or SIGINT.
+// Run serves until SIGTERM or SIGINT. It returns an error when the
+// configuration cannot be loaded at start-up or the web server fails.
 func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
 	logger := lg.Log
 	level.Info(logger).Log("msg", "starting poolwatch", "version", version.Info(), "build_context", version.BuildContext())
@@ -92,8 +116,7 @@ func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
 	a := agent.New(logger, r.ShutdownTimeout)
 	reloader := agent.NewReloader(c.ConfigFile, a, reg, logger)
 	if err := reloader.Reload(); err != nil {
-		level.Error(logger).Log("msg", "cannot load the configuration", "err", err)
-		os.Exit(1)
+		return fmt.Errorf("the configuration could not be loaded at start-up: %w", err)
 	}
 
 	handler, err := server.New(server.Options{
@@ -118,18 +141,21 @@ func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(term)
 	for {
 		select {
 		case <-hup:
 			_ = reloader.Reload() // logged; the old configuration stays on failure
 		case err := <-serveErr:
-			level.Error(logger).Log("msg", "web server failed", "err", err)
 			closeCtx, cancel := context.WithTimeout(context.Background(), r.ShutdownTimeout)
-			_ = a.Close(closeCtx)
+			if cerr := a.Close(closeCtx); cerr != nil {
+				level.Warn(logger).Log("msg", "probe pools closed with cancelled queries", "err", cerr)
+			}
 			cancel()
-			os.Exit(1)
+			return fmt.Errorf("web server: %w", err)
 		case sig := <-term:
 			level.Info(logger).Log("msg", "shutting down", "signal", sig.String())
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), r.ShutdownTimeout)

@@ -303,6 +303,19 @@ func TestReloader_RejectsABadFileAndKeepsTheOldConfig(t *testing.T) {
 	require.True(t, a.Scrape(context.Background(), []string{"pg"})[0].Up())
 }
 
+func TestReloader_AFailedFirstLoadIsReturnedNotLoggedAsKeepingAnOldConfig(t *testing.T) {
+	path := t.TempDir() + "/poolwatch.yml"
+	require.NoError(t, os.WriteFile(path, []byte("targets: []\n"), 0o600))
+	var logs testenv.SyncBuffer
+	reg := prometheus.NewRegistry()
+	r := agent.NewReloader(path, agent.New(nil, 0), reg, log.NewLogfmtLogger(&logs))
+	err := r.Reload()
+	require.ErrorContains(t, err, "poolwatch.yml:1: targets: at least one target is required")
+	require.False(t, r.Loaded())
+	require.Equal(t, 0.0, testutil.ToFloat64(mustGauge(t, reg, "poolwatch_config_last_reload_successful")))
+	require.Empty(t, logs.String(), "there is no previous configuration to keep: the caller reports the error")
+}
+
 func mustGauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
 	t.Helper()
 	mfs, err := reg.Gather()

@@ -48,8 +48,10 @@ func NewReloader(path string, a *Agent, reg prometheus.Registerer, logger log.Lo
 }
 
 // Reload reads and validates the file and applies it. A bad file is
-// rejected and the configuration in force stays. Reload blocks while another
-// reload runs.
+// rejected and the configuration in force stays; the failure is logged.
+// Before any configuration is in force (the first load, at start-up), a
+// failure is only returned: there is no previous configuration to keep, and
+// the caller reports it. Reload blocks while another reload runs.
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -59,7 +61,9 @@ func (r *Reloader) Reload() error {
 	}
 	if err != nil {
 		r.success.Set(0)
-		level.Error(r.logger).Log("msg", "config reload failed, keeping the previous configuration", "err", err)
+		if r.loaded.Load() {
+			level.Error(r.logger).Log("msg", "config reload failed, keeping the previous configuration", "err", err)
+		}
 		return err
 	}
 	r.loaded.Store(true)
