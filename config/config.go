@@ -24,8 +24,8 @@
 // Besides the types and ranges of all values: target names are unique and
 // URL-safe; DSNs parse with pgx exactly as the probe pool will parse them;
 // each target has at most one password source; a password_file is a regular
-// file that can be opened (its content is read only by PasswordSource.Read,
-// once per new connection); a password_env
+// file that can be opened and is not empty (its content is otherwise read
+// only by PasswordSource.Read, once per new connection); a password_env
 // variable is set and not empty; tls files are regular files that can be
 // opened; static labels are valid Prometheus label names and do not clash
 // with the labels poolwatch sets itself (ReservedLabels). No check blocks: a

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -294,12 +295,21 @@ func openRegular(path string) (*os.File, int64, error) {
 	return f, st.Size(), nil
 }
 
-// checkPasswordFile checks that path names a regular file that can be
-// opened, without reading it.
+// checkPasswordFile checks at load what PasswordSource.Read would refuse on
+// every connection: a file that is not a regular file or cannot be opened
+// (err), or that is empty: nothing, or a lone newline, which Read removes.
+// Only a file of at most two bytes is read, to tell a lone newline from a
+// short password.
 func checkPasswordFile(path string) (empty bool, err error) {
-	f, _, err := openRegular(path)
-	if err == nil {
-		_ = f.Close()
+	f, size, err := openRegular(path)
+	if err != nil {
+		return false, err
 	}
-	return false, err
+	defer func() { _ = f.Close() }()
+	if size > 2 {
+		return false, nil
+	}
+	head, err := io.ReadAll(io.LimitReader(f, 3))
+	s := string(head)
+	return s == "" || s == "\n" || s == "\r\n", err
 }
