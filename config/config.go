@@ -234,7 +234,7 @@ type ProbePool struct {
 	// the pool is in use, so that a full server or pooler cannot lock the
 	// agent out when it matters; MaxConnections (>= 1, >= MinConnections)
 	// is the pool's hard limit.
-	MinConnections int `yaml:"min_connections"`
+	MinConnections int `yaml:"min_connections" default:"1"`
 	MaxConnections int `yaml:"max_connections" default:"2" check:"positive"`
 	// ConnectTimeout bounds dialling and authenticating a new connection;
 	// HealthCheckTimeout bounds one health check. Both are > 0 and at most

@@ -115,6 +115,7 @@ func badConfigs() map[string]string {
 		"pgbouncer-not-console.yml":                `testdata/bad/pgbouncer-not-console.yml:4: targets[0].dsn: a pgbouncer target connects to the admin console: the DSN's database must be "pgbouncer", not "orders"`,
 		"probe-max-less-than-default-min.yml":      `testdata/bad/probe-max-less-than-default-min.yml:10: targets[0].probe_pool.max_connections: 1 is less than min_connections 2 (defaults.probe_pool.min_connections, line 3)`,
 		"probe-min-greater-than-default-max.yml":   `testdata/bad/probe-min-greater-than-default-max.yml:9: targets[0].probe_pool.min_connections: 4 is greater than max_connections 3 (defaults.probe_pool.max_connections, line 3)`,
+		"probe-min-greater-than-builtin-max.yml":   `testdata/bad/probe-min-greater-than-builtin-max.yml:3: defaults.probe_pool.min_connections: 3 is greater than max_connections 2 (built-in default)`,
 		"probe-min-greater-than-max.yml":           `testdata/bad/probe-min-greater-than-max.yml:3: defaults.probe_pool.min_connections: 4 is greater than max_connections 2 (defaults.probe_pool.max_connections, line 4)`,
 		"root-not-mapping.yml":                     `testdata/bad/root-not-mapping.yml:1: (root): the configuration must be a mapping with the keys defaults and targets, not a list`,
 		"scrape-timeout-below-connect-timeout.yml": `testdata/bad/scrape-timeout-below-connect-timeout.yml:8: targets[0].scrape_timeout: 2s is shorter than probe_pool.connect_timeout 3s (defaults.probe_pool.connect_timeout, line 3)`,
@@ -198,7 +199,7 @@ func TestLoad_MinimalConfigGetsBuiltinDefaults(t *testing.T) {
 		LeakThreshold:     5 * time.Minute,
 		MaxPools:          1000,
 		ProbePool: ProbePool{
-			MinConnections:     0,
+			MinConnections:     1, // the probe pool keeps one connection between scrapes
 			MaxConnections:     2,
 			AcquireRetries:     3,
 			ConnectTimeout:     3 * time.Second,
