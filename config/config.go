@@ -47,6 +47,8 @@
 // several hosts (a target is one server), pgxpool's pool_* keys and
 // statement_timeout or lock_timeout (probe_pool sets those), and, for a
 // pgbouncer target, any database but the admin console "pgbouncer".
+// dsn.go is the one place that parses, rewrites (Target.ConnString) and
+// redacts (RedactDSN, RedactSecrets) a DSN.
 //
 // # Secrets
 //
@@ -162,7 +164,8 @@ type Target struct {
 	Kind Kind   `yaml:"kind" only:"target" check:"required"`
 	// DSN is the connection string as written: a postgres:// or
 	// postgresql:// URL, or a keyword/value string, that pgx parses. It can
-	// contain a password: never log it; use RedactedDSN.
+	// contain a password: never log it; use RedactedDSN. The probe pool
+	// connects with ConnString, which adds the TLS files.
 	DSN string `yaml:"dsn" only:"target" check:"required,nonempty"`
 	// Password is where the password comes from when it is not in the DSN.
 	// The zero value means none besides the DSN.
