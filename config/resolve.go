@@ -64,6 +64,27 @@ func (p *parser) errorAt(o origin, format string, args ...any) *Error {
 	return p.errorf(o.line, o.path, format, args...)
 }
 
+// atMost checks that the setting lo of the target (or application pool) at
+// tpath is at most the setting hi, with values l and h. A violation is
+// reported at the one of the two set most specifically (the other one is
+// the cause only if it is set at the same level), naming the other key
+// relative to the reported one's mapping, and where it was set.
+func atMost[T int | time.Duration](p *parser, tpath, lo, hi string, l, h T) error {
+	if l <= h {
+		return nil
+	}
+	more, less := "greater", "less"
+	if _, ok := any(l).(time.Duration); ok {
+		more, less = "longer", "shorter"
+	}
+	rel := func(key, at string) string { return strings.TrimPrefix(key, at[:strings.LastIndex(at, ".")+1]) }
+	lo0, hi0 := p.origin(tpath, lo), p.origin(tpath, hi)
+	if hi0.level() > lo0.level() {
+		return p.errorAt(hi0, "%v is %s than %s %v (%s)", h, less, rel(lo, hi), l, lo0)
+	}
+	return p.errorAt(lo0, "%v is %s than %s %v (%s)", l, more, rel(hi, lo), h, hi0)
+}
+
 // resolve is the one validation pass over what the decoder could not check
 // key by key. It checks the defaults on their own (so that an error in them
 // is reported against them, not against the first target), then every
@@ -140,8 +161,10 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 			return p.errorAt(name, "duplicate application pool name %q (first defined at line %d)", ap.Name, first)
 		}
 		pools[ap.Name] = name.line
-		if ap.MinConnections != nil && ap.MaxConnections != nil && *ap.MinConnections > *ap.MaxConnections {
-			return p.errorAt(p.origin(apath, "min_connections"), "%d is greater than max_connections %d (%s)", *ap.MinConnections, *ap.MaxConnections, p.origin(apath, "max_connections"))
+		if ap.MinConnections != nil && ap.MaxConnections != nil {
+			if err := atMost(p, apath, "min_connections", "max_connections", *ap.MinConnections, *ap.MaxConnections); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -171,26 +194,14 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 // and targets share, on the defaults (tpath "defaults") or a target.
 func (p *parser) checkShared(t *Target, tpath string) error {
 	pp := t.ProbePool
-	if pp.MinConnections > pp.MaxConnections {
-		lo, hi := p.origin(tpath, "probe_pool.min_connections"), p.origin(tpath, "probe_pool.max_connections")
-		if hi.level() > lo.level() {
-			return p.errorAt(hi, "%d is less than min_connections %d (%s)", pp.MaxConnections, pp.MinConnections, lo)
+	for _, err := range []error{
+		atMost(p, tpath, "probe_pool.min_connections", "probe_pool.max_connections", pp.MinConnections, pp.MaxConnections),
+		atMost(p, tpath, "probe_pool.connect_timeout", "scrape_timeout", pp.ConnectTimeout, t.ScrapeTimeout), // 0: derived, passes
+		atMost(p, tpath, "probe_pool.health_check_timeout", "scrape_timeout", pp.HealthCheckTimeout, t.ScrapeTimeout),
+	} {
+		if err != nil {
+			return err
 		}
-		return p.errorAt(lo, "%d is greater than max_connections %d (%s)", pp.MinConnections, pp.MaxConnections, hi)
-	}
-	for _, to := range []struct {
-		key string
-		d   time.Duration
-	}{{"probe_pool.connect_timeout", pp.ConnectTimeout}, {"probe_pool.health_check_timeout", pp.HealthCheckTimeout}} {
-		key, d := to.key, to.d
-		if d <= t.ScrapeTimeout { // 0, derived from the scrape timeout, passes
-			continue
-		}
-		o, st := p.origin(tpath, key), p.origin(tpath, "scrape_timeout")
-		if st.level() > o.level() {
-			return p.errorAt(st, "%s is shorter than %s %s (%s)", t.ScrapeTimeout, key, d, o)
-		}
-		return p.errorAt(o, "%s is longer than scrape_timeout %s (%s)", d, t.ScrapeTimeout, st)
 	}
 	switch {
 	case t.TLS.CertFile != "" && t.TLS.KeyFile == "":
