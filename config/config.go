@@ -15,9 +15,11 @@
 // A key is one field of Target (or of a type it holds), and its struct tags
 // say everything the decoder needs (decode.go): `yaml` is the key, `default`
 // its built-in default written as in YAML (absent: the zero value), `check`
-// its range (positive, ms, labels, nullable, path), `only:"target"` keeps it
-// out of defaults. Rules that span several keys live in one validation pass
-// (resolve.go).
+// its rules (required, nonempty, positive, ms for whole milliseconds,
+// nullable for null as empty, path for a file resolved against the
+// configuration's directory, labels for label names), `only:"target"`
+// keeps it out of defaults, and `item` and `hint` word its errors. Rules
+// that span several keys live in the one validation pass (resolve.go).
 //
 // # What is checked at load
 //

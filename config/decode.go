@@ -17,11 +17,10 @@ import (
 )
 
 // Compiled regular expressions are the package's only package-level state.
+// identRE (errors.go) matches label names and environment variable names.
 var (
-	labelNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 	yamlLineRE   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	targetNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.:-]+$`)
-	envNameRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // loc is where a key and its value were written (1-based lines).
@@ -320,7 +319,7 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 // labelName checks the name of a static label.
 func (p *parser) labelName(name, path string, line int) error {
 	switch {
-	case !labelNameRE.MatchString(name):
+	case !identRE.MatchString(name):
 		return p.errorf(line, path, "invalid label name %q: use letters, digits and _, not starting with a digit", name)
 	case strings.HasPrefix(name, "__"):
 		return p.errorf(line, path, "label names starting with __ are reserved for internal use")

@@ -268,7 +268,7 @@ func (p *parser) checkPassword(pw PasswordSource, info dsnInfo, tpath string) er
 		case empty:
 			return p.errorAt(file, "password file %s is empty", pw.File)
 		}
-	case hasEnv && !envNameRE.MatchString(pw.Env):
+	case hasEnv && !identRE.MatchString(pw.Env):
 		// Not quoted: a password written here by mistake must not leak.
 		return p.errorAt(env, "must be the name of an environment variable (letters, digits and _, not starting with a digit)")
 	case hasEnv && os.Getenv(pw.Env) == "":
