@@ -10,15 +10,28 @@
 // merge key by key. config.yaml.example at the top of the repository
 // documents every key and its default.
 //
+// # How a setting is declared
+//
+// A key is one field of Target (or of a type it holds), and its struct tags
+// say everything the decoder needs (decode.go): `yaml` is the key, `default`
+// its built-in default written as in YAML (absent: the zero value), `check`
+// its rules (required, nonempty, positive, ms for whole milliseconds,
+// nullable for null as empty, path for a file resolved against the
+// configuration's directory, labels for label names), `only:"target"`
+// keeps it out of defaults, and `item` and `hint` word its errors. Rules
+// that span several keys live in the one validation pass (resolve.go).
+//
 // # What is checked at load
 //
 // Besides the types and ranges of all values: target names are unique and
 // URL-safe; DSNs parse with pgx exactly as the probe pool will parse them;
-// each target has at most one password source; a password_file exists and
-// can be opened (its content is read only by PasswordSource.Read, once per
-// new connection); a password_env variable is set and not empty; tls files
-// exist and can be opened; static labels are valid Prometheus label names and
-// do not clash with the labels poolwatch sets itself (ReservedLabels).
+// each target has at most one password source; a password_file is a regular
+// file that can be opened and is not empty (its content is otherwise read
+// only by PasswordSource.Read, once per new connection); a password_env
+// variable is set and not empty; tls files are regular files that can be
+// opened; static labels are valid Prometheus label names and do not clash
+// with the labels poolwatch sets itself (ReservedLabels). No check blocks: a
+// FIFO or a device named as a file is refused, not opened for reading.
 //
 // # Relative paths
 //
@@ -36,6 +49,8 @@
 // several hosts (a target is one server), pgxpool's pool_* keys and
 // statement_timeout or lock_timeout (probe_pool sets those), and, for a
 // pgbouncer target, any database but the admin console "pgbouncer".
+// dsn.go is the one place that parses, rewrites (Target.ConnString) and
+// redacts (RedactDSN, RedactSecrets) a DSN.
 //
 // # Secrets
 //
@@ -48,7 +63,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"slices"
+	"reflect"
 	"time"
 )
 
@@ -102,12 +117,7 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
-	p := &parser{file: filename}
-	doc, err := p.document(data)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := p.resolve(doc)
+	targets, err := newParser(filename).parse(data)
 	if err != nil {
 		return nil, err
 	}
@@ -146,55 +156,60 @@ func (c *Config) Target(name string) (Target, bool) {
 // Target is one configured target with the defaults merged in. Every field is
 // set after Load: durations and sizes hold their effective values, never a
 // "use the default" zero, except where a comment says otherwise.
+//
+// The struct tags are the configuration's schema (see the package comment);
+// the field order is the order in which errors list the valid keys.
 type Target struct {
 	// Name is unique within the configuration, matches ^[a-zA-Z0-9_.:-]+$
 	// and is the value of the `target` label and of /probe?target=.
-	Name string
-	Kind Kind
+	Name string `yaml:"name" only:"target" check:"required,nonempty"`
+	Kind Kind   `yaml:"kind" only:"target" check:"required"`
 	// DSN is the connection string as written: a postgres:// or
 	// postgresql:// URL, or a keyword/value string, that pgx parses. It can
-	// contain a password: never log it; use RedactedDSN.
-	DSN string
+	// contain a password: never log it; use RedactedDSN. The probe pool
+	// connects with ConnString, which adds the TLS files.
+	DSN string `yaml:"dsn" only:"target" check:"required,nonempty"`
 	// Password is where the password comes from when it is not in the DSN.
 	// The zero value means none besides the DSN.
-	Password PasswordSource
+	Password PasswordSource `yaml:",inline" only:"target"`
+	// ApplicationPools are the application pools declared for a postgres
+	// target, in configuration order (a backend belongs to the first one
+	// that matches it). Always nil for pgbouncer targets, nil when none.
+	ApplicationPools []ApplicationPool `yaml:"application_pools" only:"target" item:"an application pool"`
+	// ScrapeTimeout bounds one scrape of this target (> 0).
+	ScrapeTimeout time.Duration `yaml:"scrape_timeout" default:"5s" check:"positive"`
+	// MinScrapeInterval: when > 0, a result younger than this is served
+	// again instead of querying the target. 0 means fresh data every scrape.
+	MinScrapeInterval time.Duration `yaml:"min_scrape_interval"`
+	// LeakThreshold: a connection of the target held this long with no
+	// activity counts as leaked (> 0).
+	LeakThreshold time.Duration `yaml:"leak_threshold" default:"5m" check:"positive"`
+	// SessionModeLeaks, for pgbouncer targets: count linked idle clients of
+	// session-mode pools as leaks. Always false for postgres targets.
+	SessionModeLeaks bool `yaml:"session_mode_leaks"`
+	// MaxPools caps the number of pools exported for this target (>= 1).
+	MaxPools int `yaml:"max_pools" default:"1000" check:"positive"`
 	// Labels are the static labels of every series of this target: the
 	// defaults' labels merged key by key with the target's. A label given
 	// the empty value in the target removes the default of that name. Never
 	// nil.
-	Labels map[string]string
-	// ScrapeTimeout bounds one scrape of this target (> 0).
-	ScrapeTimeout time.Duration
-	// MinScrapeInterval: when > 0, a result younger than this is served
-	// again instead of querying the target. 0 means fresh data every scrape.
-	MinScrapeInterval time.Duration
-	// LeakThreshold: a connection of the target held this long with no
-	// activity counts as leaked (> 0).
-	LeakThreshold time.Duration
-	// SessionModeLeaks, for pgbouncer targets: count linked idle clients of
-	// session-mode pools as leaks. Always false for postgres targets.
-	SessionModeLeaks bool
-	// MaxPools caps the number of pools exported for this target (>= 1).
-	MaxPools int
+	Labels map[string]string `yaml:"labels" check:"labels"`
 	// TLS holds optional files for TLS to the target. sslmode comes from
 	// the DSN; files given here are never also given in the DSN.
-	TLS TLSFiles
-	// ApplicationPools are the application pools declared for a postgres
-	// target, in configuration order (a backend belongs to the first one
-	// that matches it). Always nil for pgbouncer targets.
-	ApplicationPools []ApplicationPool
+	TLS TLSFiles `yaml:"tls"`
 	// ProbePool configures the agent's own pool for this target.
-	ProbePool ProbePool
+	ProbePool ProbePool `yaml:"probe_pool"`
 }
 
 // TLSFiles are optional files for TLS to a target, the equivalents of
-// libpq's sslrootcert, sslcert and sslkey. Empty means not set. CertFile and
-// KeyFile are either both set or both empty. Paths are resolved (see the
-// package comment) and were readable at load.
+// libpq's sslrootcert, sslcert and sslkey. Empty means not set (in the file,
+// "" or null unsets a default). CertFile and KeyFile are either both set or
+// both empty. Paths are resolved (see the package comment) and were regular
+// files that could be opened at load.
 type TLSFiles struct {
-	CAFile   string
-	CertFile string
-	KeyFile  string
+	CAFile   string `yaml:"ca_file" check:"nullable,path"`
+	CertFile string `yaml:"cert_file" check:"nullable,path"`
+	KeyFile  string `yaml:"key_file" check:"nullable,path"`
 }
 
 // ApplicationPool is an application's own connection pool, declared on a
@@ -202,54 +217,56 @@ type TLSFiles struct {
 type ApplicationPool struct {
 	// Name is the value of the `pool` label: unique within the target, not
 	// empty and not "server".
-	Name string
+	Name string `yaml:"name" check:"required,nonempty"`
 	// ApplicationName is a glob matched against application_name: `*`
 	// matches any run of characters, `?` any single character, and every
 	// other character matches itself. Never empty.
-	ApplicationName string
+	ApplicationName string `yaml:"application_name" check:"required,nonempty" hint:": use \"*\" to match every application"`
 	// User and Database are globs with the same syntax, matched against
 	// usename and datname. Empty matches anything.
-	User     string
-	Database string
+	User     string `yaml:"user"`
+	Database string `yaml:"database"`
 	// MinConnections and MaxConnections are the declared size of the
 	// application's pool; nil when not declared. When both are set,
 	// min <= max; MaxConnections is >= 1.
-	MinConnections *int
-	MaxConnections *int
+	MinConnections *int `yaml:"min_connections"`
+	MaxConnections *int `yaml:"max_connections" check:"positive"`
 }
 
 // ProbePool configures the agent's own connection pool for one target.
 type ProbePool struct {
-	// MinConnections (>= 0) are kept open once the pool is in use;
-	// MaxConnections (>= 1, >= MinConnections) is the pool's hard limit.
-	MinConnections int
-	MaxConnections int
-	// AcquireRetries is the number of retries after a failed first attempt
-	// to acquire a healthy connection: an acquire makes at most
-	// 1 + AcquireRetries attempts, with a backoff between them. 0 means
-	// a single attempt.
-	AcquireRetries int
+	// MinConnections (>= 0, default 1) are kept open between scrapes once
+	// the pool is in use, so that a full server or pooler cannot lock the
+	// agent out when it matters; MaxConnections (>= 1, >= MinConnections)
+	// is the pool's hard limit.
+	MinConnections int `yaml:"min_connections" default:"1"`
+	MaxConnections int `yaml:"max_connections" default:"2" check:"positive"`
 	// ConnectTimeout bounds dialling and authenticating a new connection;
 	// HealthCheckTimeout bounds one health check. Both are > 0 and at most
 	// the target's ScrapeTimeout. Defaults: min(3s, scrape timeout) and
 	// min(1s, scrape timeout).
-	ConnectTimeout     time.Duration
-	HealthCheckTimeout time.Duration
+	ConnectTimeout     time.Duration `yaml:"connect_timeout" check:"positive"`
+	HealthCheckTimeout time.Duration `yaml:"health_check_timeout" check:"positive"`
+	// AcquireRetries is the number of retries after a failed first attempt
+	// to acquire a healthy connection: an acquire makes at most
+	// 1 + AcquireRetries attempts, with a backoff between them. 0 means
+	// a single attempt.
+	AcquireRetries int `yaml:"acquire_retries" default:"3"`
 	// RetryBackoff is the wait before the first retry (>= 0; 0 means retry
 	// at once). The probe pool doubles it for each further retry, up to 5s.
-	RetryBackoff time.Duration
+	RetryBackoff time.Duration `yaml:"retry_backoff" default:"100ms"`
 	// LeakThreshold: one of the agent's own connections held this long
 	// counts as leaked (> 0).
-	LeakThreshold time.Duration
+	LeakThreshold time.Duration `yaml:"leak_threshold" default:"30s" check:"positive"`
 	// IdleClose: a probe pool unused for this long closes its connections.
 	// 0 means never.
-	IdleClose time.Duration
+	IdleClose time.Duration `yaml:"idle_close" default:"10m"`
 	// StatementTimeout and LockTimeout are sent as runtime parameters on
 	// postgres targets, in whole milliseconds. StatementTimeout is > 0 (a
 	// configured 0 means the scrape timeout); LockTimeout 0 means no lock
 	// timeout. Both are 0 on pgbouncer targets, whose console rejects them.
-	StatementTimeout time.Duration
-	LockTimeout      time.Duration
+	StatementTimeout time.Duration `yaml:"statement_timeout" check:"ms"`
+	LockTimeout      time.Duration `yaml:"lock_timeout" default:"1s" check:"ms"`
 }
 
 // RedactedDSN returns the DSN with its password replaced by "xxxxx".
@@ -258,65 +275,29 @@ func (t Target) RedactedDSN() string { return RedactDSN(t.DSN) }
 // Equal reports whether t and o are the same target in every field. Reload
 // uses it to keep the pools of unchanged targets. It compares configuration
 // only: a changed password file content does not make a target unequal (the
-// password is read again for every new connection anyway).
+// password is read again for every new connection anyway). Nil and empty
+// Labels or ApplicationPools are equal, and pointers are compared by value.
 func (t Target) Equal(o Target) bool {
-	return t.Name == o.Name &&
-		t.Kind == o.Kind &&
-		t.DSN == o.DSN &&
-		t.Password == o.Password &&
-		maps.Equal(t.Labels, o.Labels) &&
-		t.ScrapeTimeout == o.ScrapeTimeout &&
-		t.MinScrapeInterval == o.MinScrapeInterval &&
-		t.LeakThreshold == o.LeakThreshold &&
-		t.SessionModeLeaks == o.SessionModeLeaks &&
-		t.MaxPools == o.MaxPools &&
-		t.TLS == o.TLS &&
-		slices.EqualFunc(t.ApplicationPools, o.ApplicationPools, ApplicationPool.Equal) &&
-		t.ProbePool == o.ProbePool
+	return reflect.DeepEqual(t.clone(), o.clone())
 }
 
-// Equal reports whether p and o are the same application pool, comparing
-// the values of MinConnections and MaxConnections rather than the pointers.
-func (p ApplicationPool) Equal(o ApplicationPool) bool {
-	return p.Name == o.Name &&
-		p.ApplicationName == o.ApplicationName &&
-		p.User == o.User &&
-		p.Database == o.Database &&
-		equalIntPtr(p.MinConnections, o.MinConnections) &&
-		equalIntPtr(p.MaxConnections, o.MaxConnections)
-}
-
-func equalIntPtr(a, b *int) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return *a == *b
-}
-
-// clone returns a deep copy of t.
+// clone returns a deep copy of t in canonical form: Labels never nil,
+// ApplicationPools nil when empty.
 func (t Target) clone() Target {
 	c := t
 	c.Labels = maps.Clone(t.Labels)
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
 	}
-	if t.ApplicationPools != nil {
-		c.ApplicationPools = make([]ApplicationPool, len(t.ApplicationPools))
-		for i, p := range t.ApplicationPools {
-			c.ApplicationPools[i] = p.clone()
-		}
+	c.ApplicationPools = nil
+	for _, p := range t.ApplicationPools {
+		p.MinConnections, p.MaxConnections = cloneInt(p.MinConnections), cloneInt(p.MaxConnections)
+		c.ApplicationPools = append(c.ApplicationPools, p)
 	}
 	return c
 }
 
-func (p ApplicationPool) clone() ApplicationPool {
-	c := p
-	c.MinConnections = cloneIntPtr(p.MinConnections)
-	c.MaxConnections = cloneIntPtr(p.MaxConnections)
-	return c
-}
-
-func cloneIntPtr(p *int) *int {
+func cloneInt(p *int) *int {
 	if p == nil {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,12 +105,17 @@ func badConfigs() map[string]string {
 		"password-env-invalid-name.yml":            `testdata/bad/password-env-invalid-name.yml:5: targets[0].password_env: must be the name of an environment variable (letters, digits and _, not starting with a digit)`,
 		"password-env-unset.yml":                   `testdata/bad/password-env-unset.yml:5: targets[0].password_env: environment variable "POOLWATCH_TEST_UNSET_PASSWORD" is not set or empty`,
 		"password-file-and-env.yml":                `testdata/bad/password-file-and-env.yml:6: targets[0].password_env: more than one password source (password_file and password_env): keep one`,
+		"password-file-device.yml":                 `testdata/bad/password-file-device.yml:5: targets[0].password_file: cannot read password file: /dev/null is a device, not a regular file`,
 		"password-file-directory.yml":              `testdata/bad/password-file-directory.yml:5: targets[0].password_file: cannot read password file: testdata/bad/secrets/a-directory is a directory`,
+		"password-file-empty.yml":                  `testdata/bad/password-file-empty.yml:5: targets[0].password_file: password file testdata/bad/secrets/empty is empty`,
+		"password-file-fifo.yml":                   `testdata/bad/password-file-fifo.yml:5: targets[0].password_file: cannot read password file: testdata/bad/secrets/fifo is a named pipe (FIFO), not a regular file`,
+		"password-file-newline-only.yml":           `testdata/bad/password-file-newline-only.yml:5: targets[0].password_file: password file testdata/bad/secrets/newline-only is empty`,
 		"password-file-empty-path.yml":             `testdata/bad/password-file-empty-path.yml:5: targets[0].password_file: must not be empty`,
 		"password-file-missing.yml":                `testdata/bad/password-file-missing.yml:5: targets[0].password_file: cannot read password file: open testdata/bad/secrets/no-such-file: no such file or directory`,
 		"pgbouncer-not-console.yml":                `testdata/bad/pgbouncer-not-console.yml:4: targets[0].dsn: a pgbouncer target connects to the admin console: the DSN's database must be "pgbouncer", not "orders"`,
 		"probe-max-less-than-default-min.yml":      `testdata/bad/probe-max-less-than-default-min.yml:10: targets[0].probe_pool.max_connections: 1 is less than min_connections 2 (defaults.probe_pool.min_connections, line 3)`,
 		"probe-min-greater-than-default-max.yml":   `testdata/bad/probe-min-greater-than-default-max.yml:9: targets[0].probe_pool.min_connections: 4 is greater than max_connections 3 (defaults.probe_pool.max_connections, line 3)`,
+		"probe-min-greater-than-builtin-max.yml":   `testdata/bad/probe-min-greater-than-builtin-max.yml:3: defaults.probe_pool.min_connections: 3 is greater than max_connections 2 (built-in default)`,
 		"probe-min-greater-than-max.yml":           `testdata/bad/probe-min-greater-than-max.yml:3: defaults.probe_pool.min_connections: 4 is greater than max_connections 2 (defaults.probe_pool.max_connections, line 4)`,
 		"root-not-mapping.yml":                     `testdata/bad/root-not-mapping.yml:1: (root): the configuration must be a mapping with the keys defaults and targets, not a list`,
 		"scrape-timeout-below-connect-timeout.yml": `testdata/bad/scrape-timeout-below-connect-timeout.yml:8: targets[0].scrape_timeout: 2s is shorter than probe_pool.connect_timeout 3s (defaults.probe_pool.connect_timeout, line 3)`,
@@ -128,6 +134,7 @@ func badConfigs() map[string]string {
 		"targets-not-list.yml":                     `testdata/bad/targets-not-list.yml:2: targets: must be a list, not a mapping`,
 		"tls-cert-without-key.yml":                 `testdata/bad/tls-cert-without-key.yml:6: targets[0].tls.cert_file: cert_file needs key_file too`,
 		"tls-conflicts-with-dsn.yml":               `testdata/bad/tls-conflicts-with-dsn.yml:7: targets[0].dsn: the DSN sets sslrootcert and tls.ca_file is set too (defaults.tls.ca_file, line 3): set the file in one place`,
+		"tls-file-device.yml":                      `testdata/bad/tls-file-device.yml:3: defaults.tls.ca_file: cannot read file: /dev/null is a device, not a regular file`,
 		"tls-file-missing.yml":                     `testdata/bad/tls-file-missing.yml:3: defaults.tls.ca_file: cannot read file: open testdata/bad/tls/missing-ca.pem: no such file or directory`,
 		"tls-with-sslmode-disable.yml":             `testdata/bad/tls-with-sslmode-disable.yml:4: targets[0].dsn: tls.ca_file is set (targets[0].tls.ca_file, line 6) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value`,
 		"unknown-key-application-pool.yml":         `testdata/bad/unknown-key-application-pool.yml:8: targets[0].application_pools[0].max_size: unknown key; valid keys here: name, application_name, user, database, min_connections, max_connections`,
@@ -148,8 +155,15 @@ func badConfigs() map[string]string {
 	}
 }
 
+// fifoFile is the FIFO that testdata/bad/password-file-fifo.yml names: git
+// cannot hold one, so the test makes it.
+const fifoFile = "testdata/bad/secrets/fifo"
+
 func TestLoad_RejectsEachBadConfigWithItsExactError(t *testing.T) {
 	hermeticEnv(t)
+	_ = os.Remove(fifoFile) // left by a killed run
+	require.NoError(t, syscall.Mkfifo(fifoFile, 0o600))
+	t.Cleanup(func() { _ = os.Remove(fifoFile) })
 	want := badConfigs()
 	files, err := filepath.Glob("testdata/bad/*.yml")
 	require.NoError(t, err)
@@ -185,7 +199,7 @@ func TestLoad_MinimalConfigGetsBuiltinDefaults(t *testing.T) {
 		LeakThreshold:     5 * time.Minute,
 		MaxPools:          1000,
 		ProbePool: ProbePool{
-			MinConnections:     0,
+			MinConnections:     1, // the probe pool keeps one connection between scrapes
 			MaxConnections:     2,
 			AcquireRetries:     3,
 			ConnectTimeout:     3 * time.Second,
@@ -328,6 +342,51 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	pb := m.ProbePool
 	pb.StatementTimeout, pb.LockTimeout = 0, 0
 	require.Equal(t, pb, bouncer.ProbePool)
+}
+
+// TestLoad_RefusesAFIFOWithoutBlocking names, as password_file and as
+// tls.ca_file, a FIFO that no one writes to: opening it for reading would
+// block forever. Load must refuse it at once; the 10 s bound only keeps a
+// regression from hanging the suite.
+func TestLoad_RefusesAFIFOWithoutBlocking(t *testing.T) {
+	hermeticEnv(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	for key, yml := range map[string]string{
+		"targets[0].password_file": "targets:\n  - name: db1\n    kind: postgres\n    dsn: postgres://u@db1/postgres\n    password_file: fifo\n",
+		"targets[0].tls.ca_file":   "targets:\n  - name: db1\n    kind: postgres\n    dsn: postgres://u@db1/postgres\n    tls: {ca_file: fifo}\n",
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Parse(filepath.Join(dir, "c.yml"), []byte(yml))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			var cerr *Error
+			require.ErrorAs(t, err, &cerr)
+			require.Equal(t, key, cerr.Path)
+			require.Contains(t, cerr.Msg, fifo+" is a named pipe (FIFO), not a regular file")
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Parse blocked on a FIFO", key)
+		}
+	}
+}
+
+// TestParse_PasswordFileOfAShortPasswordIsNotEmpty: only a file holding
+// nothing or a lone newline is empty; one or two bytes of password are not.
+func TestParse_PasswordFileOfAShortPasswordIsNotEmpty(t *testing.T) {
+	hermeticEnv(t)
+	for content, empty := range map[string]bool{"": true, "\n": true, "\r\n": true, "x": false, "x\n": false, "xy": false, "\n\n": false, "\r\nx": false} {
+		pw := writeFile(t, content)
+		_, err := Parse("c.yml", []byte("targets:\n  - name: db1\n    kind: postgres\n    dsn: postgres://u@db1/postgres\n    password_file: "+pw+"\n"))
+		if empty {
+			require.EqualError(t, err, "c.yml:5: targets[0].password_file: password file "+pw+" is empty", "content %q", content)
+		} else {
+			require.NoError(t, err, "content %q", content)
+		}
+	}
 }
 
 func TestLoad_MissingFileWrapsTheOSError(t *testing.T) {

@@ -1,40 +1,59 @@
 package config
 
 import (
-	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// redactMask replaces a password in RedactDSN's output.
+// This file is the one place that parses, rewrites and redacts a DSN.
+//
+// Parsing is pgx's own (pgx.ParseConfig), which is what the probe pool uses.
+// pgx does not serve for one question: which keys the DSN itself writes.
+// ParseConfig merges in the PG* environment variables, the passfile and its
+// defaults, and turns the TLS file names into a tls.Config, while validation
+// must tell a password written in the DSN from PGPASSWORD, and a
+// sslrootcert written in the DSN from tls.ca_file; its readers of the two
+// forms are unexported, and ParseConfigOptions.ConnStringAllowedKeys names
+// only one rejected key, in an error text. dsnSettings answers it, on DSNs
+// that pgx has already accepted, following pgx's (and libpq's) rules:
+// splitURL for URLs, kvPairRE for keyword/value strings.
+
+// redactMask replaces a password in redacted text.
 const redactMask = "xxxxx"
 
-// schemeRE matches a URL scheme at the start of a DSN.
-var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
-
-// dsnForm is the syntax a DSN is written in.
-type dsnForm int
-
-const (
-	formKeywordValue dsnForm = iota
-	formURL
+// Compiled once; never modified.
+var (
+	// schemeRE matches a URL scheme at the start of a DSN.
+	schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
+	// kvPairRE matches one key=value pair of a keyword/value string, the
+	// value single-quoted or bare, with backslash escapes, as libpq and pgx
+	// read them.
+	kvPairRE   = regexp.MustCompile(`([^\s=]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)`)
+	kvEscapeRE = regexp.MustCompile(`(?s)\\(.)`)
+	// secretKVRE, secretParamRE and secretURLRE match a password in free
+	// text (its last group): the value of a [ssl]password keyword that is
+	// not a URL parameter (quoted, or up to the next white space), any URL
+	// query parameter (RedactSecrets masks those whose decoded name is a
+	// password's), and the userinfo of a URL after the user name, up to the
+	// last "@" before white space.
+	secretKVRE    = regexp.MustCompile(`(?i)(^|[^\w?&%])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s\\]|\\.)+)`)
+	secretParamRE = regexp.MustCompile(`([?&][^=&\s]*=)([^&\s]*)`)
+	secretURLRE   = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(\S*)@`)
+	// dsnUserinfoRE is secretURLRE for a DSN on its own, where white space
+	// does not end the URL.
+	dsnUserinfoRE = regexp.MustCompile(`(?s)^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)(.*)@`)
 )
-
-func formOf(dsn string) dsnForm {
-	if schemeRE.MatchString(dsn) {
-		return formURL
-	}
-	return formKeywordValue
-}
 
 // dsnInfo is what validation learnt about a valid DSN.
 type dsnInfo struct {
 	// settings are the keys written in the DSN itself (not from the
-	// environment or defaults), with libpq's dbname as "database".
+	// environment or defaults), with their values.
 	settings map[string]string
 	// usesTLS is false when no connection attempt can use TLS
 	// (sslmode=disable, or a Unix socket).
@@ -59,22 +78,15 @@ func (d dsnInfo) hasPassword() bool { return d.settings["password"] != "" }
 // Like pgx, it takes PG* environment variables into account. The message it
 // returns never contains the DSN or its password.
 func checkDSN(dsn string, kind Kind) (dsnInfo, string) {
-	if dsn == "" {
-		return dsnInfo{}, "must not be empty"
-	}
 	if m := schemeRE.FindStringSubmatch(dsn); m != nil && m[1] != "postgres" && m[1] != "postgresql" {
 		return dsnInfo{}, fmt.Sprintf("unsupported DSN scheme %q: use postgres:// or postgresql://, or a keyword/value string", m[1])
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return dsnInfo{}, "invalid DSN: " + pgxReason(err, passwordCandidates(dsn))
+		return dsnInfo{}, "invalid DSN: " + pgxReason(err, dsn)
 	}
-	settings, err := dsnSettings(dsn)
-	if err != nil {
-		// pgx accepted it, so this is a disagreement between the two parsers.
-		return dsnInfo{}, "invalid DSN: " + err.Error()
-	}
-	for k := range settings {
+	settings := dsnSettings(dsn)
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		if strings.HasPrefix(k, "pool_") {
 			return dsnInfo{}, fmt.Sprintf("the DSN sets %s: pool settings belong under probe_pool", k)
 		}
@@ -105,294 +117,159 @@ func checkDSN(dsn string, kind Kind) (dsnInfo, string) {
 	return dsnInfo{settings: settings, usesTLS: usesTLS}, ""
 }
 
-// pgxReason extracts the reason from a pgx ParseConfig error, whose text is
-// "cannot parse `<best-effort redacted DSN>`: <reason>". Only the part after
-// the last "`: " is kept, so nothing of the DSN itself survives, and any
-// password candidate is masked in it as well. An error of another shape is
-// not quoted at all.
-func pgxReason(err error, secrets []string) string {
+// pgxReason extracts the reason from the error of pgx.ParseConfig(dsn),
+// whose text is "cannot parse `<best-effort redacted DSN>`: <reason>". Only
+// the part after the last "`: " is kept, so nothing of the DSN itself
+// survives, and the reason (which can quote a value of the DSN) is cleared
+// of everything in dsn that RedactSecrets would mask, as written, unquoted
+// and percent-decoded. An error of another shape is not quoted at all.
+func pgxReason(err error, dsn string) string {
 	s := err.Error()
 	i := strings.LastIndex(s, "`: ")
 	if i < 0 {
 		return "pgx cannot parse it"
 	}
 	s = s[i+len("`: "):]
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, redactMask)
+	for _, re := range []*regexp.Regexp{dsnUserinfoRE, secretKVRE, secretParamRE} {
+		for _, m := range re.FindAllStringSubmatch(dsn, -1) {
+			if re == secretParamRE && !isPasswordParam(m[1]) {
+				continue
+			}
+			sec := m[len(m)-1]
+			for _, sec := range []string{sec, strings.Trim(sec, "'"), unescape(sec)} {
+				if sec != "" {
+					s = strings.ReplaceAll(s, sec, redactMask)
+				}
+			}
 		}
 	}
 	return s
 }
 
-// passwordCandidates returns every string in dsn that might be a password,
-// generously, for masking error texts of DSNs that did not parse.
-func passwordCandidates(dsn string) []string {
-	var out []string
-	add := func(s string) {
-		if s == "" {
-			return
-		}
-		out = append(out, s)
-		if d, err := url.PathUnescape(s); err == nil && d != s {
-			out = append(out, d)
-		}
-	}
-	if formOf(dsn) == formURL {
-		rest := dsn[len(schemeRE.FindString(dsn)):]
-		if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
-			if _, pw, ok := strings.Cut(rest[:i], ":"); ok {
-				add(pw)
-			}
-		}
-		// A password with an unencoded '/', '?' or '@' strands the userinfo:
-		// everything between the first ':' and the last '@' may be secret.
-		if last := strings.LastIndexByte(rest, '@'); last >= 0 {
-			if _, pw, ok := strings.Cut(rest[:last], ":"); ok {
-				add(pw)
-			}
-		}
-		for _, seg := range strings.FieldsFunc(rest, func(r rune) bool { return r == '?' || r == '&' }) {
-			if k, v, ok := strings.Cut(seg, "="); ok && isPasswordKey(unescapeOr(k)) {
-				add(v)
-			}
-		}
-		return out
-	}
-	toks, _ := tokenizeKV(dsn)
-	for _, t := range toks {
-		if isPasswordKey(t.key) {
-			add(t.val)
-			add(dsn[t.valStart:t.valEnd])
-		}
-	}
-	// An unterminated quote or similar: everything after "password" may be
-	// secret.
-	if i := strings.Index(strings.ToLower(dsn), "password"); i >= 0 {
-		if _, v, ok := strings.Cut(dsn[i:], "="); ok {
-			add(strings.TrimLeft(v, " \t\n\r\v\f'"))
-		}
-	}
-	return out
-}
-
-func isPasswordKey(k string) bool {
-	k = strings.ToLower(k)
-	return k == "password" || k == "sslpassword"
-}
-
-func unescapeOr(s string) string {
+// unescape percent-decodes s, or returns it as it is if it does not decode.
+func unescape(s string) string {
 	if d, err := url.PathUnescape(s); err == nil {
 		return d
 	}
 	return s
 }
 
-// kvToken is one key=value pair of a keyword/value DSN.
-type kvToken struct {
-	key, val         string
-	valStart, valEnd int // the raw value, quotes included, is dsn[valStart:valEnd]
-}
-
-// tokenizeKV splits a keyword/value connection string following libpq's
-// (and pgx's) rules: whitespace-separated key = value pairs, a value either
-// bare with backslash escapes or single-quoted with backslash escapes. It
-// returns the tokens read before any error.
-func tokenizeKV(s string) ([]kvToken, error) {
-	const space = " \t\n\r\v\f"
-	var toks []kvToken
-	i := 0
-	skip := func() {
-		for i < len(s) && strings.IndexByte(space, s[i]) >= 0 {
-			i++
-		}
-	}
-	skip()
-	for i < len(s) {
-		eq := strings.IndexByte(s[i:], '=')
-		if eq < 0 {
-			return toks, errors.New("invalid keyword/value: missing \"=\"")
-		}
-		key := strings.Trim(s[i:i+eq], space)
-		if key == "" || strings.ContainsAny(key, space) {
-			return toks, errors.New("invalid keyword/value: bad key")
-		}
-		i += eq + 1
-		skip()
-		start := i
-		var val strings.Builder
-		if i < len(s) && s[i] == '\'' {
-			i++
-			for {
-				if i >= len(s) {
-					return toks, errors.New("unterminated quoted string")
-				}
-				c := s[i]
-				if c == '\'' {
-					i++
-					break
-				}
-				if c == '\\' {
-					i++
-					if i >= len(s) {
-						return toks, errors.New("unterminated quoted string")
-					}
-					c = s[i]
-				}
-				val.WriteByte(c)
-				i++
-			}
-		} else {
-			for i < len(s) && strings.IndexByte(space, s[i]) < 0 {
-				c := s[i]
-				if c == '\\' {
-					i++
-					if i >= len(s) {
-						break
-					}
-					c = s[i]
-				}
-				val.WriteByte(c)
-				i++
-			}
-		}
-		if key == "dbname" {
-			key = "database"
-		}
-		toks = append(toks, kvToken{key: key, val: val.String(), valStart: start, valEnd: i})
-		skip()
-	}
-	return toks, nil
-}
-
-// dsnSettings returns the settings written in a DSN that pgx accepted, in
-// pgx's spelling (dbname becomes database). It ignores the environment.
-func dsnSettings(dsn string) (map[string]string, error) {
+// dsnSettings returns the keys that a DSN accepted by pgx writes itself,
+// with their values as pgx reads them (see the top of this file).
+func dsnSettings(dsn string) map[string]string {
 	settings := map[string]string{}
-	if formOf(dsn) == formKeywordValue {
-		toks, err := tokenizeKV(dsn)
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range toks {
-			if t.key == "user" && t.val == "" {
-				continue
+	if !schemeRE.MatchString(dsn) {
+		for _, m := range kvPairRE.FindAllStringSubmatch(dsn, -1) {
+			if v := m[2]; strings.HasPrefix(v, "'") {
+				m[2] = v[1 : len(v)-1]
 			}
-			settings[t.key] = t.val
+			settings[m[1]] = kvEscapeRE.ReplaceAllString(m[2], "$1")
 		}
-		return settings, nil
+		return settings
 	}
-	rest := dsn[len(schemeRE.FindString(dsn)):]
-	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
-		user, pw, hasPW := strings.Cut(rest[:i], ":")
-		rest = rest[i+1:]
-		if user != "" {
-			settings["user"] = unescapeOr(user)
-		}
-		if hasPW && pw != "" {
-			settings["password"] = unescapeOr(pw)
-		}
+	userinfo, rest := splitURL(dsn)
+	if _, pw, ok := strings.Cut(userinfo, ":"); ok {
+		settings["password"] = unescape(pw)
 	}
-	hostPart, query, _ := strings.Cut(rest, "?")
-	hosts, db, _ := strings.Cut(hostPart, "/")
-	if hosts != "" {
-		settings["host"] = unescapeOr(hosts)
-	}
-	if db != "" {
-		settings["database"] = unescapeOr(db)
-	}
-	if query != "" {
+	if _, query, ok := strings.Cut(rest, "?"); ok {
 		for _, pair := range strings.Split(query, "&") {
-			k, v, ok := strings.Cut(pair, "=")
-			if !ok {
-				return nil, errors.New("invalid URL query parameter")
-			}
-			k = unescapeOr(k)
-			if k == "dbname" {
-				k = "database"
-			}
-			settings[k] = unescapeOr(v)
+			k, v, _ := strings.Cut(pair, "=")
+			settings[unescape(k)] = unescape(v)
 		}
 	}
-	return settings, nil
+	return settings
 }
 
-// RedactDSN returns dsn with every password replaced by "xxxxx": the
-// userinfo password and the password and sslpassword parameters of a URL,
-// and the password and sslpassword keys of a keyword/value string. It is for
-// logs and messages, and it errs on the side of hiding: in a malformed DSN
-// whose structure is ambiguous it masks everything that could be a password,
-// which can hide more than the password.
+// splitURL returns the userinfo of a URL DSN and what follows it, as pgx
+// (like libpq) reads them: the userinfo ends at the first "@" that comes
+// before any "/".
+func splitURL(dsn string) (userinfo, rest string) {
+	rest = dsn[len(schemeRE.FindString(dsn)):]
+	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+		return rest[:i], rest[i+1:]
+	}
+	return "", rest
+}
+
+// RedactDSN returns dsn, a URL or a keyword/value string, with every
+// password replaced by "xxxxx": the userinfo password and the password and
+// sslpassword parameters of a URL, and the password and sslpassword keys of
+// a keyword/value string. It is for logs and messages, and it errs on the
+// side of hiding: in a malformed DSN whose structure is ambiguous it masks
+// everything that could be a password, which can hide more than the
+// password. It is RedactSecrets, except that white space does not end a URL.
 func RedactDSN(dsn string) string {
-	if formOf(dsn) == formURL {
-		return redactURL(dsn)
-	}
-	return redactKV(dsn)
+	return RedactSecrets(dsnUserinfoRE.ReplaceAllString(dsn, "${1}"+redactMask+"@"))
 }
 
-func redactURL(dsn string) string {
-	prefix := schemeRE.FindString(dsn)
-	rest := dsn[len(prefix):]
-	var b strings.Builder
-	b.WriteString(prefix)
-	if last := strings.LastIndexByte(rest, '@'); last >= 0 {
-		first := strings.IndexAny(rest, "@/")
-		if first == last {
-			// One '@' and it ends the userinfo: the structure is clear.
-			user, _, hasPW := strings.Cut(rest[:last], ":")
-			b.WriteString(user)
-			if hasPW {
-				b.WriteString(":" + redactMask)
-			}
-		} else {
-			// A stray '@' (or a password with an unencoded '/' or '@')
-			// makes the userinfo ambiguous: mask everything up to the last
-			// '@'.
-			b.WriteString(redactMask)
+// RedactSecrets returns text, an error message or a log line that may quote
+// connection strings, with every password replaced by "xxxxx": the value of
+// a password or sslpassword keyword (quoted, or up to the next white space)
+// or URL parameter (its name percent-decoded), and the password in a URL's
+// userinfo (up to the last "@" before white space).
+func RedactSecrets(text string) string {
+	text = secretURLRE.ReplaceAllString(text, "${1}"+redactMask+"@")
+	text = secretKVRE.ReplaceAllString(text, "${1}${2}"+redactMask)
+	return secretParamRE.ReplaceAllStringFunc(text, func(param string) string {
+		if m := secretParamRE.FindStringSubmatch(param); isPasswordParam(m[1]) {
+			return m[1] + redactMask
 		}
-		b.WriteByte('@')
-		rest = rest[last+1:]
-	}
-	// Mask password parameters wherever a "?" or "&" starts one.
-	for {
-		i := strings.IndexAny(rest, "?&")
-		if i < 0 {
-			b.WriteString(rest)
-			break
-		}
-		b.WriteString(rest[:i+1])
-		rest = rest[i+1:]
-		end := strings.IndexAny(rest, "?&")
-		if end < 0 {
-			end = len(rest)
-		}
-		if k, _, ok := strings.Cut(rest[:end], "="); ok && isPasswordKey(unescapeOr(k)) {
-			b.WriteString(k + "=" + redactMask)
-			rest = rest[end:]
-		}
-	}
-	return b.String()
+		return param
+	})
 }
 
-func redactKV(dsn string) string {
-	toks, err := tokenizeKV(dsn)
+// isPasswordParam reports whether "?name=" or "&name=" starts a URL
+// parameter that holds a password.
+func isPasswordParam(start string) bool {
+	k := strings.ToLower(unescape(start[1 : len(start)-1]))
+	return k == "password" || k == "sslpassword"
+}
+
+// RedactError returns an error whose text is err's passed through
+// RedactSecrets, and which unwraps to err; nil for nil.
+func RedactError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return redactedError{err}
+}
+
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return RedactSecrets(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+// ConnString returns the DSN with the target's TLS files added, in the DSN's
+// own form: as sslrootcert, sslcert and sslkey parameters appended to the
+// query of a URL (percent-encoded; the rest of the DSN is left as written),
+// or as quoted key='value' pairs appended to a keyword/value string. Without
+// TLS files it returns the DSN unchanged. The probe pool connects with it.
+// It contains the DSN's password: never log it.
+func (t Target) ConnString() string {
 	var b strings.Builder
-	pos := 0
-	for _, t := range toks {
-		if isPasswordKey(t.key) {
-			b.WriteString(dsn[pos:t.valStart])
-			b.WriteString(redactMask)
-			pos = t.valEnd
+	b.WriteString(t.DSN)
+	_, rest := splitURL(t.DSN)
+	sep := "&"
+	switch {
+	case !schemeRE.MatchString(t.DSN):
+		sep = " "
+	case !strings.Contains(rest, "?"):
+		sep = "?"
+	case strings.HasSuffix(rest, "?") || strings.HasSuffix(rest, "&"):
+		sep = ""
+	}
+	for _, f := range tlsFiles(t.TLS) {
+		switch {
+		case f.path == "":
+			continue
+		case sep == " ":
+			fmt.Fprintf(&b, " %s='%s'", f.dsnKey, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(f.path))
+		default:
+			// QueryEscape writes a space as "+", which pgx, like libpq, reads
+			// as a "+".
+			fmt.Fprintf(&b, "%s%s=%s", sep, f.dsnKey, strings.ReplaceAll(url.QueryEscape(f.path), "+", "%20"))
+			sep = "&"
 		}
 	}
-	tail := dsn[pos:]
-	if err != nil {
-		// Malformed after the last good token: hide everything from a
-		// "password" onwards.
-		if i := strings.Index(strings.ToLower(tail), "password"); i >= 0 {
-			tail = tail[:i] + "password=" + redactMask
-		}
-	}
-	b.WriteString(tail)
 	return b.String()
 }

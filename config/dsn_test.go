@@ -1,6 +1,11 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,10 +24,13 @@ func TestRedactDSN_ReplacesPasswordsInEveryForm(t *testing.T) {
 		{"url both", "postgres://u:S3cret@db1/postgres?password=S3cret2", "postgres://u:xxxxx@db1/postgres?password=xxxxx"},
 		{"url no password", "postgres://u@db1/postgres?sslmode=disable", "postgres://u@db1/postgres?sslmode=disable"},
 		{"url no userinfo", "postgres://db1/postgres", "postgres://db1/postgres"},
-		{"url unencoded slash", "postgres://u:S3c/ret@db1/postgres", "postgres://xxxxx@db1/postgres"},
-		{"url unencoded at", "postgres://u:S3c@ret@db1/postgres", "postgres://xxxxx@db1/postgres"},
-		{"url ambiguous at in query over-masks", "postgres://u:S3cret@db1/postgres?application_name=a@b", "postgres://xxxxx@b"},
-		{"url ambiguous keeps later password masked", "postgres://db1/postgres?application_name=a@b&password=S3cret", "postgres://xxxxx@b&password=xxxxx"},
+		{"url unencoded slash", "postgres://u:S3c/ret@db1/postgres", "postgres://u:xxxxx@db1/postgres"},
+		{"url unencoded at", "postgres://u:S3c@ret@db1/postgres", "postgres://u:xxxxx@db1/postgres"},
+		{"url ambiguous at in query over-masks", "postgres://u:S3cret@db1/postgres?application_name=a@b", "postgres://u:xxxxx@b"},
+		{"url at in query keeps a later password masked", "postgres://db1/postgres?application_name=a@b&password=S3cret", "postgres://db1/postgres?application_name=a@b&password=xxxxx"},
+		{"url host and port before an at over-masks", "postgres://db1:5432/postgres?application_name=a@b", "postgres://db1:xxxxx@b"},
+		{"url user with a question mark", "postgres://u?x:S3cret@db1/postgres", "postgres://u?x:xxxxx@db1/postgres"},
+		{"url password with a space", "postgres://u:S3c ret@db1/postgres", "postgres://u:xxxxx@db1/postgres"},
 		{"other scheme", "mysql://u:S3cret@db1/orders", "mysql://u:xxxxx@db1/orders"},
 		{"kv bare", "host=db1 user=u password=S3cret dbname=postgres", "host=db1 user=u password=xxxxx dbname=postgres"},
 		{"kv quoted with escapes", `host=db1 password='S3 cr\'et' user=u`, "host=db1 password=xxxxx user=u"},
@@ -32,6 +40,9 @@ func TestRedactDSN_ReplacesPasswordsInEveryForm(t *testing.T) {
 		{"kv unterminated quote", "host=db1 password='S3cret host=db2", "host=db1 password=xxxxx"},
 		{"kv broken before password", "host='db1 password=S3cret", "host='db1 password=xxxxx"},
 		{"kv no password", "host=db1 user=u", "host=db1 user=u"},
+		{"kv empty password takes the next word, as pgx does", "password= S3cret host=db1", "password= xxxxx host=db1"},
+		{"kv password key inside a value is masked too", "application_name=password=S3cret host=db1", "application_name=password=xxxxx host=db1"},
+		{"kv key ending in password is not a password", "host=db1 mypassword=x", "host=db1 mypassword=x"},
 		{"empty", "", ""},
 	}
 	for _, tc := range cases {
@@ -41,6 +52,29 @@ func TestRedactDSN_ReplacesPasswordsInEveryForm(t *testing.T) {
 			require.NotContains(t, got, "S3c")
 		})
 	}
+}
+
+func TestRedactSecrets_RemovesPasswordsQuotedInErrorText(t *testing.T) {
+	for in, want := range map[string]string{
+		"failed: host=x password=S3cret user=u":                          "failed: host=x password=xxxxx user=u",
+		"failed: host=x password='S3c ret' user=u":                       "failed: host=x password=xxxxx user=u",
+		"failed to connect to `user=u password=S3cret database=d`: boom": "failed to connect to `user=u password=xxxxx database=d`: boom",
+		"cannot parse postgres://u:S3cret@h:5432/db: bad":                "cannot parse postgres://u:xxxxx@h:5432/db: bad",
+		"cannot parse `postgres://u:S3c@ret@h/db`: bad":                  "cannot parse `postgres://u:xxxxx@h/db`: bad",
+		"dial postgres://u@h/db?sslpassword=S3cret&sslmode=require: x":   "dial postgres://u@h/db?sslpassword=xxxxx&sslmode=require: x",
+		"two: password=S3cret-1 and postgres://v:S3cret-2@h/db":          "two: password=xxxxx and postgres://v:xxxxx@h/db",
+		"no secret here: user=u host=h postgres://u@h/db":                "no secret here: user=u host=h postgres://u@h/db",
+	} {
+		require.Equal(t, want, RedactSecrets(in))
+	}
+}
+
+func TestRedactError_RedactsTheTextAndUnwrapsToTheCause(t *testing.T) {
+	cause := errors.New("password=S3cret")
+	err := RedactError(fmt.Errorf("x: %w", cause))
+	require.EqualError(t, err, "x: password=xxxxx")
+	require.ErrorIs(t, err, cause)
+	require.NoError(t, RedactError(nil))
 }
 
 func TestTarget_RedactedDSNUsesRedactDSN(t *testing.T) {
@@ -59,13 +93,14 @@ func TestDSNSettings_AgreesWithPgxOnThePassword(t *testing.T) {
 		"host=db1 password=S3cr\\ et",
 		"host=db1 user=u",
 		"postgres://u:@db1/postgres",
+		"postgres://u?x:S3cret@db1/postgres",
+		"postgres://u:S3cret@db1/postgres?application_name=a+b&password=S3+cret",
+		"host=db1 password=''",
 	} {
 		t.Run(dsn, func(t *testing.T) {
 			cfg, err := pgconn.ParseConfig(dsn)
 			require.NoError(t, err)
-			s, err := dsnSettings(dsn)
-			require.NoError(t, err)
-			require.Equal(t, cfg.Password, s["password"])
+			require.Equal(t, cfg.Password, dsnSettings(dsn)["password"])
 		})
 	}
 }
@@ -97,4 +132,53 @@ func FuzzRedactDSN(f *testing.F) {
 			t.Fatalf("RedactDSN(%q) = %q keeps the password %q", dsn, red, cfg.Password)
 		}
 	})
+}
+
+// TestTarget_ConnStringAddsTLSFilesInTheDSNsOwnForm checks the exact text
+// for both forms, and that pgx, parsing the result as the probe pool does,
+// reads the very files (paths with a space, a quote, a backslash, "&" and
+// "#" included).
+func TestTarget_ConnStringAddsTLSFilesInTheDSNsOwnForm(t *testing.T) {
+	hermeticEnv(t)
+	dir := filepath.Join(t.TempDir(), `a dir's \odd&#name`)
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	tls := TLSFiles{}
+	for dst, src := range map[*string]string{&tls.CAFile: "ca.pem", &tls.CertFile: "client.pem", &tls.KeyFile: "client.key"} {
+		b, err := os.ReadFile(filepath.Join("testdata/good/tls", src))
+		require.NoError(t, err)
+		*dst = filepath.Join(dir, src)
+		require.NoError(t, os.WriteFile(*dst, b, 0o600))
+	}
+	esc := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace
+	qesc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	cases := []struct{ name, dsn, want string }{
+		{"url", "postgres://u:S3cret@db1:5432/postgres?sslmode=verify-full&application_name=pool%20watch",
+			"postgres://u:S3cret@db1:5432/postgres?sslmode=verify-full&application_name=pool%20watch&sslrootcert=" + qesc(tls.CAFile) + "&sslcert=" + qesc(tls.CertFile) + "&sslkey=" + qesc(tls.KeyFile)},
+		{"keyword/value", "host=db1 user=u password=S3cret sslmode=verify-full application_name='pool watch'",
+			"host=db1 user=u password=S3cret sslmode=verify-full application_name='pool watch' sslrootcert='" + esc(tls.CAFile) + "' sslcert='" + esc(tls.CertFile) + "' sslkey='" + esc(tls.KeyFile) + "'"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.dsn, Target{DSN: tc.dsn}.ConnString(), "no TLS files: the DSN as it is")
+			got := Target{DSN: tc.dsn, TLS: tls}.ConnString()
+			require.Equal(t, tc.want, got)
+			s := dsnSettings(got)
+			require.Equal(t, []string{tls.CAFile, tls.CertFile, tls.KeyFile, "pool watch", "S3cret"},
+				[]string{s["sslrootcert"], s["sslcert"], s["sslkey"], s["application_name"], s["password"]})
+			cfg, err := pgconn.ParseConfig(got)
+			require.NoError(t, err, "pgx reads the files it names")
+			require.NotNil(t, cfg.TLSConfig.RootCAs)
+			require.Len(t, cfg.TLSConfig.Certificates, 1)
+			require.Equal(t, "pool watch", cfg.RuntimeParams["application_name"])
+		})
+	}
+	for dsn, want := range map[string]string{
+		"postgres://u:p?w@db1/postgres":           "postgres://u:p?w@db1/postgres?sslrootcert=%2Fca.pem",
+		"postgresql://db1":                        "postgresql://db1?sslrootcert=%2Fca.pem",
+		"postgres://db1/postgres?":                "postgres://db1/postgres?sslrootcert=%2Fca.pem",
+		"postgres://db1/postgres?sslmode=prefer&": "postgres://db1/postgres?sslmode=prefer&sslrootcert=%2Fca.pem",
+		"host=db1": "host=db1 sslrootcert='/ca.pem'",
+	} {
+		require.Equal(t, want, Target{DSN: dsn, TLS: TLSFiles{CAFile: "/ca.pem"}}.ConnString())
+	}
 }

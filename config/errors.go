@@ -44,7 +44,8 @@ func (e *Error) Error() string {
 // when a password file cannot be opened).
 func (e *Error) Unwrap() error { return e.err }
 
-// identRE matches a key that can be written after a dot in a path.
+// identRE matches a key that can be written after a dot in a path; label
+// names and environment variable names have the same syntax.
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // joinKey returns the path of key under the mapping at path.

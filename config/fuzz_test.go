@@ -81,7 +81,7 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		}
 		seen[tg.Name] = true
 		for k, v := range tg.Labels {
-			if v == "" || !labelNameRE.MatchString(k) || strings.HasPrefix(k, "__") {
+			if v == "" || !identRE.MatchString(k) || strings.HasPrefix(k, "__") {
 				t.Fatalf("%s: bad label %q=%q", tg.Name, k, v)
 			}
 			for _, r := range ReservedLabels() {

@@ -13,10 +13,11 @@ const maxPasswordFileSize = 64 << 10
 
 // PasswordSource says where a target's password comes from when it is not
 // written in the DSN: a file (File) or an environment variable (Env). At most
-// one is set. The zero value means no source besides the DSN.
+// one is set. The zero value means no source besides the DSN. The tags are
+// the target's keys password_file and password_env (see Target).
 type PasswordSource struct {
-	File string
-	Env  string
+	File string `yaml:"password_file" check:"nonempty,path"`
+	Env  string `yaml:"password_env" check:"nonempty"`
 }
 
 // IsZero reports whether s names no source.

@@ -2,8 +2,11 @@ package config
 
 import (
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
-	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -13,340 +16,311 @@ const (
 	maxDefaultHealthCheckTimeout = time.Second
 )
 
-// resolve validates doc and builds its targets with the defaults merged in.
-func (p *parser) resolve(doc *document) ([]Target, error) {
-	dir := filepath.Dir(p.file)
-	base := doc.defaults.over(builtinLayer())
-	// The defaults must make sense on their own, so that an error in them
-	// is reported against them and not against the first target.
-	if err := p.checkLayer(base, dir); err != nil {
+// origin is where a setting got its value: a path and line in the file, or
+// the built-in default (path "").
+type origin struct {
+	path string
+	line int
+}
+
+func (o origin) String() string {
+	if o.path == "" {
+		return "built-in default"
+	}
+	return fmt.Sprintf("%s, line %d", o.path, o.line)
+}
+
+// level orders origins: built-in default, defaults, target.
+func (o origin) level() int {
+	switch {
+	case o.path == "":
+		return 0
+	case strings.HasPrefix(o.path, "defaults"):
+		return 1
+	}
+	return 2
+}
+
+// set returns where the key at path was written, if it was.
+func (p *parser) set(path string) (origin, bool) {
+	l, ok := p.at[path]
+	if !ok {
+		return origin{}, false
+	}
+	return origin{path: path, line: l.val}, true
+}
+
+// origin returns where the setting key (a path relative to a target, such as
+// probe_pool.max_connections) of the target at tpath got its value.
+func (p *parser) origin(tpath, key string) origin {
+	if o, ok := p.set(tpath + "." + key); ok {
+		return o
+	}
+	o, _ := p.set("defaults." + key)
+	return o
+}
+
+func (p *parser) errorAt(o origin, format string, args ...any) *Error {
+	return p.errorf(o.line, o.path, format, args...)
+}
+
+// atMost checks that the setting lo of the target (or application pool) at
+// tpath is at most the setting hi, with values l and h. A violation is
+// reported at the one of the two set most specifically (the other one is
+// the cause only if it is set at the same level), naming the other key
+// relative to the reported one's mapping, and where it was set.
+func atMost[T int | time.Duration](p *parser, tpath, lo, hi string, l, h T) error {
+	if l <= h {
+		return nil
+	}
+	more, less := "greater", "less"
+	if _, ok := any(l).(time.Duration); ok {
+		more, less = "longer", "shorter"
+	}
+	rel := func(key, at string) string { return strings.TrimPrefix(key, at[:strings.LastIndex(at, ".")+1]) }
+	lo0, hi0 := p.origin(tpath, lo), p.origin(tpath, hi)
+	if hi0.level() > lo0.level() {
+		return p.errorAt(hi0, "%v is %s than %s %v (%s)", h, less, rel(lo, hi), l, lo0)
+	}
+	return p.errorAt(lo0, "%v is %s than %s %v (%s)", l, more, rel(hi, lo), h, hi0)
+}
+
+// resolve is the one validation pass over what the decoder could not check
+// key by key. It checks the defaults on their own (so that an error in them
+// is reported against them, not against the first target), then every
+// target, and fills in the values that derive from others. targetsLine is
+// where targets is, or would be, written.
+func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Target, error) {
+	if err := p.checkShared(&base, "defaults"); err != nil {
 		return nil, err
 	}
-	if len(doc.targets) == 0 {
-		return nil, p.errorf(doc.targetsLine, "targets", "at least one target is required")
+	if len(targets) == 0 {
+		return nil, p.errorf(targetsLine, "targets", "at least one target is required")
 	}
 	names := map[string]int{}
-	out := make([]Target, 0, len(doc.targets))
-	for _, ts := range doc.targets {
-		t, err := p.resolveTarget(ts, base, dir, names)
-		if err != nil {
+	for i := range targets {
+		if err := p.resolveTarget(&targets[i], joinIndex("targets", i), names); err != nil {
 			return nil, err
 		}
-		out = append(out, t)
 	}
-	return out, nil
+	return targets, nil
 }
 
-// required returns an error for a key that is missing from the target or
-// application pool at path, written at line.
-func (p *parser) required(line int, path, key string) error {
-	return p.errorf(line, joinKey(path, key), "missing required key")
-}
-
-func (p *parser) resolveTarget(ts targetSpec, base layer, dir string, names map[string]int) (Target, error) {
-	var t Target
-
-	// name
-	switch {
-	case !ts.name.set:
-		return t, p.required(ts.line, ts.path, "name")
-	case ts.name.val == "":
-		return t, p.errorf(ts.name.line, ts.name.path, "must not be empty")
-	case !targetNameRE.MatchString(ts.name.val):
-		return t, p.errorf(ts.name.line, ts.name.path, "invalid target name %q: use only letters, digits and _ . : -", ts.name.val)
+// resolveTarget checks the target t at tpath and fills in derived values.
+func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) error {
+	name, _ := p.set(tpath + ".name")
+	if !targetNameRE.MatchString(t.Name) {
+		return p.errorAt(name, "invalid target name %q: use only letters, digits and _ . : -", t.Name)
 	}
-	if first, dup := names[ts.name.val]; dup {
-		return t, p.errorf(ts.name.line, ts.name.path, "duplicate target name %q (first defined at line %d)", ts.name.val, first)
+	if first, dup := names[t.Name]; dup {
+		return p.errorAt(name, "duplicate target name %q (first defined at line %d)", t.Name, first)
 	}
-	names[ts.name.val] = ts.name.line
-	t.Name = ts.name.val
-
-	// kind
-	if !ts.kind.set {
-		return t, p.required(ts.line, ts.path, "kind")
+	names[t.Name] = name.line
+	if t.Kind != KindPostgres && t.Kind != KindPgBouncer {
+		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use postgres or pgbouncer", t.Kind)
 	}
-	switch k := Kind(ts.kind.val); k {
-	case KindPostgres, KindPgBouncer:
-		t.Kind = k
-	default:
-		return t, p.errorf(ts.kind.line, ts.kind.path, "unknown kind %q: use postgres or pgbouncer", ts.kind.val)
-	}
-
-	// dsn
-	if !ts.dsn.set {
-		return t, p.required(ts.line, ts.path, "dsn")
-	}
-	info, msg := checkDSN(ts.dsn.val, t.Kind)
+	dsn := p.origin(tpath, "dsn")
+	info, msg := checkDSN(t.DSN, t.Kind)
 	if msg != "" {
-		return t, p.errorf(ts.dsn.line, ts.dsn.path, "%s", msg)
+		return p.errorAt(dsn, "%s", msg)
 	}
-	t.DSN = ts.dsn.val
-
-	// password
-	pw, err := p.password(ts, info, dir)
-	if err != nil {
-		return t, err
+	if err := p.checkPassword(t.Password, info, tpath); err != nil {
+		return err
 	}
-	t.Password = pw
 
 	// Keys that only one kind of target understands, set on the target
 	// itself. (Set under defaults, they apply to the targets of that kind.)
 	if t.Kind == KindPgBouncer {
-		if ts.applicationPools.set {
-			return t, p.errorf(ts.applicationPools.line, ts.applicationPools.path, "application_pools are for postgres targets only")
+		if l, ok := p.at[tpath+".application_pools"]; ok {
+			return p.errorf(l.key, tpath+".application_pools", "application_pools are for postgres targets only")
 		}
-		for _, o := range []opt[time.Duration]{ts.layer.probe.statementTimeout, ts.layer.probe.lockTimeout} {
-			if o.set {
-				return t, p.errorf(o.line, o.path, "applies to postgres targets only: the PgBouncer console rejects it")
+		for _, key := range []string{".probe_pool.statement_timeout", ".probe_pool.lock_timeout"} {
+			if o, ok := p.set(tpath + key); ok {
+				return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
 			}
 		}
 	}
-	if t.Kind == KindPostgres && ts.layer.sessionModeLeaks.set {
-		o := ts.layer.sessionModeLeaks
-		return t, p.errorf(o.line, o.path, "applies to pgbouncer targets only")
+	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind == KindPostgres {
+		return p.errorAt(o, "applies to pgbouncer targets only")
 	}
 
-	l := ts.layer.over(base)
-	if err := p.checkLayer(l, dir); err != nil {
-		return t, err
+	if err := p.checkShared(t, tpath); err != nil {
+		return err
 	}
-	if err := p.checkTLSAgainstDSN(l.tls, ts.dsn, info); err != nil {
-		return t, err
+	if err := p.checkTLSAgainstDSN(t, tpath, dsn, info); err != nil {
+		return err
+	}
+	pools := map[string]int{}
+	for i, ap := range t.ApplicationPools {
+		apath := joinIndex(tpath+".application_pools", i)
+		name, _ := p.set(apath + ".name")
+		if ap.Name == ServerPoolName {
+			return p.errorAt(name, "%q is reserved for the server's connection slots", ServerPoolName)
+		}
+		if first, dup := pools[ap.Name]; dup {
+			return p.errorAt(name, "duplicate application pool name %q (first defined at line %d)", ap.Name, first)
+		}
+		pools[ap.Name] = name.line
+		if ap.MinConnections != nil && ap.MaxConnections != nil {
+			if err := atMost(p, apath, "min_connections", "max_connections", *ap.MinConnections, *ap.MaxConnections); err != nil {
+				return err
+			}
+		}
 	}
 
-	t.Labels = map[string]string{}
-	for _, lb := range l.labels {
-		t.Labels[lb.name] = lb.value
-	}
 	for k, v := range t.Labels {
 		if v == "" {
 			delete(t.Labels, k)
 		}
 	}
-	t.ScrapeTimeout = l.scrapeTimeout.val
-	t.MinScrapeInterval = l.minScrapeInterval.val
-	t.LeakThreshold = l.leakThreshold.val
-	t.SessionModeLeaks = t.Kind == KindPgBouncer && l.sessionModeLeaks.val
-	t.MaxPools = l.maxPools.val
-	t.TLS = TLSFiles{
-		CAFile:   resolvePath(dir, l.tls.caFile.val),
-		CertFile: resolvePath(dir, l.tls.certFile.val),
-		KeyFile:  resolvePath(dir, l.tls.keyFile.val),
+	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
+	pp := &t.ProbePool
+	if pp.ConnectTimeout == 0 {
+		pp.ConnectTimeout = min(maxDefaultConnectTimeout, t.ScrapeTimeout)
 	}
-	t.ProbePool = probePool(l, t.Kind)
-
-	if t.Kind == KindPostgres && ts.applicationPools.set {
-		t.ApplicationPools, err = p.applicationPools(ts.applicationPools.val)
-		if err != nil {
-			return t, err
-		}
+	if pp.HealthCheckTimeout == 0 {
+		pp.HealthCheckTimeout = min(maxDefaultHealthCheckTimeout, t.ScrapeTimeout)
 	}
-	return t, nil
-}
-
-// probePool returns the effective probe pool settings of a merged layer.
-func probePool(l layer, kind Kind) ProbePool {
-	pp := ProbePool{
-		MinConnections:     l.probe.minConnections.val,
-		MaxConnections:     l.probe.maxConnections.val,
-		AcquireRetries:     l.probe.acquireRetries.val,
-		ConnectTimeout:     min(maxDefaultConnectTimeout, l.scrapeTimeout.val),
-		HealthCheckTimeout: min(maxDefaultHealthCheckTimeout, l.scrapeTimeout.val),
-		RetryBackoff:       l.probe.retryBackoff.val,
-		LeakThreshold:      l.probe.leakThreshold.val,
-		IdleClose:          l.probe.idleClose.val,
+	if pp.StatementTimeout == 0 {
+		pp.StatementTimeout = t.ScrapeTimeout
 	}
-	if l.probe.connectTimeout.set {
-		pp.ConnectTimeout = l.probe.connectTimeout.val
-	}
-	if l.probe.healthCheckTimeout.set {
-		pp.HealthCheckTimeout = l.probe.healthCheckTimeout.val
-	}
-	if kind == KindPostgres {
-		pp.StatementTimeout = l.scrapeTimeout.val
-		if l.probe.statementTimeout.set && l.probe.statementTimeout.val > 0 {
-			pp.StatementTimeout = l.probe.statementTimeout.val
-		}
-		pp.LockTimeout = l.probe.lockTimeout.val
-	}
-	return pp
-}
-
-// password checks the target's password sources.
-func (p *parser) password(ts targetSpec, info dsnInfo, dir string) (PasswordSource, error) {
-	var sources []string
-	if info.hasPassword() {
-		sources = append(sources, "a password in the DSN")
-	}
-	if ts.passwordFile.set {
-		sources = append(sources, "password_file")
-	}
-	if ts.passwordEnv.set {
-		sources = append(sources, "password_env")
-	}
-	if len(sources) > 1 {
-		// Report it at the second source: the one that made it ambiguous.
-		at := ts.passwordEnv
-		if sources[1] == "password_file" {
-			at = ts.passwordFile
-		}
-		return PasswordSource{}, p.errorf(at.line, at.path, "more than one password source (%s and %s): keep one", sources[0], sources[1])
-	}
-	switch {
-	case ts.passwordFile.set:
-		o := ts.passwordFile
-		if o.val == "" {
-			return PasswordSource{}, p.errorf(o.line, o.path, "must not be empty")
-		}
-		path := resolvePath(dir, o.val)
-		if err := checkReadable(path); err != nil {
-			return PasswordSource{}, &Error{File: p.file, Line: o.line, Path: o.path, Msg: "cannot read password file: " + err.Error(), err: err}
-		}
-		return PasswordSource{File: path}, nil
-	case ts.passwordEnv.set:
-		o := ts.passwordEnv
-		switch {
-		case o.val == "":
-			return PasswordSource{}, p.errorf(o.line, o.path, "must not be empty")
-		case !envNameRE.MatchString(o.val):
-			// Not quoted: a password written here by mistake must not leak.
-			return PasswordSource{}, p.errorf(o.line, o.path, "must be the name of an environment variable (letters, digits and _, not starting with a digit)")
-		case os.Getenv(o.val) == "":
-			return PasswordSource{}, p.errorf(o.line, o.path, "environment variable %q is not set or empty", o.val)
-		}
-		return PasswordSource{Env: o.val}, nil
-	}
-	return PasswordSource{}, nil
-}
-
-// checkLayer checks the rules that span several keys of a merged layer.
-func (p *parser) checkLayer(l layer, dir string) error {
-	pr := l.probe
-	if pr.minConnections.val > pr.maxConnections.val {
-		if pr.maxConnections.level > pr.minConnections.level {
-			return p.errorf(pr.maxConnections.line, pr.maxConnections.path, "%d is less than min_connections %d (%s)", pr.maxConnections.val, pr.minConnections.val, pr.minConnections.where())
-		}
-		return p.errorf(pr.minConnections.line, pr.minConnections.path, "%d is greater than max_connections %d (%s)", pr.minConnections.val, pr.maxConnections.val, pr.maxConnections.where())
-	}
-	timeouts := []struct {
-		o    opt[time.Duration]
-		name string
-	}{{pr.connectTimeout, "probe_pool.connect_timeout"}, {pr.healthCheckTimeout, "probe_pool.health_check_timeout"}}
-	for _, to := range timeouts {
-		o, name := to.o, to.name
-		if !o.set || o.val <= l.scrapeTimeout.val {
-			continue
-		}
-		if st := l.scrapeTimeout; st.level > o.level {
-			return p.errorf(st.line, st.path, "%s is shorter than %s %s (%s)", st.val, name, o.val, o.where())
-		}
-		return p.errorf(o.line, o.path, "%s is longer than scrape_timeout %s (%s)", o.val, l.scrapeTimeout.val, l.scrapeTimeout.where())
-	}
-	t := l.tls
-	switch {
-	case t.certFile.val != "" && t.keyFile.val == "":
-		return p.errorf(t.certFile.line, t.certFile.path, "cert_file needs key_file too")
-	case t.keyFile.val != "" && t.certFile.val == "":
-		return p.errorf(t.keyFile.line, t.keyFile.path, "key_file needs cert_file too")
-	}
-	for _, o := range []opt[string]{t.caFile, t.certFile, t.keyFile} {
-		if o.val == "" {
-			continue
-		}
-		if err := checkReadable(resolvePath(dir, o.val)); err != nil {
-			return &Error{File: p.file, Line: o.line, Path: o.path, Msg: "cannot read file: " + err.Error(), err: err}
-		}
+	if t.Kind != KindPostgres {
+		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
 	return nil
+}
+
+// checkShared checks the rules that span several of the keys that defaults
+// and targets share, on the defaults (tpath "defaults") or a target.
+func (p *parser) checkShared(t *Target, tpath string) error {
+	pp := t.ProbePool
+	for _, err := range []error{
+		atMost(p, tpath, "probe_pool.min_connections", "probe_pool.max_connections", pp.MinConnections, pp.MaxConnections),
+		atMost(p, tpath, "probe_pool.connect_timeout", "scrape_timeout", pp.ConnectTimeout, t.ScrapeTimeout), // 0: derived, passes
+		atMost(p, tpath, "probe_pool.health_check_timeout", "scrape_timeout", pp.HealthCheckTimeout, t.ScrapeTimeout),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case t.TLS.CertFile != "" && t.TLS.KeyFile == "":
+		return p.errorAt(p.origin(tpath, "tls.cert_file"), "cert_file needs key_file too")
+	case t.TLS.KeyFile != "" && t.TLS.CertFile == "":
+		return p.errorAt(p.origin(tpath, "tls.key_file"), "key_file needs cert_file too")
+	}
+	for _, tf := range tlsFiles(t.TLS) {
+		if tf.path == "" {
+			continue
+		}
+		f, _, err := openRegular(tf.path)
+		if err != nil {
+			o := p.origin(tpath, tf.key)
+			return &Error{File: p.file, Line: o.line, Path: o.path, Msg: "cannot read file: " + err.Error(), err: err}
+		}
+		_ = f.Close()
+	}
+	return nil
+}
+
+// tlsFile is one of a target's TLS files: its key, the DSN parameter that
+// names the same file, and its path.
+type tlsFile struct{ key, dsnKey, path string }
+
+func tlsFiles(t TLSFiles) []tlsFile {
+	return []tlsFile{{"tls.ca_file", "sslrootcert", t.CAFile}, {"tls.cert_file", "sslcert", t.CertFile}, {"tls.key_file", "sslkey", t.KeyFile}}
 }
 
 // checkTLSAgainstDSN rejects TLS files that the DSN also sets, or that a DSN
 // without TLS would silently ignore.
-func (p *parser) checkTLSAgainstDSN(t tlsLayer, dsn opt[string], info dsnInfo) error {
-	pairs := []struct {
-		file      opt[string]
-		name, key string
-	}{{t.caFile, "tls.ca_file", "sslrootcert"}, {t.certFile, "tls.cert_file", "sslcert"}, {t.keyFile, "tls.key_file", "sslkey"}}
-	for _, pr := range pairs {
-		if pr.file.val == "" {
+func (p *parser) checkTLSAgainstDSN(t *Target, tpath string, dsn origin, info dsnInfo) error {
+	for _, tf := range tlsFiles(t.TLS) {
+		if tf.path == "" {
 			continue
 		}
-		if _, ok := info.settings[pr.key]; ok {
-			return p.errorf(dsn.line, dsn.path, "the DSN sets %s and %s is set too (%s): set the file in one place", pr.key, pr.name, pr.file.where())
+		if _, ok := info.settings[tf.dsnKey]; ok {
+			return p.errorAt(dsn, "the DSN sets %s and %s is set too (%s): set the file in one place", tf.dsnKey, tf.key, p.origin(tpath, tf.key))
 		}
 		if !info.usesTLS {
-			return p.errorf(dsn.line, dsn.path, "%s is set (%s) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value", pr.name, pr.file.where())
+			return p.errorAt(dsn, "%s is set (%s) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value", tf.key, p.origin(tpath, tf.key))
 		}
 	}
 	return nil
 }
 
-func (p *parser) applicationPools(specs []appPoolSpec) ([]ApplicationPool, error) {
-	out := make([]ApplicationPool, 0, len(specs))
-	names := map[string]int{}
-	for _, s := range specs {
-		switch {
-		case !s.name.set:
-			return nil, p.required(s.line, s.path, "name")
-		case s.name.val == "":
-			return nil, p.errorf(s.name.line, s.name.path, "must not be empty")
-		case s.name.val == ServerPoolName:
-			return nil, p.errorf(s.name.line, s.name.path, "%q is reserved for the server's connection slots", ServerPoolName)
+// checkPassword checks the password sources of the target at tpath.
+func (p *parser) checkPassword(pw PasswordSource, info dsnInfo, tpath string) error {
+	file, hasFile := p.set(tpath + ".password_file")
+	env, hasEnv := p.set(tpath + ".password_env")
+	switch {
+	case info.hasPassword() && (hasFile || hasEnv):
+		// Reported at the second source: the one that made it ambiguous.
+		if hasFile {
+			return p.errorAt(file, "more than one password source (a password in the DSN and password_file): keep one")
 		}
-		if first, dup := names[s.name.val]; dup {
-			return nil, p.errorf(s.name.line, s.name.path, "duplicate application pool name %q (first defined at line %d)", s.name.val, first)
+		return p.errorAt(env, "more than one password source (a password in the DSN and password_env): keep one")
+	case hasFile && hasEnv:
+		return p.errorAt(env, "more than one password source (password_file and password_env): keep one")
+	case hasFile:
+		switch empty, err := checkPasswordFile(pw.File); {
+		case err != nil:
+			return &Error{File: p.file, Line: file.line, Path: file.path, Msg: "cannot read password file: " + err.Error(), err: err}
+		case empty:
+			return p.errorAt(file, "password file %s is empty", pw.File)
 		}
-		names[s.name.val] = s.name.line
-		switch {
-		case !s.applicationName.set:
-			return nil, p.required(s.line, s.path, "application_name")
-		case s.applicationName.val == "":
-			return nil, p.errorf(s.applicationName.line, s.applicationName.path, "must not be empty: use \"*\" to match every application")
-		}
-		if s.minConnections.set && s.maxConnections.set && s.minConnections.val > s.maxConnections.val {
-			return nil, p.errorf(s.minConnections.line, s.minConnections.path, "%d is greater than max_connections %d (%s)", s.minConnections.val, s.maxConnections.val, s.maxConnections.where())
-		}
-		ap := ApplicationPool{
-			Name:            s.name.val,
-			ApplicationName: s.applicationName.val,
-			User:            s.user.val,
-			Database:        s.database.val,
-		}
-		if s.minConnections.set {
-			v := s.minConnections.val
-			ap.MinConnections = &v
-		}
-		if s.maxConnections.set {
-			v := s.maxConnections.val
-			ap.MaxConnections = &v
-		}
-		out = append(out, ap)
+	case hasEnv && !identRE.MatchString(pw.Env):
+		// Not quoted: a password written here by mistake must not leak.
+		return p.errorAt(env, "must be the name of an environment variable (letters, digits and _, not starting with a digit)")
+	case hasEnv && os.Getenv(pw.Env) == "":
+		return p.errorAt(env, "environment variable %q is not set or empty", pw.Env)
 	}
-	return out, nil
+	return nil
 }
 
-// resolvePath resolves a file path from the configuration against dir.
-func resolvePath(dir, path string) string {
-	if path == "" || filepath.IsAbs(path) {
-		return path
-	}
-	return filepath.Join(dir, path)
-}
-
-// checkReadable checks that path names a file that can be opened for
-// reading, without reading it.
-func checkReadable(path string) error {
-	f, err := os.Open(path) //nolint:gosec // the path comes from the operator's config
+// openRegular opens path for reading if it is a regular file, and returns
+// it with its size. It never blocks: it opens with O_NONBLOCK (a FIFO
+// without a writer or a device would otherwise block the open) and refuses
+// anything but a regular file before reading a byte.
+func openRegular(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) //nolint:gosec // the path comes from the operator's config
 	if err != nil {
-		return err
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		switch m := st.Mode(); {
+		case m.IsDir():
+			err = fmt.Errorf("%s is a directory", path)
+		case m&fs.ModeNamedPipe != 0:
+			err = fmt.Errorf("%s is a named pipe (FIFO), not a regular file", path)
+		case m&fs.ModeDevice != 0:
+			err = fmt.Errorf("%s is a device, not a regular file", path)
+		default:
+			err = fmt.Errorf("%s is not a regular file (%s)", path, m.Type())
+		}
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// checkPasswordFile checks at load what PasswordSource.Read would refuse on
+// every connection: a file that is not a regular file or cannot be opened
+// (err), or that is empty: nothing, or a lone newline, which Read removes.
+// Only a file of at most two bytes is read, to tell a lone newline from a
+// short password.
+func checkPasswordFile(path string) (empty bool, err error) {
+	f, size, err := openRegular(path)
+	if err != nil {
+		return false, err
 	}
 	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
-	if err != nil {
-		return err
+	if size > 2 {
+		return false, nil
 	}
-	if st.IsDir() {
-		return fmt.Errorf("%s is a directory", path)
-	}
-	return nil
+	head, err := io.ReadAll(io.LimitReader(f, 3))
+	s := string(head)
+	return s == "" || s == "\n" || s == "\r\n", err
 }
