@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -299,7 +298,7 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	}
 	opts := pool.Options{
 		Target:             t.Name,
-		DSN:                connString(t),
+		DSN:                t.ConnString(),
 		MinConns:           int32(t.ProbePool.MinConnections), //nolint:gosec // validated small
 		MaxConns:           int32(t.ProbePool.MaxConnections), //nolint:gosec // validated small
 		ConnectTimeout:     t.ProbePool.ConnectTimeout,
@@ -339,34 +338,6 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	}, nil
 }
 
-// connString adds the target's TLS files to its DSN, in the DSN's own form.
-func connString(t config.Target) string {
-	params := [][2]string{{"sslrootcert", t.TLS.CAFile}, {"sslcert", t.TLS.CertFile}, {"sslkey", t.TLS.KeyFile}}
-	dsn := t.DSN
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		changed := false
-		for _, p := range params {
-			if p[1] != "" {
-				q.Set(p[0], p[1])
-				changed = true
-			}
-		}
-		if changed {
-			u.RawQuery = q.Encode()
-			dsn = u.String()
-		}
-		return dsn
-	}
-	var b strings.Builder
-	b.WriteString(dsn)
-	for _, p := range params {
-		if p[1] != "" {
-			fmt.Fprintf(&b, " %s='%s'", p[0], strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p[1]))
-		}
-	}
-	return b.String()
-}
 
 // scrape returns a round of this target: a recent one
 // (min_scrape_interval), the one in flight, or a new one.
