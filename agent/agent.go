@@ -338,7 +338,6 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	}, nil
 }
 
-
 // scrape returns a round of this target: a recent one
 // (min_scrape_interval), the one in flight, or a new one.
 func (s *targetState) scrape(ctx context.Context) *scrape.Result {
