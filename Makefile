@@ -19,7 +19,12 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 
 STATICCHECK_VERSION   := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
-APT_PACKAGES          := pgbouncer prometheus prometheus-alertmanager
+# The servers the tests and the demo run (PostgreSQL 15 is checked by its
+# path, see deps-apt); make test also needs chromium, for the screenshot of
+# e2e/demo. internal/launch's Dependencies() names the same packages, and a
+# test of internal/testenv keeps the two lists in step.
+SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 
@@ -165,13 +170,14 @@ readme-flags: build
 # The demo: PostgreSQL, PgBouncer, poolwatch, Prometheus (the short rules of
 # mixin/) and Alertmanager on loopback under one temp dir, a scripted load
 # that fills a pool and leaks a connection, and every page printed as it
-# fires and resolves (internal/demo). It installs the apt packages it needs
-# through deps-apt and leaves nothing running. With SCREENSHOT=1 it also
-# installs chromium and writes $(DEMO_SCREENSHOT) while PoolExhausted fires.
+# fires and resolves (internal/demo, on internal/launch). It installs the apt
+# packages it needs through deps-apt and leaves nothing running. With
+# SCREENSHOT=1 it also installs chromium and writes $(DEMO_SCREENSHOT) while
+# PoolExhausted fires. e2e/demo runs the same program in make test.
 SCREENSHOT      ?=
 DEMO_SCREENSHOT ?= docs/img/prometheus-alerts.png
 DEMO_WANTS_SHOT := $(filter 1 true yes,$(SCREENSHOT))
-DEMO_APT_PACKAGES := $(APT_PACKAGES) $(if $(DEMO_WANTS_SHOT),chromium)
+DEMO_APT_PACKAGES := $(SERVER_APT_PACKAGES) $(if $(DEMO_WANTS_SHOT),chromium)
 
 .PHONY: demo deps-demo
 

@@ -78,21 +78,14 @@ func hashmodShard(value string, m uint64) int {
 	return int(binary.BigEndian.Uint64(sum[8:]) % m) //nolint:gosec // m is the shard count, so the remainder fits an int
 }
 
-// eventually calls check every pollEvery until it returns nil and fails the
-// test with its last error after budget.
+// eventually is testenv.Eventually every pollEvery, for a check that
+// returns why it does not hold yet.
 func eventually(t *testing.T, budget time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(budget)
-	var err error
-	for polls := 1; ; polls++ {
-		if err = check(); err == nil {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("%s: not reached within %v (%d polls); last: %v", what, budget, polls, err)
-		}
-		time.Sleep(pollEvery)
-	}
+	testenv.Eventually(t, budget, pollEvery, func() (bool, string) {
+		err := check()
+		return err == nil, fmt.Sprintf("%s: last: %v", what, err)
+	})
 }
 
 // mustReplace replaces old with repl in s and fails the test unless old
