@@ -162,9 +162,10 @@ vuln:
 	$(GOBIN)/govulncheck -db file://$(abspath $(VULNDB_DIR)) ./...
 
 # ---------------------------------------------------------------------------
-## readme-flags: regenerate the flags table in README.md from poolwatch's --help
-readme-flags: build
-	$(GO) run ./scripts/readme-flags -binary ./$(BINARY) -readme README.md
+## readme-flags: regenerate the flags table in README.md from kong's model of main.go's command line
+# (make test fails when the table has drifted: readme_test.go)
+readme-flags:
+	$(GO) test -count=1 -run '^TestREADME_FlagsTableIsTheCommandLinesModel$$' . -update
 
 # ---------------------------------------------------------------------------
 # The demo: PostgreSQL, PgBouncer, poolwatch, Prometheus (the short rules of
