@@ -28,7 +28,7 @@ APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 
-.PHONY: all build test test-go check-fmt vet staticcheck coverage deps deps-apt deps-go \
+.PHONY: all build test test-go test-unit test-e2e check-fmt vet staticcheck coverage deps deps-apt deps-go \
         lint mixin e2e bench fuzz clean docker docker-test deps-buildah vuln readme-flags
 
 all: build
@@ -59,8 +59,10 @@ deps-go:
 	$(GO) mod download
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage
-test: deps check-fmt vet staticcheck test-go coverage
+## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage, e2e
+# A missing server or runtime fails the tests that need it, with how to
+# install it; POOLWATCH_TEST_SKIP=NAME,... skips them instead (never in CI).
+test: deps check-fmt vet staticcheck test-go
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -74,11 +76,19 @@ staticcheck:
 
 # Two suites, each with its time budget (-timeout applies per package):
 # the packages' own tests, against real PostgreSQL and PgBouncer, with the
-# probe pool's coverage; then e2e/, the binary with real Prometheus and
-# Alertmanager.
+# probe pool's coverage (checked by coverage); then e2e/, the binaries with
+# real Prometheus, Alertmanager and Chromium, the demo's whole run included.
+# The e2e suite runs even when the unit suite failed, so one run shows
+# every failure; test-go fails if either did.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e/)
 test-go:
+	@unit=0; $(MAKE) --no-print-directory test-unit coverage || unit=$$?; \
+	$(MAKE) --no-print-directory test-e2e || exit $$?; exit $$unit
+
+test-unit:
 	$(GO) test -race -count=1 -timeout 4m -coverprofile=coverage.out -coverpkg=./pool/ $(UNIT_PKGS)
+
+test-e2e:
 	$(GO) test -race -count=1 -timeout 6m ./e2e/...
 
 coverage:
