@@ -41,7 +41,7 @@ const (
 //  5. alerts that must stay quiet do: PoolExhausted only ever for the
 //     exhausted pool, no probe-pool alert, no failing rule evaluation.
 func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
-	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus", "alertmanager", "promtool")
+	testenv.Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
 	runStart := time.Now()
 	e := startEnv(t)
 	t.Logf("pipeline up after %v (rules: %s)", time.Since(runStart).Round(time.Millisecond), e.variant)

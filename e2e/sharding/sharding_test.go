@@ -99,7 +99,7 @@ func mustReplace(t *testing.T, s, old, repl string, n int) string {
 }
 
 func TestShardingExample_ConfigsAreValidAndListTheSameTargets(t *testing.T) {
-	testenv.RequireBinaries(t, "promtool")
+	testenv.Require(t, "prometheus")
 	targets, sdNames := loadExample(t)
 
 	promtool, err := testenv.LookPath("promtool")
@@ -170,7 +170,7 @@ type backend struct {
 }
 
 func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
-	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus")
+	testenv.Require(t, "postgres", "pgbouncer", "prometheus")
 	targets, sdNames := loadExample(t)
 
 	// Servers: one PostgreSQL and one PgBouncer hold all the targets; each

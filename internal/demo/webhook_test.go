@@ -106,13 +106,12 @@ func TestReceiver_WaitReturnsWhenTheAlertFiresAndGivesUpAtItsTimeout(t *testing.
 	ctx := context.Background()
 	require.False(t, r.wait(ctx, 20*time.Millisecond, func() bool { return r.firedLocked("PoolExhausted") }))
 
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{exhausted("firing")}})
-	}()
+	woke := make(chan bool)
+	go func() { woke <- r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }) }()
 	start := time.Now()
-	require.True(t, r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }))
-	require.Less(t, time.Since(start), 5*time.Second)
+	r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{exhausted("firing")}})
+	require.True(t, <-woke)
+	require.Less(t, time.Since(start), 5*time.Second, "woken by the notification, not by the timeout")
 }
 
 func TestReceiver_RejectsWhatIsNotANotification(t *testing.T) {
