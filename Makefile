@@ -19,11 +19,16 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 
 STATICCHECK_VERSION   := v0.8.2
 GOLANGCI_LINT_VERSION := v2.15.0
-APT_PACKAGES          := pgbouncer prometheus prometheus-alertmanager
+# The servers the tests and the demo run (PostgreSQL 15 is checked by its
+# path, see deps-apt); make test also needs chromium, for the screenshot of
+# e2e/demo. internal/launch's Dependencies() names the same packages, and a
+# test of internal/testenv keeps the two lists in step.
+SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 
-.PHONY: all build test test-go check-fmt vet staticcheck coverage deps deps-apt deps-go \
+.PHONY: all build test test-go test-unit test-e2e check-fmt vet staticcheck coverage deps deps-apt deps-go \
         lint mixin e2e bench fuzz clean docker docker-test deps-buildah vuln readme-flags
 
 all: build
@@ -54,8 +59,10 @@ deps-go:
 	$(GO) mod download
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage
-test: deps check-fmt vet staticcheck test-go coverage
+## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage, e2e
+# A missing server or runtime fails the tests that need it, with how to
+# install it; POOLWATCH_TEST_SKIP=NAME,... skips them instead (never in CI).
+test: deps check-fmt vet staticcheck test-go
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -69,11 +76,19 @@ staticcheck:
 
 # Two suites, each with its time budget (-timeout applies per package):
 # the packages' own tests, against real PostgreSQL and PgBouncer, with the
-# probe pool's coverage; then e2e/, the binary with real Prometheus and
-# Alertmanager.
+# probe pool's coverage (checked by coverage); then e2e/, the binaries with
+# real Prometheus, Alertmanager and Chromium, the demo's whole run included.
+# The e2e suite runs even when the unit suite failed, so one run shows
+# every failure; test-go fails if either did.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e/)
 test-go:
+	@unit=0; $(MAKE) --no-print-directory test-unit coverage || unit=$$?; \
+	$(MAKE) --no-print-directory test-e2e || exit $$?; exit $$unit
+
+test-unit:
 	$(GO) test -race -count=1 -timeout 4m -coverprofile=coverage.out -coverpkg=./pool/ $(UNIT_PKGS)
+
+test-e2e:
 	$(GO) test -race -count=1 -timeout 6m ./e2e/...
 
 coverage:
@@ -157,21 +172,23 @@ vuln:
 	$(GOBIN)/govulncheck -db file://$(abspath $(VULNDB_DIR)) ./...
 
 # ---------------------------------------------------------------------------
-## readme-flags: regenerate the flags table in README.md from poolwatch's --help
-readme-flags: build
-	$(GO) run ./scripts/readme-flags -binary ./$(BINARY) -readme README.md
+## readme-flags: regenerate the flags table in README.md from kong's model of main.go's command line
+# (make test fails when the table has drifted: readme_test.go)
+readme-flags:
+	$(GO) test -count=1 -run '^TestREADME_FlagsTableIsTheCommandLinesModel$$' . -update
 
 # ---------------------------------------------------------------------------
 # The demo: PostgreSQL, PgBouncer, poolwatch, Prometheus (the short rules of
 # mixin/) and Alertmanager on loopback under one temp dir, a scripted load
 # that fills a pool and leaks a connection, and every page printed as it
-# fires and resolves (internal/demo). It installs the apt packages it needs
-# through deps-apt and leaves nothing running. With SCREENSHOT=1 it also
-# installs chromium and writes $(DEMO_SCREENSHOT) while PoolExhausted fires.
+# fires and resolves (internal/demo, on internal/launch). It installs the apt
+# packages it needs through deps-apt and leaves nothing running. With
+# SCREENSHOT=1 it also installs chromium and writes $(DEMO_SCREENSHOT) while
+# PoolExhausted fires. e2e/demo runs the same program in make test.
 SCREENSHOT      ?=
 DEMO_SCREENSHOT ?= docs/img/prometheus-alerts.png
 DEMO_WANTS_SHOT := $(filter 1 true yes,$(SCREENSHOT))
-DEMO_APT_PACKAGES := $(APT_PACKAGES) $(if $(DEMO_WANTS_SHOT),chromium)
+DEMO_APT_PACKAGES := $(SERVER_APT_PACKAGES) $(if $(DEMO_WANTS_SHOT),chromium)
 
 .PHONY: demo deps-demo
 

@@ -15,11 +15,12 @@ import (
 // (go test runs in the package directory).
 const repoRoot = ".."
 
-// requireTool returns the path of a binary, through testenv's one policy:
-// a missing binary fails the test under CI=true and skips it elsewhere.
+// requireTool returns the path of a binary, through testenv's one policy
+// (testenv.Require): a missing binary fails the test unless
+// POOLWATCH_TEST_SKIP names its dependency.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	testenv.RequireBinaries(t, name)
+	testenv.Require(t, name)
 	path, err := testenv.LookPath(name)
 	if err != nil {
 		t.Fatal(err)

@@ -24,19 +24,14 @@ const (
 // waitMetric polls path until re matches, and returns the match.
 func waitMetric(t *testing.T, pw *testenv.Poolwatch, path string, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var body string
-	for time.Now().Before(deadline) {
-		var code int
-		code, body = pw.Get(t, path)
+	var m []string
+	testenv.Eventually(t, timeout, 100*time.Millisecond, func() (bool, string) {
+		code, body := pw.Get(t, path)
 		require.Equal(t, 200, code)
-		if m := re.FindStringSubmatch(body); m != nil {
-			return m
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s never matched %s; last body:\n%s", path, re, body)
-	return nil
+		m = re.FindStringSubmatch(body)
+		return m != nil, fmt.Sprintf("%s never matched %s; last body:\n%s", path, re, body)
+	})
+	return m
 }
 
 func TestAgent_CountsALeakedTransactionEverywhereAndNamesTheCulprit(t *testing.T) {

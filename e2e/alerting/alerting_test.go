@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/poolwatch/poolwatch/internal/launch"
 	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/mixin"
 )
@@ -40,7 +41,7 @@ const (
 //  5. alerts that must stay quiet do: PoolExhausted only ever for the
 //     exhausted pool, no probe-pool alert, no failing rule evaluation.
 func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
-	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus", "alertmanager", "promtool")
+	testenv.Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
 	runStart := time.Now()
 	e := startEnv(t)
 	t.Logf("pipeline up after %v (rules: %s)", time.Since(runStart).Round(time.Millisecond), e.variant)
@@ -119,24 +120,26 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 // sample, of value want.
 func (e *env) expectValue(t *testing.T, expr string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	defer func() {
+		if t.Failed() {
+			t.Logf("Prometheus sees:\n%s", e.diagnose())
+		}
+	}()
 	var last string
-	for {
+	ok := false
+	testenv.Eventually(t, 10*time.Second, 100*time.Millisecond, func() (bool, string) {
 		r, err := e.api.Query(t.Context(), expr, time.Now())
 		if err == nil && r.Len() == 1 {
-			v := r.Samples[0].Value
-			if v == want {
-				return
-			}
-			last = fmt.Sprintf("value %v", v)
+			last = fmt.Sprintf("value %v", r.Samples[0].Value)
+			ok = r.Samples[0].Value == want
 		} else {
 			last = fmt.Sprintf("%d samples (%v)", r.Len(), err)
 		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("%s: want one sample of %v, got %s\nPrometheus sees:\n%s", expr, want, last, e.diagnose())
+		if ok {
+			return true, ""
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%s: want one sample of %v, got %s", expr, want, last)
+	})
 }
 
 // expectPoolExhausted waits for PoolExhausted at the webhook, for the
@@ -258,7 +261,7 @@ func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel fun
 // one), and the runbook_url of the alert's anchor.
 func (e *env) checkAlert(t *testing.T, ev testenv.AlertEvent, labels map[string]string) {
 	t.Helper()
-	if got, want := testenv.LabelsString(ev.Labels), testenv.LabelsString(labels); got != want {
+	if got, want := launch.LabelsString(ev.Labels), launch.LabelsString(labels); got != want {
 		t.Errorf("%s: labels %s, want %s", labels["alertname"], got, want)
 	}
 	rule, ok := findRule(e.cfg, labels["alertname"], labels["reason"])

@@ -12,8 +12,9 @@
 //
 // Environment:
 //
-//   - CI=true: a missing postgres, pgbouncer, prometheus, alertmanager or
-//     promtool binary fails the test instead of skipping it.
+//   - A missing postgres, pgbouncer, prometheus or alertmanager fails the
+//     test (POOLWATCH_TEST_SKIP may name them to skip it outside CI; see
+//     internal/testenv).
 //   - POOLWATCH_E2E_BREAK=exhausted-ratio|exhausted-wait|leak: generate the
 //     rules with one rule broken on purpose (ExhaustedRatio 1.5,
 //     ExhaustedWaitSeconds 3600 or LeakFor 1h). The test must then fail; this

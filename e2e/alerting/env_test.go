@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/poolwatch/poolwatch/internal/launch"
 	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/mixin"
 )
@@ -144,7 +145,7 @@ targets:
 	e.hook = testenv.StartWebhookReceiver(t)
 	e.am = testenv.StartAlertmanager(t, testenv.AlertmanagerOptions{
 		Dir:    t.TempDir(),
-		Config: testenv.AlertmanagerConfig("webhook", e.hook.URL(), "alertname", "job", "target", "pool"),
+		Config: launch.AlertmanagerConfig("webhook", e.hook.URL(), "alertname", "job", "target", "pool"),
 	})
 	e.prom = e.startPrometheus(t)
 	e.api = testenv.PromAPI{URL: e.prom.URL}
@@ -166,7 +167,7 @@ func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
 	if err != nil {
 		t.Fatalf("generate the rules: %v", err)
 	}
-	if err := testenv.CheckRules(t.Context(), rules); err != nil {
+	if err := launch.CheckRules(t.Context(), rules); err != nil {
 		t.Fatal(err)
 	}
 	// The agent job scrapes /metrics (simple mode: every target's series
@@ -190,7 +191,7 @@ func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
 `, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, e.pw.Addr)
 	return testenv.StartPrometheus(t, testenv.PrometheusOptions{
 		Dir:    dir,
-		Config: testenv.PrometheusConfig([]string{rules}, e.am.Addr, scrapes),
+		Config: launch.PrometheusConfig([]string{rules}, e.am.Addr, scrapes),
 	})
 }
 
@@ -198,20 +199,12 @@ func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
 // targets have been scraped successfully.
 func (e *env) waitScraping(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for {
+	testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		agent, err1 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, agentJob), time.Now())
 		probes, err2 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, probeJob), time.Now())
-		if err1 == nil && err2 == nil && agent.Len() == 1 && probes.Len() == 3 {
-			return
-		}
-		last = fmt.Sprintf("agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len(), err1, probes.Len(), err2)
-		if !time.Now().Before(deadline) {
-			t.Fatalf("Prometheus is not scraping poolwatch after 30s: %s", last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err1 == nil && err2 == nil && agent.Len() == 1 && probes.Len() == 3,
+			fmt.Sprintf("Prometheus is not scraping poolwatch: agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len(), err1, probes.Len(), err2)
+	})
 }
 
 // checkRulesLoaded checks that Prometheus loaded exactly the generated
@@ -284,7 +277,7 @@ func (e *env) diagnose() string {
 				fmt.Fprintf(&b, "\t\t... %d more\n", len(r.Samples)-i)
 				break
 			}
-			fmt.Fprintf(&b, "\t\t%s %v\n", testenv.LabelsString(s.Metric), s.Value)
+			fmt.Fprintf(&b, "\t\t%s %v\n", launch.LabelsString(s.Metric), s.Value)
 		}
 	}
 	return b.String()

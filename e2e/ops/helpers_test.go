@@ -149,21 +149,13 @@ func (m metrics) seriesOf(name string) int {
 	return n
 }
 
-// eventually polls cond every 50 ms until it returns true or timeout
-// passes, then fails the test with what the last call reported.
+// eventually is testenv.Eventually every 50 ms, naming what it waits for.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for polls := 1; ; polls++ {
+	testenv.Eventually(t, timeout, 50*time.Millisecond, func() (bool, string) {
 		ok, last := cond()
-		if ok {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("%s: not true within %v (%d polls); last: %s", what, timeout, polls, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok, what + ": last: " + last
+	})
 }
 
 // replaceFile replaces a file (the agent's config, a certificate...)

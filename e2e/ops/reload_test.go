@@ -370,12 +370,12 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 	// Every POST returned after its own reload; SIGHUPs may coalesce, so
 	// wait until no more reloads come (two equal counts 200 ms apart) and
 	// there is at least one per POST plus the start.
-	var loaded int
-	eventually(t, settle, "the reloads to settle", func() (bool, string) {
-		before := strings.Count(pw.Logs(), "config loaded")
-		time.Sleep(200 * time.Millisecond)
+	loaded, before := 0, -1
+	testenv.Eventually(t, settle, 200*time.Millisecond, func() (bool, string) {
 		loaded = strings.Count(pw.Logs(), "config loaded")
-		return loaded == before && loaded >= 1+waves*perWave, fmt.Sprintf("%d config loaded lines", loaded)
+		settled := loaded == before && loaded >= 1+waves*perWave
+		before = loaded
+		return settled, fmt.Sprintf("the reloads to settle: %d config loaded lines", loaded)
 	})
 	if loaded > 1+2*waves*perWave {
 		t.Fatalf("%d successful loads for %d reload requests and the start", loaded, 2*waves*perWave)
@@ -437,10 +437,9 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
 		defer close(hung)
 		_, _, _ = request(http.DefaultClient, http.MethodGet, pw.URL+"/metrics")
 	}()
-	eventually(t, settle, "the hole's round to hang", func() (bool, string) {
-		return proxy.ActiveConns() > 0, fmt.Sprint(proxy.ActiveConns())
+	eventually(t, settle, "the hole's round to reach the frozen connection", func() (bool, string) {
+		return proxy.DroppedBytes() > 0, fmt.Sprintf("%d connections, %d bytes dropped", proxy.ActiveConns(), proxy.DroppedBytes())
 	})
-	time.Sleep(100 * time.Millisecond) // let the round reach the frozen connection; nothing is asserted on it
 
 	// The reload does not wait for the hung pool: it closes in the
 	// background, bounded by --web.shutdown-timeout.

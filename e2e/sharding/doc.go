@@ -9,8 +9,8 @@
 // hashmod shard, and that each agent holds connections only to the targets
 // of its shard, as seen by the agents, by Prometheus and by the servers.
 //
-// Under CI=true a missing postgres, pgbouncer, prometheus or promtool binary
-// fails the tests instead of skipping them.
+// A missing postgres, pgbouncer or prometheus fails the tests (unless
+// POOLWATCH_TEST_SKIP names it, outside CI; see internal/testenv).
 //
 // There is no non-test code here.
 package sharding

@@ -78,21 +78,14 @@ func hashmodShard(value string, m uint64) int {
 	return int(binary.BigEndian.Uint64(sum[8:]) % m) //nolint:gosec // m is the shard count, so the remainder fits an int
 }
 
-// eventually calls check every pollEvery until it returns nil and fails the
-// test with its last error after budget.
+// eventually is testenv.Eventually every pollEvery, for a check that
+// returns why it does not hold yet.
 func eventually(t *testing.T, budget time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(budget)
-	var err error
-	for polls := 1; ; polls++ {
-		if err = check(); err == nil {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("%s: not reached within %v (%d polls); last: %v", what, budget, polls, err)
-		}
-		time.Sleep(pollEvery)
-	}
+	testenv.Eventually(t, budget, pollEvery, func() (bool, string) {
+		err := check()
+		return err == nil, fmt.Sprintf("%s: last: %v", what, err)
+	})
 }
 
 // mustReplace replaces old with repl in s and fails the test unless old
@@ -106,7 +99,7 @@ func mustReplace(t *testing.T, s, old, repl string, n int) string {
 }
 
 func TestShardingExample_ConfigsAreValidAndListTheSameTargets(t *testing.T) {
-	testenv.RequireBinaries(t, "promtool")
+	testenv.Require(t, "prometheus")
 	targets, sdNames := loadExample(t)
 
 	promtool, err := testenv.LookPath("promtool")
@@ -177,7 +170,7 @@ type backend struct {
 }
 
 func TestSharding_EachTargetIsScrapedOnceByTheAgentOfItsShard(t *testing.T) {
-	testenv.RequireBinaries(t, "postgres", "pgbouncer", "prometheus")
+	testenv.Require(t, "postgres", "pgbouncer", "prometheus")
 	targets, sdNames := loadExample(t)
 
 	// Servers: one PostgreSQL and one PgBouncer hold all the targets; each

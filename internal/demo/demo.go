@@ -18,9 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/internal/launch"
 	"github.com/poolwatch/poolwatch/mixin"
 )
 
@@ -44,11 +42,6 @@ const (
 
 	alertExhausted = "PoolExhausted"
 	alertLeak      = "PoolConnectionLeak"
-
-	// dirPrefix starts the demo's temporary directory, followed by the
-	// demo's pid, so a later run can remove the directory of a demo that
-	// was killed outright.
-	dirPrefix = "poolwatch-demo-"
 )
 
 // Phase limits: every wait of the script is bounded.
@@ -70,17 +63,16 @@ type demo struct {
 	started, readyAt time.Time
 	monPW, appPW     string
 
-	pg      *testenv.Postgres
-	stopPG  func()
-	pgb     *testenv.PgBouncer
-	stopPGB func()
-	pw      *testenv.Daemon
-	am      *testenv.Daemon
-	prom    *testenv.Daemon
-	// stopDaemons stops pw, am and prom, in the order they started.
-	stopDaemons []func() error
-	hook        *receiver
-	api         testenv.PromAPI
+	pg   *launch.Postgres
+	pgb  *launch.PgBouncer
+	pw   *launch.Daemon
+	am   *launch.Daemon
+	prom *launch.Daemon
+	// started holds every service in the order it started; cleanup closes
+	// them in reverse.
+	services []io.Closer
+	hook     *receiver
+	api      launch.PromAPI
 	// promUI is the base of Prometheus' web pages: prom's address, plus
 	// "/classic" for Debian's build, which ships only the classic UI.
 	promUI string
@@ -131,27 +123,32 @@ func (d *demo) preflight() error {
 	if _, err := os.Stat(d.o.poolwatch); err != nil { //nolint:gosec // G703: the binary the user named
 		missing = append(missing, fmt.Sprintf("poolwatch (%s; run make build)", d.o.poolwatch))
 	}
-	for _, b := range []string{"postgres", "initdb", "pgbouncer", "prometheus", "alertmanager"} {
-		if _, err := testenv.LookPath(b); err != nil {
-			missing = append(missing, err.Error())
+	deps := []string{"postgres", "pgbouncer", "prometheus", "alertmanager"}
+	if d.o.screenshot != "" {
+		deps = append(deps, "chromium")
+	}
+	for _, name := range deps {
+		if dep, _ := launch.FindDependency(name); dep.Check() != nil {
+			missing = append(missing, dep.Check().Error())
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing programs (`make demo` installs them: apt packages pgbouncer, prometheus, prometheus-alertmanager, postgresql-15):\n\t%s",
-			strings.Join(missing, "\n\t"))
+		return fmt.Errorf("missing programs (`make demo` installs them):\n\t%s", strings.Join(missing, "\n\t"))
 	}
-	sweepStaleDirs(os.TempDir())
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid()))
+	// The directories of demos and tests that were killed outright: their
+	// servers died with them (Pdeathsig), their directories did not.
+	launch.SweepStale(os.TempDir())
+	dir, err := launch.MkdirTemp("demo")
 	if err != nil {
-		return fmt.Errorf("create the demo directory: %w", err)
+		return err
 	}
 	// 0711: when the demo runs as root, PostgreSQL and PgBouncer run as the
-	// postgres user in testenv's directories inside this one.
+	// postgres user in launch's directories inside this one.
 	if err := os.Chmod(dir, 0o711); err != nil { //nolint:gosec // traverse-only for others, see above
 		return fmt.Errorf("chmod %s: %w", dir, err)
 	}
 	d.dir = dir
-	// testenv puts its server directories, and its initdb template, under
+	// launch puts its server directories, and its initdb template, under
 	// TMPDIR: this way everything the demo creates is in one directory.
 	if err := os.Setenv("TMPDIR", dir); err != nil {
 		return fmt.Errorf("set TMPDIR: %w", err)
@@ -171,28 +168,6 @@ func randomPassword() (string, error) {
 		return "", fmt.Errorf("generate a password: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// sweepStaleDirs removes demo directories in tmp whose demo process is
-// gone (a demo killed with SIGKILL cannot clean up; its servers died with it
-// through Pdeathsig).
-func sweepStaleDirs(tmp string) {
-	entries, err := os.ReadDir(tmp)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), dirPrefix)
-		if !ok || !e.IsDir() {
-			continue
-		}
-		pidText, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || testenv.PIDAlive(pid) {
-			continue
-		}
-		_ = os.RemoveAll(filepath.Join(tmp, e.Name()))
-	}
 }
 
 // step prints "  what ... ok (detail, 1.2s)" around fn.
@@ -235,29 +210,23 @@ func (d *demo) startServices(ctx context.Context) error {
 }
 
 func (d *demo) startPostgres() (string, error) {
-	pg, stop, err := testenv.LaunchPostgres(testenv.PostgresOptions{MaxConnections: 50})
+	pg, err := launch.StartPostgres(launch.PostgresOptions{MaxConnections: 50})
 	if err != nil {
 		return "", err
 	}
-	d.pg, d.stopPG = pg, stop
-	d.pids["postgres"] = pg.PostmasterPID()
+	d.pg = pg
+	d.launched("postgres", pg, pg.PostmasterPID())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pg.DSN(pg.SuperUser, pg.SuperPassword, "postgres"))
-	if err != nil {
-		return "", fmt.Errorf("connect as superuser: %w", err)
+	if err := pg.CreateRole(ctx, monUser, d.monPW, "LOGIN", "IN ROLE pg_monitor"); err != nil {
+		return "", err
 	}
-	defer func() { _ = conn.Close(ctx) }()
-	stmts := []string{
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s IN ROLE pg_monitor", monUser, quoteLiteral(d.monPW)),
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", appUser, quoteLiteral(d.appPW)),
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s", shopDB, appUser),
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s", reportsDB, appUser),
+	if err := pg.CreateRole(ctx, appUser, d.appPW, "LOGIN"); err != nil {
+		return "", err
 	}
-	for i, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			// Statements 0 and 1 hold passwords: name them by number only.
-			return "", fmt.Errorf("set-up statement %d: %w", i+1, err)
+	for _, db := range []string{shopDB, reportsDB} {
+		if err := pg.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", db, appUser)); err != nil {
+			return "", err
 		}
 	}
 	return fmt.Sprintf("%s, roles %s (pg_monitor) and %s, databases %s and %s", pg.Addr(), monUser, appUser, shopDB, reportsDB), nil
@@ -286,21 +255,20 @@ func writePrivate(path, content string) error {
 // Alertmanager: each in its own process group, so the terminal's Ctrl-C
 // reaches only the demo, which stops them in order; 45 s to come up, 10 s
 // between SIGTERM and SIGKILL.
-func daemonProcess() testenv.ProcessOptions {
-	return testenv.ProcessOptions{ReadyBudget: 45 * time.Second, StopGrace: 10 * time.Second, ProcessGroup: true}
+func daemonProcess() launch.ProcessOptions {
+	return launch.ProcessOptions{ReadyBudget: 45 * time.Second, StopGrace: 10 * time.Second, ProcessGroup: true}
 }
 
-// launched records a daemon the demo launched.
-func (d *demo) launched(c *testenv.Daemon, stop func() error) {
-	d.stopDaemons = append(d.stopDaemons, stop)
-	d.pids[c.Name] = c.PID()
+// launched records a service the demo started, and its process (0: none).
+func (d *demo) launched(name string, c io.Closer, pid int) {
+	d.services = append(d.services, c)
+	if pid != 0 {
+		d.pids[name] = pid
+	}
 }
-
-// quoteLiteral quotes s as an SQL string literal.
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func (d *demo) startPgBouncer() (string, error) {
-	pgb, stop, err := testenv.LaunchPgBouncer(d.pg, testenv.PgBouncerOptions{
+	pgb, err := launch.StartPgBouncer(d.pg, launch.PgBouncerOptions{
 		PoolMode:      "transaction",
 		MaxClientConn: 50,
 		Databases: map[string]string{
@@ -313,8 +281,8 @@ func (d *demo) startPgBouncer() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d.pgb, d.stopPGB = pgb, stop
-	d.pids["pgbouncer"] = pgb.PID()
+	d.pgb = pgb
+	d.launched("pgbouncer", pgb, pgb.PID())
 	return fmt.Sprintf("%s, pools %s (transaction, size %d, min 1) and %s/%s (session, size 2)",
 		pgb.Addr(), shopPool, shopPoolSize, reportsDB, appUser), nil
 }
@@ -362,7 +330,7 @@ func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
 	if out, err := exec.Command(bin, "check-config", "--config.file="+cfg).CombinedOutput(); err != nil { //nolint:gosec // the binary make build wrote
 		return "", fmt.Errorf("poolwatch check-config: %w\n%s", err, out)
 	}
-	c, stop, err := testenv.LaunchDaemon(ctx, testenv.DaemonOptions{
+	c, err := launch.StartDaemon(ctx, launch.DaemonOptions{
 		Name: "poolwatch", Bin: bin, Dir: dir,
 		Args: func(addr string) []string {
 			// Prometheus sends a 900ms scrape timeout; the default offset of
@@ -375,7 +343,7 @@ func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
 		return "", err
 	}
 	d.pw = c
-	d.launched(c, stop)
+	d.launched(c.Name, c, c.PID())
 	return fmt.Sprintf("http://%s, targets %s and %s, leak_threshold %s", c.Addr, bouncerTarget, pgTarget, d.o.leakThreshold), nil
 }
 
@@ -384,22 +352,23 @@ func (d *demo) startAlertmanager(ctx context.Context) (string, error) {
 	if err := d.hook.start(); err != nil {
 		return "", err
 	}
+	d.launched("webhook", d.hook, 0)
 	dir, err := d.subdir("alertmanager")
 	if err != nil {
 		return "", err
 	}
 	// Pages go out one second after they change, so the demo shows them at
 	// once; alertmanager.yml.example has production timings.
-	c, stop, err := testenv.LaunchAlertmanager(ctx, testenv.AlertmanagerOptions{
+	c, err := launch.StartAlertmanager(ctx, launch.AlertmanagerOptions{
 		Dir:            dir,
-		Config:         testenv.AlertmanagerConfig("terminal", d.hook.URL(), "alertname", "target", "pool"),
+		Config:         launch.AlertmanagerConfig("terminal", d.hook.URL(), "alertname", "target", "pool"),
 		ProcessOptions: daemonProcess(),
 	})
 	if err != nil {
 		return "", err
 	}
 	d.am = c
-	d.launched(c, stop)
+	d.launched(c.Name, c, c.PID())
 	return fmt.Sprintf("http://%s, webhook %s", c.Addr, d.hook.URL()), nil
 }
 
@@ -413,26 +382,26 @@ func (d *demo) startPrometheus(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("generate the short rules: %w", err)
 	}
 	// promtool is optional here: Debian's prometheus package ships it.
-	if err := testenv.CheckRules(ctx, rules); err != nil && !errors.Is(err, testenv.ErrBinaryNotFound) {
+	if err := launch.CheckRules(ctx, rules); err != nil && !errors.Is(err, launch.ErrNotInstalled) {
 		return "", err
 	}
 	scrapes := fmt.Sprintf(`  - job_name: %s
     static_configs:
       - targets: ['%s']
 `, agentJob, d.pw.Addr)
-	c, stop, err := testenv.LaunchPrometheus(ctx, testenv.PrometheusOptions{
+	c, err := launch.StartPrometheus(ctx, launch.PrometheusOptions{
 		Dir: dir,
 		Config: "# Written by make demo. prometheus.yml.example has production settings.\n" +
-			testenv.PrometheusConfig([]string{rules}, d.am.Addr, scrapes),
+			launch.PrometheusConfig([]string{rules}, d.am.Addr, scrapes),
 		ProcessOptions: daemonProcess(),
 	})
 	if err != nil {
 		return "", err
 	}
 	d.prom = c
-	d.launched(c, stop)
+	d.launched(c.Name, c, c.PID())
 	client := &http.Client{Timeout: 5 * time.Second}
-	d.api = testenv.PromAPI{URL: c.URL, Client: client, Timeout: 5 * time.Second}
+	d.api = launch.PromAPI{URL: c.URL, Client: client, Timeout: 5 * time.Second}
 	d.promUI = c.URL
 	if getOK(ctx, client, c.URL+"/alerts") != nil && getOK(ctx, client, c.URL+"/classic/alerts") == nil {
 		d.promUI = c.URL + "/classic"
@@ -762,21 +731,10 @@ func (d *demo) cleanup(failed bool) error {
 	// may already have ended the leaked transaction; either way it is gone.
 	_ = d.leaker.end()
 	d.bg.Wait()
-	for i := len(d.stopDaemons) - 1; i >= 0; i-- {
-		if err := d.stopDaemons[i](); err != nil {
+	for i := len(d.services) - 1; i >= 0; i-- {
+		if err := d.services[i].Close(); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if d.hook != nil {
-		if err := d.hook.stop(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if d.stopPGB != nil {
-		d.stopPGB()
-	}
-	if d.stopPG != nil {
-		d.stopPG()
 	}
 	left := d.leftovers()
 	if len(left) > 0 {
@@ -806,7 +764,7 @@ func (d *demo) cleanup(failed bool) error {
 func (d *demo) leftovers() []string {
 	var left []string
 	for name, pid := range d.pids {
-		if testenv.PIDAlive(pid) {
+		if launch.PIDAlive(pid) {
 			left = append(left, fmt.Sprintf("%s (pid %d)", name, pid))
 		}
 	}
@@ -820,7 +778,7 @@ func (d *demo) leftovers() []string {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), d.dir) || !testenv.PIDAlive(pid) {
+		if err != nil || !strings.Contains(string(cmdline), d.dir) || !launch.PIDAlive(pid) {
 			continue
 		}
 		left = append(left, fmt.Sprintf("pid %d (%s)", pid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))

@@ -66,7 +66,7 @@ exec /usr/bin/id "$@"
 // and returns make's output and the apt-get calls, one per line.
 func (f fakeSystem) makeRun(t *testing.T, installed, uid string, args ...string) (string, []string) {
 	t.Helper()
-	testenv.RequireBinaries(t, "make")
+	testenv.Require(t, "make")
 	makeBin, err := testenv.LookPath("make")
 	require.NoError(t, err)
 	root, err := filepath.Abs(filepath.Join("..", ".."))

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 // page is one alert state change, as the terminal shows it.
@@ -40,15 +40,14 @@ func (p page) String() string {
 	return b.String()
 }
 
-// receiver is the webhook Alertmanager notifies: testenv's webhook
+// receiver is the webhook Alertmanager notifies: launch's webhook
 // receiver, which takes the HTTP requests, feeding take. Alertmanager sends
 // a group's whole alert list on every change, so the receiver keeps the
 // last status of each alert (by fingerprint) and reports only changes. It
 // is safe for concurrent use.
 type receiver struct {
-	hook     *testenv.WebhookReceiver
-	stopHook func() error
-	now      func() time.Time
+	hook *launch.WebhookReceiver
+	now  func() time.Time
 	// onPage is called, in order, for every state change.
 	onPage func(page)
 
@@ -73,30 +72,30 @@ func newReceiver(onPage func(page)) *receiver {
 
 // start serves the webhook on a free loopback port until stop.
 func (r *receiver) start() error {
-	hook, stop, err := testenv.LaunchWebhookReceiver(r.take)
+	hook, err := launch.StartWebhookReceiver(r.take)
 	if err != nil {
 		return err
 	}
-	r.hook, r.stopHook = hook, stop
+	r.hook = hook
 	return nil
 }
 
 // URL is the address to give Alertmanager.
 func (r *receiver) URL() string { return r.hook.URL() }
 
-// stop closes the server and its connections. Alertmanager, the only
+// Close closes the server and its connections. Alertmanager, the only
 // client, is stopped before it, so nothing is in flight worth waiting for.
-func (r *receiver) stop() error {
-	if r.stopHook == nil {
+func (r *receiver) Close() error {
+	if r.hook == nil {
 		return nil
 	}
-	return r.stopHook()
+	return r.hook.Close()
 }
 
 // take records a notification and reports its state changes.
-func (r *receiver) take(n testenv.WebhookNotification) {
+func (r *receiver) take(n launch.WebhookNotification) {
 	now := r.now()
-	alerts := append([]testenv.WebhookAlert(nil), n.Alerts...)
+	alerts := append([]launch.WebhookAlert(nil), n.Alerts...)
 	// Resolutions first, then by name and labels: stable output.
 	sort.SliceStable(alerts, func(i, j int) bool {
 		if alerts[i].Status != alerts[j].Status {
@@ -109,7 +108,7 @@ func (r *receiver) take(n testenv.WebhookNotification) {
 	for _, a := range alerts {
 		key := a.Fingerprint
 		if key == "" {
-			key = testenv.LabelsString(a.Labels)
+			key = launch.LabelsString(a.Labels)
 		}
 		if r.status[key].status == a.Status {
 			continue

@@ -11,11 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/poolwatch/poolwatch/internal/testenv"
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
-func exhausted(status string) testenv.WebhookAlert {
-	return testenv.WebhookAlert{
+func exhausted(status string) launch.WebhookAlert {
+	return launch.WebhookAlert{
 		Status:      status,
 		Fingerprint: "f1",
 		Labels:      map[string]string{"alertname": "PoolExhausted", "severity": "critical", "target": "bouncer", "pool": "shop/app"},
@@ -60,12 +60,12 @@ func TestReceiver_ReportsEachStateChangeOnceThoughAlertmanagerRepeatsTheGroup(t 
 	rec := &recorder{}
 	r := newReceiver(rec.add)
 	require.NoError(t, r.start())
-	t.Cleanup(func() { require.NoError(t, r.stop()) })
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
 
-	firing := testenv.WebhookNotification{Version: "4", Status: "firing", Alerts: []testenv.WebhookAlert{exhausted("firing")}}
+	firing := launch.WebhookNotification{Version: "4", Status: "firing", Alerts: []launch.WebhookAlert{exhausted("firing")}}
 	require.Equal(t, http.StatusOK, post(t, r, firing))
 	require.Equal(t, http.StatusOK, post(t, r, firing)) // the group again, unchanged
-	require.Equal(t, http.StatusOK, post(t, r, testenv.WebhookNotification{Version: "4", Status: "resolved", Alerts: []testenv.WebhookAlert{exhausted("resolved")}}))
+	require.Equal(t, http.StatusOK, post(t, r, launch.WebhookNotification{Version: "4", Status: "resolved", Alerts: []launch.WebhookAlert{exhausted("resolved")}}))
 
 	require.Equal(t, []string{
 		"FIRING   PoolExhausted (critical)  target=bouncer pool=shop/app  A connection pool is exhausted.",
@@ -81,9 +81,9 @@ func TestReceiver_CountsAnAlertAsFiringUntilEveryInstanceResolved(t *testing.T) 
 	r := newReceiver(nil)
 	a, b := exhausted("firing"), exhausted("firing")
 	b.Fingerprint, b.Labels = "f2", map[string]string{"alertname": "PoolExhausted", "reason": "long_wait"}
-	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
+	r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{a, b}})
 	a.Status = "resolved"
-	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
+	r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{a, b}})
 
 	require.Equal(t, 1, r.state("PoolExhausted").Firing)
 	r.mu.Lock()
@@ -94,7 +94,7 @@ func TestReceiver_CountsAnAlertAsFiringUntilEveryInstanceResolved(t *testing.T) 
 	r.mu.Unlock()
 
 	b.Status = "resolved"
-	r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{a, b}})
+	r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{a, b}})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	require.True(t, r.firedAndResolvedLocked("PoolExhausted"))
@@ -106,19 +106,18 @@ func TestReceiver_WaitReturnsWhenTheAlertFiresAndGivesUpAtItsTimeout(t *testing.
 	ctx := context.Background()
 	require.False(t, r.wait(ctx, 20*time.Millisecond, func() bool { return r.firedLocked("PoolExhausted") }))
 
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		r.take(testenv.WebhookNotification{Alerts: []testenv.WebhookAlert{exhausted("firing")}})
-	}()
+	woke := make(chan bool)
+	go func() { woke <- r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }) }()
 	start := time.Now()
-	require.True(t, r.wait(ctx, 10*time.Second, func() bool { return r.firedLocked("PoolExhausted") }))
-	require.Less(t, time.Since(start), 5*time.Second)
+	r.take(launch.WebhookNotification{Alerts: []launch.WebhookAlert{exhausted("firing")}})
+	require.True(t, <-woke)
+	require.Less(t, time.Since(start), 5*time.Second, "woken by the notification, not by the timeout")
 }
 
 func TestReceiver_RejectsWhatIsNotANotification(t *testing.T) {
 	r := newReceiver(nil)
 	require.NoError(t, r.start())
-	t.Cleanup(func() { require.NoError(t, r.stop()) })
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
 	resp, err := http.Post(r.URL(), "application/json", bytes.NewReader([]byte("{not json"))) //nolint:noctx // a local test server
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())

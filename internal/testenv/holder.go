@@ -129,17 +129,10 @@ func (h *Holder) Errors() []error {
 // errors on timeout.
 func (h *Holder) WaitHeld(tb testing.TB, n int, timeout time.Duration) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if h.Held() >= n {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			tb.Fatalf("holder: %d of %d transactions held after %v; errors: %v", h.Held(), n, timeout, h.Errors())
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	Eventually(tb, timeout, 10*time.Millisecond, func() (bool, string) {
+		held := h.Held()
+		return held >= n, fmt.Sprintf("holder: %d of %d transactions held; errors: %v", held, n, h.Errors())
+	})
 }
 
 // Release commits every held transaction and closes every connection, then

@@ -31,7 +31,7 @@ const columnsFile = "testdata/pgbouncer-1.18-columns.txt"
 func startAppBouncer(t *testing.T, poolSize int, extra map[string]string) (b *PgBouncer, user, pw, db string) {
 	t.Helper()
 	pg := sharedPG(t)
-	RequireBinaries(t, "pgbouncer")
+	Require(t, "pgbouncer")
 	user, pw, db = uniqueName(t, "app"), "app-pw", uniqueName(t, "appdb")
 	pg.CreateRole(t, user, pw, "LOGIN")
 	pg.CreateDatabase(t, db)
@@ -58,17 +58,12 @@ func poolRow(t *testing.T, b *PgBouncer, db, user string) map[string]string {
 // waitPool polls SHOW POOLS until cond holds for the db/user row.
 func waitPool(t *testing.T, b *PgBouncer, db, user string, timeout time.Duration, what string, cond func(r map[string]string) bool) map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r := poolRow(t, b, db, user)
-		if r != nil && cond(r) {
-			return r
-		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("SHOW POOLS %s/%s: %s not reached within %v; last row %v", db, user, what, timeout, r)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var r map[string]string
+	Eventually(t, timeout, 20*time.Millisecond, func() (bool, string) {
+		r = poolRow(t, b, db, user)
+		return r != nil && cond(r), fmt.Sprintf("SHOW POOLS %s/%s: %s not reached; last row %v", db, user, what, r)
+	})
+	return r
 }
 
 func TestPgBouncer_PoolOfThreeQueuesTwoOfFiveClients(t *testing.T) {
@@ -302,9 +297,7 @@ func TestPgBouncer_StartOnATakenPortFailsAtOnce(t *testing.T) {
 	defer l.Close()
 
 	start := time.Now()
-	b.mu.Lock()
-	err = b.startLocked(false)
-	b.mu.Unlock()
+	err = b.PgBouncer.Start()
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "could not bind port")
 	require.Less(t, time.Since(start), 10*time.Second)

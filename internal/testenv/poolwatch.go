@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 // binary caches the poolwatch binary built for this test process.
@@ -51,9 +53,8 @@ func BuildPoolwatch(tb testing.TB) string {
 			builtBinary.err = err
 			return
 		}
-		// Named like the servers' dirs, so that the sweep of a later run
-		// removes it once this process has exited.
-		dir, err := os.MkdirTemp("", fmt.Sprintf("%sbin-%d-", tempPrefix, os.Getpid()))
+		// Swept by a later run once this process has exited.
+		dir, err := launch.MkdirTemp("bin")
 		if err != nil {
 			builtBinary.err = err
 			return
@@ -152,24 +153,18 @@ func (p *Poolwatch) WaitReady(tb testing.TB, timeout time.Duration) {
 	if client == nil {
 		client = http.DefaultClient
 	}
-	deadline := time.Now().Add(timeout)
-	last := "no answer yet"
-	for time.Now().Before(deadline) {
+	Eventually(tb, timeout, 20*time.Millisecond, func() (bool, string) {
 		select {
 		case <-p.done:
 			tb.Fatalf("poolwatch exited before it was ready: %v\n%s", p.exitErr, p.Logs())
 		default:
 		}
-		if code, err := getStatus(client, p.URL+"/-/ready", p.web.Username, p.web.Password); err != nil {
-			last = err.Error()
-		} else if code == http.StatusOK {
-			return
-		} else {
-			last = fmt.Sprintf("status %d", code)
+		code, err := getStatus(client, p.URL+"/-/ready", p.web.Username, p.web.Password)
+		if err != nil {
+			return false, fmt.Sprintf("poolwatch not ready at %s (last: %v)\n%s", p.URL, err, p.Logs())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("poolwatch not ready at %s within %v (last: %s)\n%s", p.URL, timeout, last, p.Logs())
+		return code == http.StatusOK, fmt.Sprintf("poolwatch not ready at %s (last: status %d)\n%s", p.URL, code, p.Logs())
+	})
 }
 
 // Logs returns everything the agent wrote so far.

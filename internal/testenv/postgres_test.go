@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 func TestStartPostgres_ChecksPasswordsOverTCP(t *testing.T) {
@@ -43,17 +45,23 @@ func TestStartPostgres_ChecksPasswordsOverTCP(t *testing.T) {
 	require.True(t, super)
 }
 
+// The slots are counted exactly: every connection testenv opened before the
+// holders (the start's readiness check, the settings read here, CreateRole)
+// is gone from the server, its backend exited, by the time the holders
+// connect. Before that was so, a backend still exiting took a slot on a
+// loaded machine, and one holder too many was refused ("4 of 5 held").
 func TestStartPostgres_AppliesOptionsAndRejectsClientsBeyondUsableSlots(t *testing.T) {
-	RequireBinaries(t, "postgres")
 	start := time.Now()
 	pg := StartPostgres(t, PostgresOptions{MaxConnections: 7, SuperuserReserved: 2, ExtraConf: map[string]string{"work_mem": "8MB"}})
 	t.Logf("own cluster started in %v", time.Since(start))
 
 	show := func(name string) string {
 		var v string
-		c := pg.AdminConn(t)
-		require.NoError(t, c.QueryRow(context.Background(), "SELECT current_setting($1)", name).Scan(&v))
-		require.NoError(t, c.Close(context.Background()))
+		ctx := context.Background()
+		c, err := pg.ConnectAdmin(ctx, "postgres")
+		require.NoError(t, err)
+		require.NoError(t, c.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v))
+		require.NoError(t, launch.CloseConn(ctx, c))
 		return v
 	}
 	require.Equal(t, "7", show("max_connections"))
@@ -79,7 +87,6 @@ func TestStartPostgres_AppliesOptionsAndRejectsClientsBeyondUsableSlots(t *testi
 }
 
 func TestPostgres_RestartComesBackOnTheSamePortWithData(t *testing.T) {
-	RequireBinaries(t, "postgres", "pgbouncer")
 	pg := StartPostgres(t, PostgresOptions{})
 	port := pg.Port
 	pg.CreateRole(t, "app", "pw", "LOGIN")
@@ -115,23 +122,16 @@ func TestPostgres_RestartComesBackOnTheSamePortWithData(t *testing.T) {
 
 	// PgBouncer notices its dead server connection and logs in again
 	// (server_login_retry = 1 s): poll until a pooled query succeeds.
-	deadline := time.Now().Add(15 * time.Second)
-	var lastErr error
-	for attempt := 0; time.Now().Before(deadline); attempt++ {
+	v = 0
+	Eventually(t, 15*time.Second, 50*time.Millisecond, func() (bool, string) {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		err := pooled.QueryRow(qctx, "SELECT v FROM kept").Scan(&v)
-		cancel()
-		if err == nil {
-			lastErr = nil
-			break
-		}
-		lastErr = err
-		if pooled.IsClosed() {
+		if err != nil && pooled.IsClosed() {
 			pooled = connect(t, b.DSN("app", "pw", "appdb"))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	require.NoError(t, lastErr, "pooled query after the restart")
+		return err == nil, fmt.Sprintf("pooled query after the restart: %v", err)
+	})
 	require.Equal(t, 42, v)
 
 	pg.Restart(t)
@@ -166,7 +166,7 @@ func TestWaitBackends_FailsWithTheLastCountOnTimeout(t *testing.T) {
 }
 
 func TestStartPostgres_CleanupStopsTheServerAndRemovesItsDir(t *testing.T) {
-	RequireBinaries(t, "postgres")
+	Require(t, "postgres")
 	var pid int
 	var dir string
 	var port int
@@ -183,10 +183,10 @@ func TestStartPostgres_CleanupStopsTheServerAndRemovesItsDir(t *testing.T) {
 }
 
 // processGone reports whether pid has exited (a zombie counts as exited).
-func processGone(pid int) bool { return !pidAlive(pid) }
+func processGone(pid int) bool { return !launch.PIDAlive(pid) }
 
 func TestStartPostgres_ServerDiesWhenTheTestProcessIsKilled(t *testing.T) {
-	RequireBinaries(t, "postgres", "pgbouncer")
+	Require(t, "postgres", "pgbouncer")
 	if os.Getenv(crashHelperEnv) == "1" {
 		pg := StartPostgres(t, PostgresOptions{})
 		b := StartPgBouncer(t, pg, PgBouncerOptions{})
@@ -240,30 +240,22 @@ func TestStartPostgres_ServerDiesWhenTheTestProcessIsKilled(t *testing.T) {
 	for range lines {
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for !processGone(pmPID) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	require.True(t, processGone(pmPID), "postmaster %d survived its test process", pmPID)
-	for !processGone(bouncerPID) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	require.True(t, processGone(bouncerPID), "pgbouncer %d survived its test process", bouncerPID)
-	for time.Now().Before(deadline) {
+	Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return processGone(pmPID) && processGone(bouncerPID),
+			fmt.Sprintf("survived their test process: postmaster %d: %v, pgbouncer %d: %v", pmPID, !processGone(pmPID), bouncerPID, !processGone(bouncerPID))
+	})
+	Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err != nil {
-			break
+		if err == nil {
+			_ = c.Close()
 		}
-		_ = c.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	require.Error(t, err, "nothing listens on the dead cluster's port")
+		return err != nil, fmt.Sprintf("something still listens on the dead cluster's port %d", port)
+	})
 
 	// The crashed process's directory is left behind; the next sweep takes it.
 	_, err = os.Stat(dir)
 	require.NoError(t, err)
-	require.Contains(t, sweepStale(os.TempDir()), dir)
+	require.Contains(t, launch.SweepStale(os.TempDir()), dir)
 	_, err = os.Stat(dir)
 	require.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -36,6 +36,7 @@ type Proxy struct {
 	refuse  atomic.Bool
 	queries atomic.Int64
 	parses  atomic.Int64
+	dropped atomic.Int64
 
 	mu        sync.Mutex
 	conns     map[*proxyConn]struct{}
@@ -165,6 +166,11 @@ func (p *Proxy) QueryCount() int64 { return p.queries.Load() }
 // messages were forwarded to the upstream since the last ResetCounts.
 func (p *Proxy) ParseCount() int64 { return p.parses.Load() }
 
+// DroppedBytes returns how many bytes clients sent into a fault: on
+// connections FreezeExisting froze, or accepted while blackholed (read and
+// dropped). Poll it to know that a client has reached the fault.
+func (p *Proxy) DroppedBytes() int64 { return p.dropped.Load() }
+
 // ResetCounts zeroes QueryCount and ParseCount.
 func (p *Proxy) ResetCounts() {
 	p.queries.Store(0)
@@ -257,7 +263,9 @@ func (p *Proxy) serve(pc *proxyConn, blackholed bool) {
 		// to notice when it gives up.
 		buf := make([]byte, 4<<10)
 		for {
-			if _, err := pc.client.Read(buf); err != nil {
+			n, err := pc.client.Read(buf)
+			p.dropped.Add(int64(n))
+			if err != nil {
 				return
 			}
 		}
@@ -297,6 +305,9 @@ func (p *Proxy) pump(pc *proxyConn, src, dst net.Conn, clientToServer bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 && pc.frozen.Load() {
+			if clientToServer {
+				p.dropped.Add(int64(n))
+			}
 			n = 0 // frozen: read and drop, so that a close still propagates
 		}
 		if n > 0 {

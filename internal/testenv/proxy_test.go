@@ -95,11 +95,10 @@ func TestProxy_CancelRequestPassesThroughAndIsNotCounted(t *testing.T) {
 		_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
 		errc <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for pg.QueryInt(t, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", app) != 1 {
-		require.True(t, time.Now().Before(deadline), "query never became active")
-		time.Sleep(20 * time.Millisecond)
-	}
+	Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		n := pg.QueryInt(t, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", app)
+		return n == 1, fmt.Sprintf("the query never became active: %d active", n)
+	})
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	require.NoError(t, c.PgConn().CancelRequest(cctx))
@@ -161,11 +160,10 @@ func TestProxy_BlackholeTimesOutConnectsAndHoldsLiveTraffic(t *testing.T) {
 	require.Less(t, elapsed, 5*time.Second)
 	// The abandoned blackholed connection leaves the count once its client
 	// has closed it.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.ActiveConns() != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	require.Equal(t, 1, p.ActiveConns(), "only the live connection is left")
+	Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		n := p.ActiveConns()
+		return n == 1, fmt.Sprintf("only the live connection should be left, have %d", n)
+	})
 
 	// A live connection's query is held, not lost...
 	done := make(chan error, 1)
@@ -212,11 +210,10 @@ func TestProxy_ResetAllBreaksLiveConnections(t *testing.T) {
 	pg.WaitBackends(t, app, func(n int) bool { return n == 0 }, 5*time.Second)
 	// pgx answers a broken connection by dialing a CancelRequest in the
 	// background (pgconn asyncClose); that one ends by itself.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.ActiveConns() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	require.Equal(t, 0, p.ActiveConns())
+	Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		n := p.ActiveConns()
+		return n == 0, fmt.Sprintf("%d proxied connections left", n)
+	})
 
 	c := connect(t, dsn)
 	_, err := c.Exec(ctx, "SELECT 1")

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
@@ -46,15 +47,11 @@ func Baseline(tb testing.TB) Resources {
 // returns the counts it settled at.
 func SettleAt(tb testing.TB, base Resources) Resources {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		now := CountResources(tb)
-		if now.Goroutines <= base.Goroutines && now.FDs <= base.FDs {
-			return now
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("resources did not settle back at the baseline %+v: still %+v", base, now)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var now Resources
+	Eventually(tb, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		now = CountResources(tb)
+		return now.Goroutines <= base.Goroutines && now.FDs <= base.FDs,
+			fmt.Sprintf("resources did not settle back at the baseline %+v: still %+v", base, now)
+	})
+	return now
 }

@@ -1,8 +1,13 @@
 package testenv
 
 import (
+	"fmt"
+	"io"
+	"os"
 	"sync"
 	"testing"
+
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 // Shared is one PostgreSQL cluster and one PgBouncer in front of it, shared
@@ -20,11 +25,11 @@ type Shared struct {
 	// starts (to create roles and databases).
 	Setup func(tb testing.TB, pg *Postgres)
 
-	once  sync.Once
-	pg    *Postgres
-	pgb   *PgBouncer
-	stops []func()
-	err   error
+	once    sync.Once
+	pg      *Postgres
+	pgb     *PgBouncer
+	closers []io.Closer
+	err     error
 }
 
 // MonitoringShared returns a Shared whose PostgreSQL has a login role with
@@ -42,28 +47,28 @@ func MonitoringShared(user, password string) *Shared {
 	}
 }
 
-// Get returns the servers, starting them on first use. It skips the test
-// (fails it under CI) when a binary is missing.
+// Get returns the servers, starting them on first use. It fails or skips
+// the test as Require does when a binary is missing.
 func (s *Shared) Get(tb testing.TB) (*Postgres, *PgBouncer) {
 	tb.Helper()
-	RequireBinaries(tb, "postgres", "pgbouncer")
+	Require(tb, "postgres", "pgbouncer")
 	s.once.Do(func() {
-		pg, stop, err := LaunchPostgres(s.Postgres)
+		pg, err := launch.StartPostgres(s.Postgres)
 		if err != nil {
 			s.err = err
 			return
 		}
-		s.stops = append(s.stops, stop)
+		s.closers = append(s.closers, pg)
 		if s.Setup != nil {
-			s.Setup(tb, pg)
+			s.Setup(tb, &Postgres{pg})
 		}
-		pgb, stop, err := LaunchPgBouncer(pg, s.PgBouncer)
+		pgb, err := launch.StartPgBouncer(pg, s.PgBouncer)
 		if err != nil {
 			s.err = err
 			return
 		}
-		s.stops = append(s.stops, stop)
-		s.pg, s.pgb = pg, pgb
+		s.closers = append(s.closers, pgb)
+		s.pg, s.pgb = &Postgres{pg}, &PgBouncer{pgb}
 	})
 	if s.err != nil {
 		tb.Fatalf("shared test environment: %v", s.err)
@@ -74,10 +79,13 @@ func (s *Shared) Get(tb testing.TB) (*Postgres, *PgBouncer) {
 	return s.pg, s.pgb
 }
 
-// Stop stops the servers, if they were started.
+// Stop stops the servers, if they were started; errors go to stderr (it
+// runs after m.Run, with no test to fail).
 func (s *Shared) Stop() {
-	for i := len(s.stops) - 1; i >= 0; i-- {
-		s.stops[i]()
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i].Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stop the shared servers: %v\n", err)
+		}
 	}
-	s.stops = nil
+	s.closers = nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 // crashHelperEnv makes the test binary act as a test process that gets
@@ -26,7 +28,6 @@ const crashHelperEnv = "POOLWATCH_TESTENV_CRASH_HELPER"
 var sharedCluster struct {
 	once sync.Once
 	pg   *Postgres
-	stop func()
 	err  error
 }
 
@@ -36,8 +37,10 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	code := m.Run()
-	if sharedCluster.stop != nil {
-		sharedCluster.stop()
+	if sharedCluster.pg != nil {
+		if err := sharedCluster.pg.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stop the shared cluster: %v\n", err)
+		}
 	}
 	if code == 0 && os.Getenv(crashHelperEnv) == "" {
 		if err := goleak.Find(); err != nil {
@@ -48,14 +51,18 @@ func runTests(m *testing.M) int {
 	return code
 }
 
-// sharedPG returns the shared cluster, skipping (or failing under CI) when
-// PostgreSQL is not installed.
+// sharedPG returns the shared cluster, failing or skipping as Require does
+// when PostgreSQL is not installed.
 func sharedPG(t *testing.T) *Postgres {
 	t.Helper()
-	RequireBinaries(t, "postgres")
+	Require(t, "postgres")
 	sharedCluster.once.Do(func() {
 		start := time.Now()
-		sharedCluster.pg, sharedCluster.stop, sharedCluster.err = LaunchPostgres(PostgresOptions{})
+		pg, err := launch.StartPostgres(PostgresOptions{})
+		if err == nil {
+			sharedCluster.pg = &Postgres{pg}
+		}
+		sharedCluster.err = err
 		t.Logf("shared postgres ready in %v", time.Since(start).Round(time.Millisecond))
 	})
 	if sharedCluster.err != nil {
@@ -84,7 +91,7 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 	return c
 }
 
-// fakeTB records Skip and Fatal instead of ending the goroutine.
+// fakeTB records Skipf, Fatal and Fatalf instead of ending the goroutine.
 type fakeTB struct {
 	testing.TB
 	skipped, failed bool
@@ -98,28 +105,72 @@ func (f *fakeTB) Skipf(format string, args ...any) {
 func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.failed, f.msg = true, fmt.Sprintf(format, args...)
 }
+func (f *fakeTB) Fatal(args ...any) { f.failed, f.msg = true, fmt.Sprint(args...) }
 
-func TestRequireBinaries_SkipsOutsideCIAndFailsUnderCI(t *testing.T) {
-	t.Setenv("CI", "")
+// missingDep is a dependency that no machine has.
+var missingDep = launch.Dependency{Name: "pgbouncer", Binaries: []string{"no-such-binary-poolwatch"}, Apt: []string{"pgbouncer"}}
+
+func TestRequire_FailsOnAMissingDependencyInAndOutsideCIWithTheInstallHint(t *testing.T) {
+	for _, ci := range []bool{false, true} {
+		f := &fakeTB{TB: t}
+		requireDeps(f, []launch.Dependency{missingDep}, "", ci)
+		require.True(t, f.failed, "CI=%v: a missing dependency fails", ci)
+		require.False(t, f.skipped)
+		require.Contains(t, f.msg, "no-such-binary-poolwatch")
+		require.Contains(t, f.msg, "`make deps`")
+		require.Contains(t, f.msg, "apt package pgbouncer")
+		require.Contains(t, f.msg, SkipEnv+"=NAME")
+	}
+}
+
+func TestRequire_SkipsWhatThePOOLWATCH_TEST_SKIPListNames(t *testing.T) {
 	f := &fakeTB{TB: t}
-	RequireBinaries(f, "no-such-binary-poolwatch")
-	require.True(t, f.skipped, "outside CI a missing binary skips")
+	requireDeps(f, []launch.Dependency{missingDep}, "chromium, pgbouncer", false)
+	require.True(t, f.skipped, "an opted-out dependency skips, installed or not")
 	require.False(t, f.failed)
-	require.Contains(t, f.msg, "no-such-binary-poolwatch")
+	require.Contains(t, f.msg, "needs pgbouncer")
 
-	t.Setenv("CI", "true")
 	f = &fakeTB{TB: t}
-	RequireBinaries(f, "no-such-binary-poolwatch")
-	require.True(t, f.failed, "under CI=true a missing binary fails")
+	requireDeps(f, []launch.Dependency{{Name: "prometheus", Binaries: []string{"sh"}}}, "pgbouncer", false)
+	require.False(t, f.skipped || f.failed, "a dependency that is not listed and is installed runs")
+}
+
+func TestRequire_RejectsAnOptOutUnderCIAndAnUnknownName(t *testing.T) {
+	f := &fakeTB{TB: t}
+	requireDeps(f, []launch.Dependency{missingDep}, "pgbouncer", true)
+	require.True(t, f.failed, "CI never opts out")
 	require.False(t, f.skipped)
-	require.Contains(t, f.msg, "no-such-binary-poolwatch")
+	require.Contains(t, f.msg, "under CI=true")
+
+	f = &fakeTB{TB: t}
+	requireDeps(f, nil, "pgbouncr", false)
+	require.True(t, f.failed, "a typo must not silently run or skip")
+	require.Contains(t, f.msg, `unknown dependency "pgbouncr"`)
+
+	t.Setenv("CI", "")
+	t.Setenv(SkipEnv, "")
+	f = &fakeTB{TB: t}
+	Require(f, "no-such-dependency")
+	require.True(t, f.failed)
+	require.Contains(t, f.msg, "known: postgres, pgbouncer")
+}
+
+func TestRequire_FailsWhenPostgreSQLIsNotWhereItIsLookedFor(t *testing.T) {
+	t.Setenv("CI", "")
+	t.Setenv(SkipEnv, "")
+	t.Setenv("POOLWATCH_PG_BINDIR", t.TempDir())
+	f := &fakeTB{TB: t}
+	Require(f, "postgres")
+	require.True(t, f.failed)
+	require.Contains(t, f.msg, "postgres is not installed")
+	require.Contains(t, f.msg, "apt package postgresql-15")
 }
 
 func TestLookPath_FindsTheInstalledServers(t *testing.T) {
-	RequireBinaries(t, "postgres", "pgbouncer", "promtool", "prometheus", "alertmanager")
+	Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
 	for name, want := range map[string]string{
-		"postgres":     filepath.Join(PostgresBinDir, "postgres"),
-		"initdb":       filepath.Join(PostgresBinDir, "initdb"),
+		"postgres":     filepath.Join(launch.PostgresBinDir, "postgres"),
+		"initdb":       filepath.Join(launch.PostgresBinDir, "initdb"),
 		"pgbouncer":    "pgbouncer",
 		"promtool":     "promtool",
 		"prometheus":   "prometheus",
@@ -130,8 +181,27 @@ func TestLookPath_FindsTheInstalledServers(t *testing.T) {
 		require.True(t, filepath.IsAbs(got), "%s: %s is absolute", name, got)
 		require.True(t, strings.HasSuffix(got, want), "%s: %s ends with %s", name, got, want)
 	}
-	_, err := LookPath("no-such-binary-poolwatch")
-	require.ErrorIs(t, err, ErrBinaryNotFound)
+}
+
+func TestEventually_ReturnsOnceTheConditionHoldsAndFailsWithTheLastDetail(t *testing.T) {
+	calls := 0
+	Eventually(t, time.Second, time.Millisecond, func() (bool, string) {
+		calls++
+		return calls == 3, ""
+	})
+	require.Equal(t, 3, calls)
+
+	f := &fakeTB{TB: t}
+	calls = 0
+	start := time.Now()
+	Eventually(f, 50*time.Millisecond, 10*time.Millisecond, func() (bool, string) {
+		calls++
+		return false, fmt.Sprintf("attempt %d", calls)
+	})
+	require.True(t, f.failed)
+	require.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond)
+	require.Contains(t, f.msg, fmt.Sprintf("not within 50ms (%d polls): attempt %d", calls, calls))
+	require.GreaterOrEqual(t, calls, 2)
 }
 
 func TestFreePort_ReturnsAPortThatCanBeBound(t *testing.T) {
@@ -142,36 +212,47 @@ func TestFreePort_ReturnsAPortThatCanBeBound(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
-func TestSweepStale_RemovesOnlyDirsOfDeadProcesses(t *testing.T) {
-	tmp := t.TempDir()
-	// A pid that belonged to a process that has exited. The kernel may hand
-	// it out again at once; try a few until one stays free.
-	deadPID := 0
-	for range 20 {
-		dead := exec.Command("true")
-		require.NoError(t, dead.Run())
-		if !pidAlive(dead.Process.Pid) {
-			deadPID = dead.Process.Pid
-			break
-		}
-	}
-	require.NotZero(t, deadPID, "every exited pid was reused at once")
-	mk := func(name string) string {
-		p := filepath.Join(tmp, name)
-		require.NoError(t, os.MkdirAll(filepath.Join(p, "data"), 0o700))
-		return p
-	}
-	stale := mk(fmt.Sprintf("%spg-%d-123", tempPrefix, deadPID))
-	mine := mk(fmt.Sprintf("%spg-%d-456", tempPrefix, os.Getpid()))
-	// A dead owner but a live postmaster (here: this process) is kept.
-	guarded := mk(fmt.Sprintf("%spg-%d-789", tempPrefix, deadPID))
-	require.NoError(t, os.WriteFile(filepath.Join(guarded, "data", "postmaster.pid"), []byte(fmt.Sprintf("%d\n/x\n", os.Getpid())), 0o600))
-	other := mk("somebody-else-1-2")
+func TestOptional_IsFalseWhenOptedOutTrueWhenInstalledAndFailsWhenMissing(t *testing.T) {
+	t.Setenv("CI", "")
+	t.Setenv(SkipEnv, "make")
+	f := &fakeTB{TB: t}
+	require.False(t, Optional(f, "make"))
+	require.False(t, f.failed || f.skipped)
 
-	removed := sweepStale(tmp)
-	require.Equal(t, []string{stale}, removed)
-	for _, keep := range []string{mine, guarded, other} {
-		_, err := os.Stat(keep)
-		require.NoError(t, err, keep)
+	t.Setenv(SkipEnv, "")
+	if d, _ := launch.FindDependency("make"); d.Check() == nil { // installed wherever make test runs
+		require.True(t, Optional(f, "make"))
+	}
+	t.Setenv("POOLWATCH_PG_BINDIR", t.TempDir())
+	f = &fakeTB{TB: t}
+	Optional(f, "postgres")
+	require.True(t, f.failed)
+	require.Contains(t, f.msg, "make deps")
+}
+
+// TestDependencies_MakeDepsInstallsEveryAptPackage keeps the Makefile's
+// package list and launch.Dependencies in step: whatever a test can
+// Require, `make deps` installs (make itself excepted: it runs make deps).
+func TestDependencies_MakeDepsInstallsEveryAptPackage(t *testing.T) {
+	Require(t, "make")
+	makeBin, err := LookPath("make")
+	require.NoError(t, err)
+	cmd := exec.Command(makeBin, "--no-print-directory", "-s", "-C", "../..", "--eval", "print-apt-packages: ; @echo $(APT_PACKAGES)", "print-apt-packages") //nolint:gosec // make from LookPath
+	cmd.Env = append(os.Environ(), "MAKEFLAGS=", "MAKELEVEL=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	installed := strings.Fields(string(out))
+	makefile, err := os.ReadFile("../../Makefile")
+	require.NoError(t, err)
+	if strings.Contains(string(makefile), `missing="$$missing postgresql-15"`) {
+		installed = append(installed, "postgresql-15") // deps-apt checks it by its binary's path
+	}
+	for _, d := range launch.Dependencies() {
+		if d.Name == "make" {
+			continue
+		}
+		for _, pkg := range d.Apt {
+			require.Contains(t, installed, pkg, "dependency %s: make deps does not install apt package %s", d.Name, pkg)
+		}
 	}
 }

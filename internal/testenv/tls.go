@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
 // CA is a throwaway certificate authority for TLS tests: an ECDSA P-256 key
@@ -132,26 +134,11 @@ func serial(tb testing.TB) *big.Int {
 // cleanup.
 func ServerFiles(tb testing.TB, files map[string][]byte) map[string]string {
 	tb.Helper()
-	r, err := serverUser()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	dir, err := r.makeServerDir("files")
+	dir, paths, err := launch.WriteServerFiles(files)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	paths := make(map[string]string, len(files))
-	for name, data := range files {
-		if name != filepath.Base(name) {
-			tb.Fatalf("server file name %q must be a plain file name", name)
-		}
-		p := filepath.Join(dir, name)
-		if err := r.writeFile(p, data, 0o600); err != nil {
-			tb.Fatal(err)
-		}
-		paths[name] = p
-	}
 	return paths
 }
 

@@ -1,12 +1,8 @@
-package testenv
+package launch
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,13 +33,13 @@ func notification(t *testing.T, version string, alerts ...WebhookAlert) string {
 func TestWebhookReceiver_RecordsEveryAlertOfEveryNotification(t *testing.T) {
 	var mu sync.Mutex
 	var notified []string
-	hook, stop, err := LaunchWebhookReceiver(func(n WebhookNotification) {
+	hook, err := StartWebhookReceiver(func(n WebhookNotification) {
 		mu.Lock()
 		defer mu.Unlock()
 		notified = append(notified, n.Status)
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, stop()) })
+	t.Cleanup(func() { require.NoError(t, hook.Close()) })
 	require.True(t, strings.HasSuffix(hook.URL(), "/alerts"), hook.URL())
 
 	a := WebhookAlert{Status: "firing", Labels: map[string]string{"alertname": "A", "pool": "p"}}
@@ -67,7 +63,9 @@ func TestWebhookReceiver_RecordsEveryAlertOfEveryNotification(t *testing.T) {
 }
 
 func TestWebhookReceiver_RejectsAndRecordsWhatIsNotANotification(t *testing.T) {
-	hook := StartWebhookReceiver(t)
+	hook, err := StartWebhookReceiver(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, hook.Close()) })
 	base := strings.TrimSuffix(hook.URL(), "/alerts")
 
 	require.Equal(t, http.StatusBadRequest, sendToHook(t, http.MethodPost, hook.URL(), "{not json"))
@@ -116,63 +114,4 @@ scrape_configs:
 `, PrometheusConfig([]string{"/r.yml"}, "127.0.0.1:2", "  - job_name: x\n"))
 	require.Equal(t, "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nscrape_configs:\n",
 		PrometheusConfig(nil, "", ""))
-}
-
-// TestStartPrometheusAndAlertmanager_DeliverAFiringAlertToTheWebhook runs
-// the real servers: Prometheus loads a rule that always fires, scrapes
-// Alertmanager, and Alertmanager notifies the webhook. (The rule has a
-// "for" of 8s: Prometheus drops the alerts it has before it discovers the
-// Alertmanager, which takes up to 5 s, and resends only after a minute.)
-func TestStartPrometheusAndAlertmanager_DeliverAFiringAlertToTheWebhook(t *testing.T) {
-	RequireBinaries(t, "prometheus", "alertmanager", "promtool")
-	hook := StartWebhookReceiver(t)
-	am := StartAlertmanager(t, AlertmanagerOptions{Dir: t.TempDir(), Config: AlertmanagerConfig("hook", hook.URL(), "alertname")})
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", am.PID()))
-	require.NoError(t, err)
-	require.Contains(t, strings.Split(string(cmdline), "\x00"), "--cluster.listen-address=", "clustering off")
-
-	dir := t.TempDir()
-	broken := filepath.Join(dir, "broken.yml")
-	require.NoError(t, os.WriteFile(broken, []byte("groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: 'up =='\n"), 0o600))
-	require.ErrorContains(t, CheckRules(t.Context(), broken), "promtool check rules "+broken)
-	rules := filepath.Join(dir, "rules.yml")
-	require.NoError(t, os.WriteFile(rules, []byte(`groups:
-  - name: testenv
-    rules:
-      - alert: TestenvAlways
-        expr: vector(1)
-        for: 8s
-        labels: {severity: none}
-        annotations: {summary: Always.}
-`), 0o600))
-	require.NoError(t, CheckRules(t.Context(), rules))
-	prom := StartPrometheus(t, PrometheusOptions{Dir: dir, Config: PrometheusConfig([]string{rules}, am.Addr,
-		"  - job_name: alertmanager\n    static_configs:\n      - targets: ['"+am.Addr+"']\n")})
-	api := PromAPI{URL: prom.URL, Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
-
-	ev, ok := hook.Await(time.Now().Add(60*time.Second), func(e AlertEvent) bool {
-		return e.Status == "firing" && e.Labels["alertname"] == "TestenvAlways"
-	})
-	require.True(t, ok, "no notification; alertmanager log:\n%s", am.LogTail(20))
-	require.Equal(t, "Always.", ev.Annotations["summary"])
-	require.Contains(t, ev.GeneratorURL, "/graph?g0.expr=")
-
-	groups, err := api.Rules(t.Context())
-	require.NoError(t, err)
-	require.Len(t, groups, 1)
-	require.Equal(t, "TestenvAlways", groups[0].Rules[0].Name)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		up, err := api.Vector(t.Context(), `up{job="alertmanager"} == 1`)
-		if err == nil && len(up) == 1 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "alertmanager not scraped within 30 s: %v %v", up, err)
-		time.Sleep(100 * time.Millisecond)
-	}
-	active, _, err := api.Targets(context.Background())
-	require.NoError(t, err)
-	require.Len(t, active, 1)
-	require.Equal(t, "http://"+am.Addr+"/metrics", active[0].ScrapeURL)
-	require.Empty(t, hook.Bad())
 }

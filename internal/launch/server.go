@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -61,7 +60,7 @@ func (s *server) startLocked(newPort bool) error {
 	var lastErr error
 	for i := 0; i < attempts; i++ {
 		if newPort {
-			if *s.port, err = freePort(); err != nil {
+			if *s.port, err = FreePort(); err != nil {
 				return err
 			}
 		}
@@ -129,7 +128,7 @@ func logSize(path string) int64 {
 }
 
 func logContainsFrom(path string, off int64, s string) bool {
-	b, err := os.ReadFile(path) //nolint:gosec // a log file in testenv's own temp dir
+	b, err := os.ReadFile(path) //nolint:gosec // a log file in launch's own temp dir
 	if err != nil || int64(len(b)) < off {
 		return false
 	}
@@ -155,8 +154,9 @@ func (s *server) stopLocked() error {
 	return nil
 }
 
-// destroy stops the server and removes its directory.
-func (s *server) destroy() error {
+// Close stops the server and removes its directory. Calling it again does
+// nothing.
+func (s *server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.stopLocked()
@@ -166,51 +166,28 @@ func (s *server) destroy() error {
 	return err
 }
 
-// destroyOnCleanup registers a cleanup of tb that destroys the server.
-func (s *server) destroyOnCleanup(tb testing.TB) {
-	tb.Cleanup(func() {
-		if err := s.destroy(); err != nil {
-			tb.Errorf("clean up %s: %v", s.name, err)
-		}
-	})
-}
-
-// destroyOnce returns a function that destroys the server on its first call
-// and prints errors to stderr, for TestMain.
-func (s *server) destroyOnce() func() {
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			if err := s.destroy(); err != nil {
-				fmt.Fprintf(os.Stderr, "testenv: clean up %s: %v\n", s.name, err)
-			}
-		})
-	}
-}
-
-// stopOrFail stops the server and keeps its directory, failing tb on error.
-func (s *server) stopOrFail(tb testing.TB) {
-	tb.Helper()
+// Stop stops the server and keeps its directory; Start brings it back on
+// the same port. Stopping a stopped server does nothing.
+func (s *server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.stopLocked(); err != nil {
-		tb.Fatal(err)
-	}
+	return s.stopLocked()
 }
 
-// startOrFail starts a stopped server on the same port, failing tb on
-// error. Starting a running server does nothing.
-func (s *server) startOrFail(tb testing.TB) {
-	tb.Helper()
+// Start starts a stopped server on the same port as before and waits until
+// it is ready. Starting a running server does nothing. It fails if another
+// process took the port in the meantime.
+func (s *server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil && !s.proc.exited() {
-		return
+		return nil
 	}
 	s.proc = nil
 	if err := s.startLocked(false); err != nil {
-		tb.Fatalf("restart %s on port %d: %v", s.name, *s.port, err)
+		return fmt.Errorf("restart %s on port %d: %w", s.name, *s.port, err)
 	}
+	return nil
 }
 
 // running reports whether the server process is up.

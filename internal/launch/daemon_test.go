@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"context"
@@ -84,21 +84,26 @@ func TestDaemonHelperProcess(_ *testing.T) {
 	os.Exit(0)
 }
 
-// waitGone polls until pid has exited, for at most 10 s.
+// waitGone waits until pid has exited, for at most 10 s.
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for PIDAlive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive after 10 s", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, waitExit(ctx, pid), "pid %d", pid)
+}
+
+// startDaemon starts a helper daemon and closes it when the test ends.
+func startDaemon(t *testing.T, opts DaemonOptions) *Daemon {
+	t.Helper()
+	d, err := StartDaemon(context.Background(), opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	return d
 }
 
 func TestStartDaemon_ServesOnALoopbackPortAndLogsToItsDir(t *testing.T) {
 	opts := helperDaemon(t, "serve", ProcessOptions{})
-	d := StartDaemon(t, opts)
+	d := startDaemon(t, opts)
 
 	require.Regexp(t, `^127\.0\.0\.1:\d+$`, d.Addr)
 	require.Equal(t, "http://"+d.Addr, d.URL)
@@ -107,31 +112,29 @@ func TestStartDaemon_ServesOnALoopbackPortAndLogsToItsDir(t *testing.T) {
 	require.True(t, PIDAlive(d.PID()))
 }
 
-func TestLaunchDaemon_StopEndsItWithSIGTERMAndIsIdempotent(t *testing.T) {
-	d, stop, err := LaunchDaemon(context.Background(), helperDaemon(t, "serve", ProcessOptions{}))
-	require.NoError(t, err)
+func TestDaemon_CloseEndsItWithSIGTERMAndIsIdempotent(t *testing.T) {
+	d := startDaemon(t, helperDaemon(t, "serve", ProcessOptions{}))
 	pid := d.PID()
 
 	start := time.Now()
-	require.NoError(t, stop())
+	require.NoError(t, d.Close())
 	require.Less(t, time.Since(start), DefaultStopGrace, "SIGTERM was enough")
 	require.False(t, PIDAlive(pid))
-	require.NoError(t, stop(), "a second stop")
+	require.NoError(t, d.Close(), "a second Close")
 }
 
-func TestLaunchDaemon_StopKillsADaemonThatIgnoresSIGTERMAndSaysSo(t *testing.T) {
-	d, stop, err := LaunchDaemon(context.Background(), helperDaemon(t, "ignore-term", ProcessOptions{StopGrace: 300 * time.Millisecond}))
-	require.NoError(t, err)
+func TestDaemon_CloseKillsADaemonThatIgnoresSIGTERMAndSaysSo(t *testing.T) {
+	d := startDaemon(t, helperDaemon(t, "ignore-term", ProcessOptions{StopGrace: 300 * time.Millisecond}))
 
-	err = stop()
+	err := d.Close()
 	require.ErrorContains(t, err, "helper-ignore-term did not exit within 300ms of SIGTERM and was killed")
 	require.False(t, PIDAlive(d.PID()))
 }
 
-func TestLaunchDaemon_FailsWithTheLogTailWhenTheDaemonExitsDuringStartUp(t *testing.T) {
+func TestStartDaemon_FailsWithTheLogTailWhenTheDaemonExitsDuringStartUp(t *testing.T) {
 	opts := helperDaemon(t, "exit", ProcessOptions{})
 	start := time.Now()
-	_, _, err := LaunchDaemon(context.Background(), opts)
+	_, err := StartDaemon(context.Background(), opts)
 
 	require.ErrorContains(t, err, "helper-exit exited during start-up (exit status 3)")
 	require.ErrorContains(t, err, "helper: boom, cannot start")
@@ -140,42 +143,25 @@ func TestLaunchDaemon_FailsWithTheLogTailWhenTheDaemonExitsDuringStartUp(t *test
 	require.True(t, errors.Is(statErr, os.ErrNotExist), "a failure other than a taken port is not retried")
 }
 
-func TestLaunchDaemon_GivesUpWhenContextEnds(t *testing.T) {
+func TestStartDaemon_GivesUpWhenContextEnds(t *testing.T) {
 	// A daemon that never answers 200: its readiness path is missing.
 	opts := helperDaemon(t, "serve", ProcessOptions{})
 	opts.ReadyPath = "/never"
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, _, err := LaunchDaemon(ctx, opts)
+	_, err := StartDaemon(ctx, opts)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
-func TestLaunchDaemon_ProcessGroupStopKillsWhatTheDaemonLeftBehind(t *testing.T) {
-	d, stop, err := LaunchDaemon(context.Background(), helperDaemon(t, "fork", ProcessOptions{ProcessGroup: true}))
-	require.NoError(t, err)
+func TestDaemon_ProcessGroupCloseKillsWhatTheDaemonLeftBehind(t *testing.T) {
+	d := startDaemon(t, helperDaemon(t, "fork", ProcessOptions{ProcessGroup: true}))
 	m := regexp.MustCompile(`forked pid (\d+)`).FindStringSubmatch(d.LogTail(10))
 	require.NotNil(t, m, d.LogTail(10))
 	sleepPID, err := strconv.Atoi(m[1])
 	require.NoError(t, err)
 	require.True(t, PIDAlive(sleepPID))
 
-	require.NoError(t, stop())
+	require.NoError(t, d.Close())
 	require.False(t, PIDAlive(d.PID()))
 	waitGone(t, sleepPID)
-}
-
-func TestLaunchCommand_SupervisesACommandThatDoesNotListen(t *testing.T) {
-	dir := t.TempDir()
-	cmd := exec.Command("sh", "-c", `echo started; trap "" TERM; while :; do sleep 0.05; done`)
-	d, stop, err := LaunchCommand("looper", cmd, dir+"/looper.log", ProcessOptions{StopGrace: 300 * time.Millisecond, ProcessGroup: true})
-	require.NoError(t, err)
-	require.Empty(t, d.Addr)
-
-	deadline := time.Now().Add(10 * time.Second)
-	for d.LogTail(1) != "\tstarted" && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	require.Equal(t, "\tstarted", d.LogTail(1))
-	require.ErrorContains(t, stop(), "looper did not exit within 300ms of SIGTERM and was killed")
-	require.False(t, PIDAlive(d.PID()))
 }

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"bytes"
@@ -63,16 +63,28 @@ func (r runAs) writeFile(path string, data []byte, mode os.FileMode) error {
 	return r.chown(path)
 }
 
-// tempPrefix starts every directory testenv creates under os.TempDir(); the
-// pid lets sweepStale tell live runs from crashed ones.
+// tempPrefix starts every directory launch creates under os.TempDir(); the
+// pid lets SweepStale tell live runs from crashed ones.
 const tempPrefix = "poolwatch-testenv-"
+
+// MkdirTemp creates a directory under os.TempDir() named like launch's own
+// (poolwatch-testenv-<kind>-<pid>-<rand>; kind must not contain "-"), so
+// that a later run removes it once this process has exited (see
+// SweepStale).
+func MkdirTemp(kind string) (string, error) {
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%s-%d-", tempPrefix, kind, os.Getpid()))
+	if err != nil {
+		return "", fmt.Errorf("create %s temp dir: %w", kind, err)
+	}
+	return dir, nil
+}
 
 // makeServerDir creates a 0700 temp dir owned by the server user. The name
 // embeds kind and this process's pid: poolwatch-testenv-<kind>-<pid>-<rand>.
 func (r runAs) makeServerDir(kind string) (string, error) {
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%s-%d-", tempPrefix, kind, os.Getpid()))
+	dir, err := MkdirTemp(kind)
 	if err != nil {
-		return "", fmt.Errorf("create %s temp dir: %w", kind, err)
+		return "", err
 	}
 	if err := os.Chmod(dir, 0o700); err != nil { //nolint:gosec // a directory: 0700 is owner-only
 		_ = os.RemoveAll(dir)
@@ -104,7 +116,7 @@ func childEnv(home string) []string {
 // startProcess starts bin with args in dir, as r's user, appending its
 // output to logPath. The child gets SIGKILL if the test process dies.
 func startProcess(r runAs, name, bin string, args []string, dir, logPath string) (*process, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // path built by testenv in its own temp dir
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // path built by launch in its own temp dir
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
 	}
@@ -112,7 +124,7 @@ func startProcess(r runAs, name, bin string, args []string, dir, logPath string)
 	if err := r.chown(logPath); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...) //nolint:gosec // bin comes from LookPath, args from testenv
+	cmd := exec.Command(bin, args...) //nolint:gosec // bin comes from LookPath, args from launch
 	cmd.Dir = dir
 	cmd.Env = childEnv(dir)
 	cmd.Stdout = logf
@@ -180,7 +192,7 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) (exitErr error, 
 
 // logTail returns the last lines of a log file, for failure messages.
 func logTail(path string, lines int) string {
-	f, err := os.Open(path) //nolint:gosec // a log file in testenv's own temp dir
+	f, err := os.Open(path) //nolint:gosec // a log file in launch's own temp dir
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
@@ -242,12 +254,12 @@ func (r runAs) copyTree(src, dst string) error {
 }
 
 func copyFile(src, dst string, mode os.FileMode) (err error) {
-	in, err := os.Open(src) //nolint:gosec // copying testenv's own template
+	in, err := os.Open(src) //nolint:gosec // copying launch's own template
 	if err != nil {
 		return fmt.Errorf("open %s: %w", src, err)
 	}
 	defer func() { _ = in.Close() }()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode) //nolint:gosec // into testenv's own temp dir
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode) //nolint:gosec // into launch's own temp dir
 	if err != nil {
 		return fmt.Errorf("create %s: %w", dst, err)
 	}
@@ -287,12 +299,12 @@ func isZombie(pid int) bool {
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
-// sweepStale removes directories left in tmp by testenv runs whose process
+// SweepStale removes directories left in tmp by runs whose process
 // no longer exists (a test binary killed before its cleanups ran). A
 // directory is kept when its owner pid is alive or when a postmaster.pid in
 // it names a live process; nothing is ever killed. It returns the removed
 // paths.
-func sweepStale(tmp string) []string {
+func SweepStale(tmp string) []string {
 	entries, err := os.ReadDir(tmp)
 	if err != nil {
 		return nil
@@ -313,7 +325,7 @@ func sweepStale(tmp string) []string {
 			continue
 		}
 		dir := filepath.Join(tmp, name)
-		if b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil { //nolint:gosec // testenv's own dir naming
+		if b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil { //nolint:gosec // launch's own dir naming
 			first, _, _ := strings.Cut(string(b), "\n")
 			if pm, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && pidAlive(pm) {
 				continue
@@ -330,4 +342,34 @@ func sweepStale(tmp string) []string {
 func ownedBySelf(st os.FileInfo) bool {
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	return ok && int(sys.Uid) == os.Geteuid()
+}
+
+// WriteServerFiles writes files (name -> content) with mode 0600 into a new
+// 0700 directory owned by the user the servers run as, so that PostgreSQL
+// accepts them as ssl_key_file, hba_file and the like. It returns the
+// directory, which the caller removes, and name -> absolute path.
+func WriteServerFiles(files map[string][]byte) (string, map[string]string, error) {
+	r, err := serverUser()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := r.makeServerDir("files")
+	if err != nil {
+		return "", nil, err
+	}
+	paths := make(map[string]string, len(files))
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if name != filepath.Base(name) {
+			err = fmt.Errorf("server file name %q must be a plain file name", name)
+		} else {
+			err = r.writeFile(p, data, 0o600)
+		}
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return "", nil, err
+		}
+		paths[name] = p
+	}
+	return dir, paths, nil
 }

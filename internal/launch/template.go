@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"crypto/sha256"
@@ -15,7 +15,7 @@ import (
 )
 
 // SuperPassword is the password of the "postgres" superuser in every
-// cluster testenv starts. It exists only in throwaway test clusters.
+// cluster launch starts. It exists only in throwaway test clusters.
 const SuperPassword = "testenv-super"
 
 // templateRecipe changes whenever the way the template is built changes, so
@@ -23,9 +23,9 @@ const SuperPassword = "testenv-super"
 const templateRecipe = "v1: initdb -U postgres -E UTF8 --locale=C --wal-segsize=1 -N; hba: local trust, host scram-sha-256"
 
 // hbaConf is the pg_hba.conf of every cluster: trust over the unix socket
-// (testenv's admin connections), SCRAM over TCP so a wrong password is a real
+// (the admin connections), SCRAM over TCP so a wrong password is a real
 // error.
-const hbaConf = `# written by poolwatch internal/testenv
+const hbaConf = `# written by poolwatch internal/launch
 # TYPE  DATABASE  USER  ADDRESS       METHOD
 local   all       all                 trust
 host    all       all   127.0.0.1/32  scram-sha-256
@@ -45,7 +45,7 @@ var templateCache struct {
 // building it on first use (see the package doc, "initdb cache").
 func templateDataDir(r runAs) (string, error) {
 	templateCache.once.Do(func() {
-		sweepStale(os.TempDir())
+		SweepStale(os.TempDir())
 		templateCache.dir, templateCache.err = buildTemplate(r)
 	})
 	return templateCache.dir, templateCache.err

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"encoding/json"
@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -86,40 +85,27 @@ type WebhookReceiver struct {
 	changed chan struct{} // closed and replaced on every notification
 }
 
-// StartWebhookReceiver serves a WebhookReceiver until tb's cleanup.
-func StartWebhookReceiver(tb testing.TB) *WebhookReceiver {
-	tb.Helper()
-	r, stop, err := LaunchWebhookReceiver(nil)
-	if err != nil {
-		tb.Fatalf("start the webhook receiver: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := stop(); err != nil {
-			tb.Errorf("%v", err)
-		}
-	})
-	return r
-}
-
-// LaunchWebhookReceiver is StartWebhookReceiver for a program: it returns
-// the receiver and a function that closes its server and connections.
-// onNotify, when not nil, is called with every valid notification after it
-// was recorded and before Alertmanager gets its answer, outside the
-// receiver's lock; it may be called concurrently.
-func LaunchWebhookReceiver(onNotify func(WebhookNotification)) (*WebhookReceiver, func() error, error) {
+// StartWebhookReceiver serves a WebhookReceiver on a free loopback port
+// until Close. onNotify, when not nil, is called with every valid
+// notification after it was recorded and before Alertmanager gets its
+// answer, outside the receiver's lock; it may be called concurrently.
+func StartWebhookReceiver(onNotify func(WebhookNotification)) (*WebhookReceiver, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen for the webhook: %w", err)
+		return nil, fmt.Errorf("listen for the webhook: %w", err)
 	}
 	r := &WebhookReceiver{addr: l.Addr().String(), onNotify: onNotify, changed: make(chan struct{})}
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = r.srv.Serve(l) }()
-	return r, func() error {
-		if err := r.srv.Close(); err != nil {
-			return fmt.Errorf("stop the webhook receiver: %w", err)
-		}
-		return nil
-	}, nil
+	return r, nil
+}
+
+// Close closes the server and its connections at once.
+func (r *WebhookReceiver) Close() error {
+	if err := r.srv.Close(); err != nil {
+		return fmt.Errorf("stop the webhook receiver: %w", err)
+	}
+	return nil
 }
 
 // URL is the address to give Alertmanager.

@@ -1,15 +1,14 @@
-package testenv
+package launch
 
 import (
 	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"testing"
 )
 
 // AlertmanagerOptions configure an Alertmanager started by
-// StartAlertmanager or LaunchAlertmanager.
+// StartAlertmanager.
 type AlertmanagerOptions struct {
 	// Dir holds alertmanager.yml, the storage (Dir/data) and the logs. It
 	// must exist.
@@ -19,21 +18,11 @@ type AlertmanagerOptions struct {
 	ProcessOptions
 }
 
-// StartAlertmanager runs Alertmanager for tb with opts.Config on a free
-// loopback port, clustering off (--cluster.listen-address= empty: no gossip
-// on 0.0.0.0:9094), and waits until /-/ready answers 200. Cleanup and
-// failures are StartDaemon's. It skips or fails (CI=true) the test when
-// alertmanager is not installed.
-func StartAlertmanager(tb testing.TB, opts AlertmanagerOptions) *Daemon {
-	tb.Helper()
-	return startConfigured(tb, alertmanagerDaemon(opts))
-}
-
-// LaunchAlertmanager is StartAlertmanager for a program; it returns the
-// server and its stop function (see LaunchDaemon). A missing binary gives
-// an error wrapping ErrBinaryNotFound.
-func LaunchAlertmanager(ctx context.Context, opts AlertmanagerOptions) (*Daemon, func() error, error) {
-	return launchConfigured(ctx, alertmanagerDaemon(opts))
+// StartAlertmanager runs Alertmanager with opts.Config on a free loopback
+// port, clustering off (--cluster.listen-address= empty: no gossip on
+// 0.0.0.0:9094), and returns once /-/ready answers 200 (see StartDaemon).
+func StartAlertmanager(ctx context.Context, opts AlertmanagerOptions) (*Daemon, error) {
+	return alertmanagerDaemon(opts).start(ctx)
 }
 
 func alertmanagerDaemon(opts AlertmanagerOptions) configuredDaemon {

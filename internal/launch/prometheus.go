@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"context"
@@ -6,12 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
 
 // PrometheusOptions configure a Prometheus server started by
-// StartPrometheus or LaunchPrometheus.
+// StartPrometheus.
 type PrometheusOptions struct {
 	// Dir holds prometheus.yml, the TSDB (Dir/data) and the logs. It must
 	// exist; relative paths in Config (file_sd lists) resolve against it.
@@ -21,20 +20,11 @@ type PrometheusOptions struct {
 	ProcessOptions
 }
 
-// StartPrometheus runs Prometheus for tb with opts.Config on a free loopback
-// port and waits until /-/ready answers 200. Cleanup and failures are
-// StartDaemon's. It skips or fails (CI=true) the test when prometheus is not
-// installed. Talk to it with PromAPI{URL: d.URL}.
-func StartPrometheus(tb testing.TB, opts PrometheusOptions) *Daemon {
-	tb.Helper()
-	return startConfigured(tb, prometheusDaemon(opts))
-}
-
-// LaunchPrometheus is StartPrometheus for a program; it returns the server
-// and its stop function (see LaunchDaemon). A missing binary gives an error
-// wrapping ErrBinaryNotFound.
-func LaunchPrometheus(ctx context.Context, opts PrometheusOptions) (*Daemon, func() error, error) {
-	return launchConfigured(ctx, prometheusDaemon(opts))
+// StartPrometheus runs Prometheus with opts.Config on a free loopback port
+// and returns once /-/ready answers 200 (see StartDaemon). Talk to it with
+// PromAPI{URL: d.URL}.
+func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Daemon, error) {
+	return prometheusDaemon(opts).start(ctx)
 }
 
 func prometheusDaemon(opts PrometheusOptions) configuredDaemon {
@@ -74,7 +64,7 @@ func PrometheusConfig(ruleFiles []string, alertmanager, scrapeConfigs string) st
 
 // CheckRules runs promtool check rules on files, for at most a minute, and
 // returns its output in the error when it fails. A missing promtool gives
-// an error wrapping ErrBinaryNotFound.
+// an error wrapping ErrNotInstalled.
 func CheckRules(ctx context.Context, files ...string) error {
 	promtool, err := LookPath("promtool")
 	if err != nil {

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -88,14 +87,14 @@ type DaemonOptions struct {
 	ProcessOptions
 }
 
-// Daemon is a child process started by testenv (Prometheus, Alertmanager,
-// or any server of a program built on testenv). Its stdout and stderr go to
+// Daemon is a child process started by launch (Prometheus, Alertmanager,
+// the agent, or any other HTTP server). Its stdout and stderr go to
 // LogPath and one goroutine reaps it. It gets SIGKILL if this process dies
 // (Pdeathsig). The fields are set before it is returned and never change.
 type Daemon struct {
 	Name    string
-	Addr    string // 127.0.0.1:PORT; empty for a child that does not listen
-	URL     string // http://127.0.0.1:PORT; empty likewise
+	Addr    string // 127.0.0.1:PORT
+	URL     string // http://127.0.0.1:PORT
 	LogPath string
 
 	opts    ProcessOptions
@@ -104,49 +103,13 @@ type Daemon struct {
 	waitErr error         // valid once done is closed
 }
 
-// StartDaemon starts a daemon for tb on a free loopback port and waits
-// until its ReadyPath answers 200. A cleanup stops it (see LaunchDaemon),
-// failing the test if it needed SIGKILL, and prints its log's tail if the
-// test failed. It fails the test when the daemon does not come up.
-func StartDaemon(tb testing.TB, opts DaemonOptions) *Daemon {
-	tb.Helper()
-	d, err := launchDaemon(context.Background(), opts, func(d *Daemon) {
-		tb.Cleanup(func() {
-			if err := d.stop(); err != nil {
-				tb.Errorf("stop %s: %v", d.Name, err)
-			}
-			if tb.Failed() {
-				tb.Logf("%s log (%s), last lines:\n%s", d.Name, d.LogPath, d.LogTail(40))
-			}
-		})
-	})
-	if err != nil {
-		tb.Fatalf("start %s: %v", opts.Name, err)
-	}
-	return d
-}
-
-// LaunchDaemon is StartDaemon for a program: it returns the daemon and a
-// function that stops it, which is also idempotent. Stopping sends SIGTERM
-// (to the process group with ProcessGroup), waits StopGrace, then sends
-// SIGKILL and waits up to 10 s for the process to be reaped; it returns an
-// error when SIGKILL was needed. ctx cancels the start. A start that fails
-// because another process took the port is retried with a new one (3
-// attempts).
-func LaunchDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, func() error, error) {
-	d, err := launchDaemon(ctx, opts, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	return d, d.stop, nil
-}
-
-// launchDaemon runs the start attempts; started, when not nil, is called
-// with each process as soon as it runs (StartDaemon registers its cleanup
-// there).
-func launchDaemon(ctx context.Context, opts DaemonOptions, started func(*Daemon)) (*Daemon, error) {
+// StartDaemon starts a daemon on a free loopback port and returns once its
+// ReadyPath answers 200. ctx cancels the start. A start that fails because
+// another process took the port is retried with a new one (3 attempts).
+// When the daemon does not come up, the error holds its log's tail.
+func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 	if opts.Name == "" || opts.Bin == "" || opts.Dir == "" || opts.Args == nil {
-		return nil, errors.New("testenv: DaemonOptions need Name, Bin, Dir and Args")
+		return nil, errors.New("launch: DaemonOptions need Name, Bin, Dir and Args")
 	}
 	readyPath := opts.ReadyPath
 	if readyPath == "" {
@@ -154,7 +117,7 @@ func launchDaemon(ctx context.Context, opts DaemonOptions, started func(*Daemon)
 	}
 	var lastErr error
 	for attempt := 1; attempt <= daemonStartAttempts; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -163,19 +126,16 @@ func launchDaemon(ctx context.Context, opts DaemonOptions, started func(*Daemon)
 		cmd.Dir = opts.Dir
 		cmd.Env = childEnv(opts.Dir)
 		logPath := filepath.Join(opts.Dir, fmt.Sprintf("%s-%d.log", opts.Name, attempt))
-		d, err := launchCommand(opts.Name, cmd, logPath, opts.ProcessOptions)
+		d, err := startCommand(opts.Name, cmd, logPath, opts.ProcessOptions)
 		if err != nil {
 			return nil, err
 		}
 		d.Addr, d.URL = addr, "http://"+addr
-		if started != nil {
-			started(d)
-		}
 		lastErr = d.waitReady(ctx, d.URL+readyPath)
 		if lastErr == nil {
 			return d, nil
 		}
-		if err := d.stop(); err != nil {
+		if err := d.Close(); err != nil {
 			lastErr = errors.Join(lastErr, err)
 		}
 		if ctx.Err() != nil {
@@ -200,12 +160,15 @@ type configuredDaemon struct {
 // options looks the binary up, writes the configuration and returns the
 // daemon's DaemonOptions.
 func (c configuredDaemon) options() (DaemonOptions, error) {
+	if err := checkDependency(c.name); err != nil {
+		return DaemonOptions{}, err
+	}
 	bin, err := LookPath(c.name)
 	if err != nil {
 		return DaemonOptions{}, err
 	}
 	if c.dir == "" {
-		return DaemonOptions{}, fmt.Errorf("testenv: no directory for %s", c.name)
+		return DaemonOptions{}, fmt.Errorf("launch: no directory for %s", c.name)
 	}
 	cfg := filepath.Join(c.dir, c.file)
 	if err := os.WriteFile(cfg, []byte(c.config), 0o600); err != nil {
@@ -218,43 +181,20 @@ func (c configuredDaemon) options() (DaemonOptions, error) {
 	}, nil
 }
 
-// startConfigured is the StartXxx of a configuredDaemon: it skips or fails
-// (CI=true) the test when the binary is missing.
-func startConfigured(tb testing.TB, c configuredDaemon) *Daemon {
-	tb.Helper()
-	RequireBinaries(tb, c.name)
+// start is the StartXxx of a configuredDaemon.
+func (c configuredDaemon) start(ctx context.Context) (*Daemon, error) {
 	do, err := c.options()
 	if err != nil {
-		tb.Fatalf("start %s: %v", c.name, err)
+		return nil, err
 	}
-	return StartDaemon(tb, do)
+	return StartDaemon(ctx, do)
 }
 
-// launchConfigured is the LaunchXxx of a configuredDaemon.
-func launchConfigured(ctx context.Context, c configuredDaemon) (*Daemon, func() error, error) {
-	do, err := c.options()
-	if err != nil {
-		return nil, nil, err
-	}
-	return LaunchDaemon(ctx, do)
-}
-
-// LaunchCommand starts cmd, set up by the caller (path, arguments, Dir,
-// Env, ExtraFiles), under testenv's supervision: its stdout and stderr are
-// appended to logPath, its SysProcAttr is replaced by Pdeathsig (and
-// Setpgid with po.ProcessGroup), and one goroutine reaps it. It is for a
-// child that does not listen on a port (Addr and URL stay empty) or has its
-// own way to tell it is ready; the returned function stops it as
-// LaunchDaemon's does.
-func LaunchCommand(name string, cmd *exec.Cmd, logPath string, po ProcessOptions) (*Daemon, func() error, error) {
-	d, err := launchCommand(name, cmd, logPath, po)
-	if err != nil {
-		return nil, nil, err
-	}
-	return d, d.stop, nil
-}
-
-func launchCommand(name string, cmd *exec.Cmd, logPath string, po ProcessOptions) (*Daemon, error) {
+// startCommand starts cmd, set up by the caller (path, arguments, Dir,
+// Env), under launch's supervision: its stdout and stderr are appended to
+// logPath, its SysProcAttr is replaced by Pdeathsig (and Setpgid with
+// po.ProcessGroup), and one goroutine reaps it.
+func startCommand(name string, cmd *exec.Cmd, logPath string, po ProcessOptions) (*Daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // a log path of the caller's own directory
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
@@ -335,7 +275,7 @@ func getOK(ctx context.Context, client *http.Client, url string) error {
 		return fmt.Errorf("request %s: %w", url, err)
 	}
 	req.Close = true
-	resp, err := client.Do(req) //nolint:gosec // G704: a loopback address of a daemon testenv started
+	resp, err := client.Do(req) //nolint:gosec // G704: a loopback address of a daemon launch started
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", url, err)
 	}
@@ -361,11 +301,12 @@ func (d *Daemon) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// stop sends SIGTERM, waits StopGrace, then sends SIGKILL and waits up to
-// killWait for the process to be reaped. It returns an error when SIGKILL
-// was needed or signalling failed. It is idempotent; with ProcessGroup,
-// whatever the child forked and left behind is killed too.
-func (d *Daemon) stop() error {
+// Close stops the daemon: it sends SIGTERM, waits StopGrace, then sends
+// SIGKILL and waits up to 10 s for the process to be reaped. It returns an
+// error when SIGKILL was needed or signalling failed. Calling it again does
+// nothing more; with ProcessGroup, whatever the child forked and left
+// behind is killed too.
+func (d *Daemon) Close() error {
 	var errs []error
 	if !d.exited() {
 		if err := d.signal(syscall.SIGTERM); err != nil {

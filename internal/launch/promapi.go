@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"context"
@@ -104,7 +104,7 @@ func (p PromAPI) get(ctx context.Context, path string, params url.Values, data a
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req) //nolint:gosec // G704: a Prometheus testenv or the demo started on 127.0.0.1
+	resp, err := client.Do(req) //nolint:gosec // G704: a Prometheus started by a test or the demo on 127.0.0.1
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", path, err)
 	}
