@@ -272,19 +272,19 @@ func newTargetState(t config.Target, logger log.Logger) (*targetState, error) {
 		Logger:             logger,
 	}
 	if t.Password != (config.PasswordSource{}) {
-		opts.Password = t.Password.Read
+		opts.Password = t.Password
 	}
 	var scraper target.Scraper
 	switch t.Kind {
 	case config.KindPgBouncer:
-		opts.Kind = pool.KindPgBouncer
+		opts.Kind = config.KindPgBouncer
 		scraper = target.NewPgBouncer(target.PgBouncerOptions{
 			LeakThreshold:    t.LeakThreshold,
 			SessionModeLeaks: t.SessionModeLeaks,
 			MaxPools:         t.MaxPools,
 		})
 	default:
-		opts.Kind = pool.KindPostgres
+		opts.Kind = config.KindPostgres
 		apps := make([]target.ApplicationPool, 0, len(t.ApplicationPools))
 		for _, ap := range t.ApplicationPools {
 			apps = append(apps, target.ApplicationPool{
