@@ -297,26 +297,12 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 		return nil, err
 	}
 	opts := pool.Options{
-		Target:             t.Name,
-		DSN:                t.ConnString(),
-		MinConns:           int32(t.ProbePool.MinConnections), //nolint:gosec // validated small
-		MaxConns:           int32(t.ProbePool.MaxConnections), //nolint:gosec // validated small
-		ConnectTimeout:     t.ProbePool.ConnectTimeout,
-		HealthCheckTimeout: t.ProbePool.HealthCheckTimeout,
-		AcquireRetries:     t.ProbePool.AcquireRetries,
-		RetryBackoff:       t.ProbePool.RetryBackoff,
-		LeakThreshold:      t.ProbePool.LeakThreshold,
-		IdleClose:          t.ProbePool.IdleClose,
-		StatementTimeout:   t.ProbePool.StatementTimeout,
-		LockTimeout:        t.ProbePool.LockTimeout,
-		Logger:             logger,
-	}
-	if t.Password != (config.PasswordSource{}) {
-		opts.Password = t.Password.Read
-	}
-	opts.Kind = pool.KindPostgres
-	if t.Kind == config.KindPgBouncer {
-		opts.Kind = pool.KindPgBouncer
+		Target:    t.Name,
+		Kind:      t.Kind,
+		DSN:       t.ConnString(),
+		Password:  t.Password,
+		ProbePool: t.ProbePool,
+		Logger:    logger,
 	}
 	p, err := pool.New(opts)
 	if err != nil {

@@ -236,7 +236,12 @@ func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testin
 	for i := 1; i <= 3; i++ {
 		o = a.Scrape(context.Background(), []string{"pg"})[0]
 		require.False(t, o.Up())
-		require.Equal(t, float64(i), o.ScrapeErrors["connect"])
+		// The first round after the reset may be handed the connection that
+		// succeeded within the last second without a health check (the probe
+		// pool's policy, docs/connections.md): its query then fails instead
+		// of the connect. Every later round fails to connect.
+		require.Equal(t, float64(i), o.ScrapeErrors["connect"]+o.ScrapeErrors["activity"])
+		require.LessOrEqual(t, o.ScrapeErrors["activity"], float64(1))
 		require.Equal(t, i, strings.Count(logs.String(), "target scrape failed"), "one warning line per failed scrape")
 	}
 	require.Contains(t, logs.String(), "target=pg")

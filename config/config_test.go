@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -453,7 +454,7 @@ func TestParse_EnvPasswordIsCheckedWithoutLeakingIt(t *testing.T) {
 	require.NoError(t, err)
 	tg, ok := cfg.Target("db1")
 	require.True(t, ok)
-	pw, err := tg.Password.Read()
+	pw, err := tg.Password.NewReader().Read(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, testEnvPassword, pw)
 }

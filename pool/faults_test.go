@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/pool"
 )
@@ -22,14 +23,16 @@ func ping(ctx context.Context, p *pool.Pool) error {
 func TestFault_BackendsKilledWhileIdleAreReplaced(t *testing.T) {
 	checkGoroutines(t)
 	opts := testOptions(t, pgDSN(t, ""))
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	fill(t, p, 2)
 	require.Equal(t, 2, pgServer(t).TerminateBackends(t, appName(t)))
+	clock.Stale()
 
 	require.NoError(t, ping(context.Background(), p))
 	s := p.Stats()
 	require.Equal(t, uint64(2), s.HealthCheckFailures, "both dead idle connections were checked and destroyed")
-	require.Equal(t, 1, s.Open)
+	waitStats(t, p, "the dead connections are gone, the new one stays", func(s pool.Stats) bool { return s.Open == 1 })
 	verifyNoLeaks(t, p, 1)
 }
 
@@ -37,10 +40,12 @@ func TestFault_BackendKilledDuringHealthCheckIsDestroyedAndRetried(t *testing.T)
 	checkGoroutines(t)
 	proxy := testenv.StartProxy(t, pgServer(t).Addr())
 	opts := testOptions(t, pgDSN(t, proxy.Addr))
-	opts.MaxConns = 1
+	opts.MaxConnections = 1
 	opts.HealthCheckTimeout = 5 * time.Second
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	fill(t, p, 1)
+	clock.Stale()
 
 	// A ping takes well under a millisecond; stretch it so the kill lands
 	// inside it.
@@ -72,33 +77,35 @@ func TestFault_PostgresStoppedAndRestarted(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	pg.CreateRole(t, monUser, monPass, "LOGIN", "IN ROLE pg_monitor")
 	dsn := fmt.Sprintf("postgres://%s:%s@%s:%d/postgres?sslmode=disable&application_name=%s", monUser, monPass, pg.Host, pg.Port, appName(t))
-	p := newPool(t, testOptions(t, dsn))
+	opts := testOptions(t, dsn)
+	clock := useFakeClock(&opts)
+	p := newPool(t, opts)
 	fill(t, p, 2)
 
 	pg.Stop(t)
+	clock.Stale()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	err := ping(ctx, p)
 	cancel()
 	require.Error(t, err, "the server is down")
 	require.Contains(t, err.Error(), t.Name())
-	s := p.Stats()
-	require.Equal(t, 0, s.InUse)
-	require.Equal(t, 0, s.Open, "every connection to the stopped server was destroyed")
+	waitStats(t, p, "every connection to the stopped server was destroyed", func(s pool.Stats) bool { return s.InUse == 0 && s.Open == 0 })
 
 	pg.Start(t)
 	require.NoError(t, ping(context.Background(), p), "recovers by itself once the server is back")
-	s = p.Stats()
-	require.Equal(t, 0, s.InUse)
-	require.Equal(t, 1, s.Open)
+	waitStats(t, p, "one connection, idle", func(s pool.Stats) bool { return s.InUse == 0 && s.Open == 1 })
 	pg.WaitBackends(t, appName(t), func(n int) bool { return n == 1 }, 10*time.Second)
 }
 
 func TestFault_ConnectionsResetByTheNetworkAreReplaced(t *testing.T) {
 	checkGoroutines(t)
 	proxy := testenv.StartProxy(t, pgServer(t).Addr())
-	p := newPool(t, testOptions(t, pgDSN(t, proxy.Addr)))
+	opts := testOptions(t, pgDSN(t, proxy.Addr))
+	clock := useFakeClock(&opts)
+	p := newPool(t, opts)
 	fill(t, p, 2)
 	require.Equal(t, 2, proxy.ResetAll())
+	clock.Stale()
 	require.NoError(t, ping(context.Background(), p))
 
 	// A reset in the middle of a callback's query: the callback fails and
@@ -126,10 +133,12 @@ func TestFault_BlackholedTargetIsBoundedByTheTimeout(t *testing.T) {
 	opts.ConnectTimeout = 300 * time.Millisecond
 	opts.HealthCheckTimeout = 300 * time.Millisecond
 	opts.RetryBackoff = 10 * time.Millisecond
+	clock := useFakeClock(&opts)
 	p, err := pool.New(opts)
 	require.NoError(t, err)
 	fill(t, p, 1)
 	proxy.Blackhole(true)
+	clock.Stale()
 
 	for _, budget := range []time.Duration{200 * time.Millisecond, 1500 * time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
@@ -141,19 +150,24 @@ func TestFault_BlackholedTargetIsBoundedByTheTimeout(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.Less(t, elapsed, budget+time.Second, "bounded by the caller's context")
 	}
-	s := p.Stats()
-	require.Equal(t, 0, s.InUse)
-	require.Positive(t, s.HealthCheckFailures)
+	waitStats(t, p, "nothing in use", func(s pool.Stats) bool { return s.InUse == 0 })
+	require.Positive(t, p.Stats().HealthCheckFailures)
 
-	// Closing while a dial is hung in the blackhole returns promptly and
+	// Closing while a dial is hung in the blackhole returns by Close's
+	// deadline; the dial ends within ConnectTimeout in the background and
 	// leaves no goroutine behind (checked by goleak above).
-	go func() { _ = ping(context.Background(), p) }()
+	pinged := make(chan error, 1)
+	go func() { pinged <- ping(context.Background(), p) }()
 	require.Eventually(t, func() bool { return p.Stats().Open > 0 }, 5*time.Second, time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	_ = p.Close(ctx)
-	require.Less(t, time.Since(start), 3*time.Second)
+	elapsed := time.Since(start)
+	t.Logf("Close with a 100ms deadline and a dial in a blackhole returned after %v", elapsed)
+	require.Less(t, elapsed, 100*time.Millisecond+time.Second)
+	require.Error(t, <-pinged)
+	<-p.Cleaned()
 	proxy.Blackhole(false)
 }
 
@@ -188,13 +202,22 @@ func TestFault_ThousandFailedCallsAgainstAStoppedTargetLeaveNothingBehind(t *tes
 	require.Equal(t, 0, s.Open)
 }
 
-func TestPgBouncer_HealthCheckUsesShowVersionAndDoesNotChurn(t *testing.T) {
+// TestPgBouncer_HealthCheckUsesShowVersionOverTheSimpleProtocol: through a
+// proxy that counts the messages, every query to the console is a simple
+// 'Q' message, none is a Parse, a stale connection is checked with one
+// query (SHOW VERSION, which the console accepts) and a fresh one with
+// none, and the connection is reused throughout.
+func TestPgBouncer_HealthCheckUsesShowVersionOverTheSimpleProtocol(t *testing.T) {
 	checkGoroutines(t)
-	dsn := bouncer(t).DSN(monUser, monPass, "pgbouncer")
+	b := bouncer(t)
+	proxy := testenv.StartProxy(t, b.Addr())
+	dsn, err := proxy.DSN(b.DSN(monUser, monPass, "pgbouncer"))
+	require.NoError(t, err)
 	opts := testOptions(t, dsn)
-	opts.Kind = pool.KindPgBouncer
+	opts.Kind = config.KindPgBouncer
 	opts.StatementTimeout = time.Second // must not be sent to the console
 	opts.LockTimeout = time.Second
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	show := func() (string, error) {
 		var version string
@@ -206,11 +229,18 @@ func TestPgBouncer_HealthCheckUsesShowVersionAndDoesNotChurn(t *testing.T) {
 	v, err := show()
 	require.NoError(t, err)
 	require.Contains(t, v, "PgBouncer")
-	// pgxpool's default would ping a connection idle for more than 1 s,
-	// fail on the console, and dial again.
-	time.Sleep(1100 * time.Millisecond)
+
+	proxy.ResetCounts()
 	_, err = show()
 	require.NoError(t, err)
+	require.Equal(t, int64(1), proxy.QueryCount(), "fresh: the callback's query only")
+
+	clock.Stale()
+	proxy.ResetCounts()
+	_, err = show()
+	require.NoError(t, err)
+	require.Equal(t, int64(2), proxy.QueryCount(), "stale: the health check, then the callback's query")
+	require.Zero(t, proxy.ParseCount(), "no extended protocol on the console")
 	s := p.Stats()
 	require.Equal(t, uint64(1), s.NewConnections, "the console connection was reused")
 	require.Equal(t, uint64(0), s.HealthCheckFailures)
@@ -239,18 +269,24 @@ func TestPgBouncer_HealthCheckUsesShowVersionAndDoesNotChurn(t *testing.T) {
 	require.Contains(t, apps, "poolwatch")
 }
 
-func TestBackoff_DoublesUpToTheCap(t *testing.T) {
-	// Exercised through the pool: with a 50 ms base and 2 retries, a call
-	// against a refused port takes at least 50+100 ms.
+// TestDo_WaitsTheBackoffBeforeEachRetry: the waits between attempts, as
+// Do asks for them (the sleep is injected, so nothing is timed).
+func TestDo_WaitsTheBackoffBeforeEachRetry(t *testing.T) {
+	checkGoroutines(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
+	require.NoError(t, l.Close()) // nothing listens here now: every dial is refused
 	opts := testOptions(t, "postgres://u@127.0.0.1:"+strconv.Itoa(port)+"/db?sslmode=disable")
-	opts.AcquireRetries = 2
-	opts.RetryBackoff = 50 * time.Millisecond
-	p := newPool(t, opts)
-	start := time.Now()
+	opts.AcquireRetries = 5
+	opts.RetryBackoff = 800 * time.Millisecond
+	var waits []time.Duration
+	p := newHookedPool(t, opts, pool.Hooks{Sleep: func(ctx context.Context, d time.Duration) error {
+		waits = append(waits, d)
+		return ctx.Err()
+	}})
 	require.Error(t, ping(context.Background(), p))
-	require.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
+	ms := time.Millisecond
+	require.Equal(t, []time.Duration{800 * ms, 1600 * ms, 3200 * ms, 5000 * ms, 5000 * ms}, waits)
+	require.Equal(t, uint64(5), p.Stats().AcquireRetries)
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -8,16 +9,66 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/poolwatch/poolwatch/config"
 )
 
 func TestBackoff_DoublesAndIsCapped(t *testing.T) {
-	require.Equal(t, time.Duration(0), backoff(0, 3))
-	require.Equal(t, 100*time.Millisecond, backoff(100*time.Millisecond, 1))
-	require.Equal(t, 200*time.Millisecond, backoff(100*time.Millisecond, 2))
-	require.Equal(t, 400*time.Millisecond, backoff(100*time.Millisecond, 3))
-	require.Equal(t, maxBackoff, backoff(time.Second, 10))
-	require.Equal(t, maxBackoff, backoff(time.Minute, 1))
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		base    time.Duration
+		attempt int
+		want    time.Duration
+	}{
+		{0, 1, 0},
+		{0, 3, 0},
+		{-ms, 2, 0},
+		{100 * ms, 1, 100 * ms},
+		{100 * ms, 2, 200 * ms},
+		{100 * ms, 3, 400 * ms},
+		{100 * ms, 4, 800 * ms},
+		{100 * ms, 6, 3200 * ms},
+		{100 * ms, 7, 5000 * ms},
+		{100 * ms, 1000, 5000 * ms},
+		{3 * time.Second, 1, 3 * time.Second},
+		{3 * time.Second, 2, 5 * time.Second},
+		{time.Minute, 1, 5 * time.Second},
+	} {
+		require.Equal(t, tc.want, backoff(tc.base, tc.attempt), "backoff(%v, %d)", tc.base, tc.attempt)
+	}
+}
+
+func TestPolicyFor_KindsDifferInProtocolTimeoutsAndCheck(t *testing.T) {
+	pg, err := policyFor(config.KindPostgres)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{sessionTimeouts: true}, pg)
+	zero, err := policyFor("")
+	require.NoError(t, err)
+	require.Equal(t, pg, zero, "the zero kind is postgres")
+	bouncer, err := policyFor(config.KindPgBouncer)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, bouncer)
+	_, err = policyFor("oracle")
+	require.EqualError(t, err, `unknown kind "oracle"`)
+}
+
+// TestConfigure_TurnsOffPgxpoolsOwnPing: pgxpool's default pings a
+// connection idle for more than 1 s, which the PgBouncer console rejects,
+// and retries silently inside Acquire.
+func TestConfigure_TurnsOffPgxpoolsOwnPing(t *testing.T) {
+	for _, kind := range []config.Kind{config.KindPostgres, config.KindPgBouncer} {
+		p, err := New(Options{Target: "t", Kind: kind, DSN: "postgres://u@127.0.0.1:1/db", ProbePool: config.ProbePool{MaxConnections: 1, MinConnections: 1, StatementTimeout: time.Second}})
+		require.NoError(t, err)
+		require.False(t, p.cfg.ShouldPing(context.Background(), pgxpool.ShouldPingParams{IdleDuration: time.Hour}))
+		require.Equal(t, int32(0), p.cfg.MinConns, "the pool keeps MinConns itself")
+		require.Equal(t, time.Duration(0), p.cfg.MaxConnLifetime)
+		require.Equal(t, neverIdle, p.cfg.MaxConnIdleTime, "IdleClose zero: never")
+		_, sent := p.cfg.ConnConfig.RuntimeParams["statement_timeout"]
+		require.Equal(t, kind == config.KindPostgres, sent, "statement_timeout only on postgres")
+		require.NoError(t, p.Close(context.Background()))
+	}
 }
 
 func TestJanitorPeriod_FollowsTheShortestDeadlineWithinBounds(t *testing.T) {
@@ -37,18 +88,5 @@ func TestRetryable_SkipsAuthenticationAndMissingDatabase(t *testing.T) {
 	require.False(t, retryable(fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})))
 	require.False(t, retryable(fmt.Errorf("tls: %w", x509.HostnameError{Host: "db1"})))
 	require.False(t, retryable(fmt.Errorf("tls: %w", x509.CertificateInvalidError{Reason: x509.Expired})))
-}
-
-func TestRedactSecrets_RemovesPasswordsInBothDSNForms(t *testing.T) {
-	for in, want := range map[string]string{
-		"failed: host=x password=hunter2 user=u":           "failed: host=x password=xxxxx user=u",
-		"failed: host=x password='hun ter2' user=u":        "failed: host=x password=xxxxx user=u",
-		"cannot parse postgres://u:hunter2@h:5432/db: bad": "cannot parse postgres://u:xxxxx@h:5432/db: bad",
-		"no secret here": "no secret here",
-	} {
-		require.Equal(t, want, redactSecrets(in))
-	}
-	err := redactedError{fmt.Errorf("x: %w", errors.New("password=hunter2"))}
-	require.Equal(t, "x: password=xxxxx", err.Error())
-	require.NotNil(t, errors.Unwrap(err))
+	require.False(t, retryable(fmt.Errorf("dial: %w", fileError{errors.New("read password: gave up")})))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,30 +16,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/poolwatch/poolwatch/config"
 )
-
-// Kind is the kind of server a pool talks to. It decides the health check
-// and which runtime parameters are sent at connection start-up.
-type Kind int
-
-const (
-	// KindPostgres is a PostgreSQL server. The health check is an empty
-	// statement, and connections set statement_timeout and lock_timeout.
-	KindPostgres Kind = iota
-	// KindPgBouncer is a PgBouncer admin console. Every query uses the
-	// simple protocol, the health check is SHOW VERSION, and no runtime
-	// parameter other than application_name is sent, because the console
-	// rejects unknown start-up parameters.
-	KindPgBouncer
-)
-
-// String returns "postgres" or "pgbouncer".
-func (k Kind) String() string {
-	if k == KindPgBouncer {
-		return "pgbouncer"
-	}
-	return "postgres"
-}
 
 // Defaults used where Options leaves a duration at zero.
 const (
@@ -46,63 +26,105 @@ const (
 	DefaultHealthCheckTimeout = time.Second
 	// DefaultApplicationName is sent unless the DSN sets application_name.
 	DefaultApplicationName = "poolwatch"
+	// FreshFor is how recently a connection must have completed a query
+	// successfully to be handed out without a health check, as pgxpool's
+	// default ShouldPing does.
+	FreshFor = time.Second
 	// maxBackoff caps the exponential backoff between attempts.
 	maxBackoff = 5 * time.Second
-	// destroyTimeout bounds the polite Terminate sent when a connection is
-	// destroyed. The socket is closed when it expires.
+	// destroyTimeout caps the polite Terminate sent when a connection is
+	// destroyed, within the caller's context. The socket is closed when it
+	// expires.
 	destroyTimeout = time.Second
+	// neverIdle is a MaxConnIdleTime that pgxpool never reaches.
+	neverIdle = time.Duration(math.MaxInt64)
+	// lastOKKey is the key, in a connection's pgconn CustomData, of the
+	// time it last completed a query successfully.
+	lastOKKey = "poolwatch.last_ok"
 )
 
 // ErrClosed is returned by Do after Close has been called.
 var ErrClosed = errors.New("probe pool is closed")
 
-// Options configure a Pool. The zero value of each field is documented.
+// Options configure a Pool. What the zero value of each field means is
+// documented on the field.
 type Options struct {
 	// Target names the target in logs and errors. It is not a secret.
 	Target string
-	// Kind selects the health check and start-up parameters.
-	Kind Kind
+	// Kind selects the health check and the start-up parameters (see
+	// kindPolicy). Zero means config.KindPostgres; New rejects a kind the
+	// pool does not know.
+	Kind config.Kind
 	// DSN is the connection string, in URL or keyword/value form. It may
 	// contain a password: it is never logged or put into an error.
 	DSN string
-	// Password, when not nil, is called before every new connection and its
-	// result replaces the DSN's password, so a password read from a file or
-	// the environment can rotate without a restart.
-	Password func() (string, error)
-	// MinConns is kept open while the pool is open (0: none). The pool still
-	// opens lazily and IdleClose closes these too.
-	MinConns int32
-	// MaxConns is the most connections the pool ever holds. It must be > 0.
-	// When all are in use, Do waits for one until its context is done.
-	MaxConns int32
-	// ConnectTimeout bounds each dial, TLS and authentication included.
-	// Zero means DefaultConnectTimeout; it is never unlimited.
-	ConnectTimeout time.Duration
-	// HealthCheckTimeout bounds each health check. Zero means
-	// DefaultHealthCheckTimeout.
-	HealthCheckTimeout time.Duration
-	// AcquireRetries is how many attempts Do makes after the first one fails
-	// (0: a single attempt). Authentication errors are not retried.
-	AcquireRetries int
-	// RetryBackoff is the wait before the first retry. It doubles for each
-	// further retry, up to 5s. Zero means retry at once.
-	RetryBackoff time.Duration
-	// LeakThreshold is how long a callback may hold a connection before it
-	// counts as leaked. Zero turns leak tracking off.
-	LeakThreshold time.Duration
-	// IdleClose closes every connection after the pool has gone this long
-	// without a Do. Zero means never.
-	IdleClose time.Duration
-	// StatementTimeout and LockTimeout are sent as runtime parameters on
-	// PostgreSQL targets (zero: not sent, the server's setting applies).
-	// They are never sent to PgBouncer.
-	StatementTimeout time.Duration
-	LockTimeout      time.Duration
+	// Password, when not zero, is read before every new connection, within
+	// the dial's deadline, and replaces the DSN's password, so a password
+	// read from a file or the environment can rotate without a restart.
+	// The pool keeps one reader for its life, so a file system that hangs
+	// holds at most one of its goroutines. Zero: the DSN's password, if any.
+	Password config.PasswordSource
+	// ProbePool holds the sizes, timeouts, retries and thresholds, as
+	// config resolves them for a target (config.ProbePool documents each).
+	// Here the zero value of each means:
+	//   - MinConnections: keep none open between calls. Otherwise a
+	//     connection destroyed below it is replaced in the background, about
+	//     half a second later, without holding up any Do; the pool still
+	//     opens lazily, and IdleClose closes these too.
+	//   - MaxConnections: rejected by New; it is the most connections the
+	//     pool ever holds, dials in progress included. When all are in use, Do
+	//     waits for one until its context is done.
+	//   - ConnectTimeout: DefaultConnectTimeout; it bounds each dial as a
+	//     whole (reading the password and TLS files, TCP, TLS and
+	//     authentication) and is never unlimited.
+	//   - HealthCheckTimeout: DefaultHealthCheckTimeout.
+	//   - AcquireRetries: a single attempt. Authentication errors, a missing
+	//     database, a certificate that fails verification and an unreadable
+	//     password or TLS file are never retried.
+	//   - RetryBackoff: retry at once; otherwise it doubles for each further
+	//     retry, up to 5s.
+	//   - LeakThreshold: leak tracking off.
+	//   - IdleClose: never close for idleness.
+	//   - StatementTimeout, LockTimeout: not sent, the server's setting
+	//     applies. They are sent as runtime parameters on PostgreSQL targets
+	//     only, never to a pooler's console.
+	config.ProbePool
 	// Logger receives warnings about leaks. Nil means no logging.
 	Logger log.Logger
-	// Now is the clock used for leak tracking and idle close. Nil means
-	// time.Now. Tests inject a fake clock here.
+	// Now is the clock used for leak tracking, idle close and FreshFor. Nil
+	// means time.Now. Tests inject a fake clock here.
 	Now func() time.Time
+}
+
+// kindPolicy is everything the pool does differently per kind of target.
+// It is the one place to add a kind (see policyFor).
+type kindPolicy struct {
+	// simpleProtocol: every query uses the simple protocol and nothing is
+	// cached, for a console or a pooler that does not speak the extended
+	// protocol.
+	simpleProtocol bool
+	// sessionTimeouts: Options.StatementTimeout and LockTimeout are sent as
+	// start-up parameters. A console rejects unknown start-up parameters,
+	// so only a PostgreSQL server gets them.
+	sessionTimeouts bool
+	// check is the health-check statement, run over the simple protocol.
+	// Empty means pgx's Ping (an empty statement).
+	check string
+}
+
+// policyFor returns the policy of kind k. A later kind is one case here:
+// Pgpool-II answers SQL-like SHOW commands (simple protocol; check
+// "SHOW pool_version"), and the PgCat and Odyssey admin consoles behave
+// like PgBouncer's.
+func policyFor(k config.Kind) (kindPolicy, error) {
+	switch k {
+	case config.KindPostgres, "":
+		return kindPolicy{sessionTimeouts: true}, nil
+	case config.KindPgBouncer:
+		return kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, nil
+	default:
+		return kindPolicy{}, fmt.Errorf("unknown kind %q", k)
+	}
 }
 
 // Stats is a point-in-time snapshot of a Pool.
@@ -110,8 +132,9 @@ type Stats struct {
 	// Min and Max are the configured bounds.
 	Min, Max int
 	// Open counts connections that exist or are being dialled; InUse counts
-	// those acquired (in a callback or in a health check); Idle counts those
-	// waiting in the pool. Open = InUse + Idle + connections being dialled.
+	// those acquired (in a callback, in a health check, or by a MinConns
+	// top-up for the length of its dial); Idle counts those waiting in the
+	// pool. Open = InUse + Idle + connections being dialled.
 	Open, InUse, Idle int
 	// Leaked counts connections held by a callback for longer than
 	// Options.LeakThreshold.
@@ -138,18 +161,27 @@ type held struct {
 // Pool is a probe pool. Create it with New; it must be closed with Close.
 type Pool struct {
 	opts   Options
+	policy kindPolicy
 	cfg    *pgxpool.Config // template; copied for every inner pool
 	logger log.Logger
 	now    func() time.Time
+	hooks  hooks
+	// password reads Options.Password under a dial's context; nil when the
+	// DSN's password is used.
+	password func(context.Context) (string, error)
 
-	// baseCtx lives as long as the pool. Every callback's context derives
-	// from it, so Close can cancel in-flight I/O.
+	// baseCtx lives as long as the pool. Every callback's context and
+	// every dial's password read derive from it, so Close can cancel them.
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
 	// inflight counts running Do calls. Add is only called with mu held and
-	// closed false, so Wait in Close sees every call.
+	// closed false, so the Wait in cleanup sees every call.
 	inflight sync.WaitGroup
+	// background counts the pool's own goroutines that touch an inner
+	// pool: idle closes and MinConns top-ups. Add is only called with mu
+	// held and closed false, so the Wait in cleanup sees every one.
+	background sync.WaitGroup
 
 	mu sync.Mutex
 	// inner is nil until the first Do and after an idle close. Guarded by mu.
@@ -163,6 +195,11 @@ type Pool struct {
 	closed bool
 	// held maps a handed-out connection to its tracking record. Guarded by mu.
 	held map[*pgx.Conn]*held
+	// replenishing is true while a MinConns top-up runs. Guarded by mu.
+	replenishing bool
+	// parsing is the parse of the DSN in progress, nil when none. Guarded
+	// by mu.
+	parsing *parseCall
 
 	retries        atomic.Uint64
 	acquireErrors  atomic.Uint64
@@ -171,19 +208,28 @@ type Pool struct {
 
 	janitorDone chan struct{}
 	stopJanitor chan struct{}
+	// cleaned is closed when the cleanup that Close starts has finished:
+	// every Do returned and every connection closed.
+	cleaned chan struct{}
 }
 
 // New validates opts and returns a Pool. It opens no connection: the first
 // Do does. The returned error never contains the DSN's password.
-func New(opts Options) (*Pool, error) {
-	if opts.MaxConns <= 0 {
-		return nil, fmt.Errorf("probe pool %q: max connections must be > 0, got %d", opts.Target, opts.MaxConns)
+func New(opts Options) (*Pool, error) { return newPool(opts, hooks{}) }
+
+func newPool(opts Options, h hooks) (*Pool, error) {
+	if opts.MaxConnections <= 0 {
+		return nil, fmt.Errorf("probe pool %q: max connections must be > 0, got %d", opts.Target, opts.MaxConnections)
 	}
-	if opts.MinConns < 0 || opts.MinConns > opts.MaxConns {
-		return nil, fmt.Errorf("probe pool %q: min connections %d must be between 0 and max %d", opts.Target, opts.MinConns, opts.MaxConns)
+	if opts.MinConnections < 0 || opts.MinConnections > opts.MaxConnections {
+		return nil, fmt.Errorf("probe pool %q: min connections %d must be between 0 and max %d", opts.Target, opts.MinConnections, opts.MaxConnections)
 	}
 	if opts.AcquireRetries < 0 {
 		return nil, fmt.Errorf("probe pool %q: acquire retries must be >= 0, got %d", opts.Target, opts.AcquireRetries)
+	}
+	policy, err := policyFor(opts.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("probe pool %q: %w", opts.Target, err)
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
@@ -198,33 +244,91 @@ func New(opts Options) (*Pool, error) {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
-	cfg, err := pgxpool.ParseConfig(opts.DSN)
+	// Parsing reads the TLS files the DSN names, with blocking reads.
+	cfg, err := within(opts.ConnectTimeout, func() (*pgxpool.Config, error) { return pgxpool.ParseConfig(opts.DSN) })
+	if errors.Is(err, errGaveUp) {
+		return nil, fmt.Errorf("probe pool %q: read the TLS files named in the DSN: %w", opts.Target, err)
+	}
 	if err != nil {
 		// pgconn's parse errors redact the password; say no more than the
 		// target to be sure.
-		return nil, fmt.Errorf("probe pool %q: invalid DSN: %w", opts.Target, redactedError{err})
+		return nil, fmt.Errorf("probe pool %q: invalid DSN: %w", opts.Target, config.RedactError(err))
 	}
 	p := &Pool{
 		opts:        opts,
+		policy:      policy,
 		logger:      logger,
 		now:         opts.Now,
+		hooks:       h,
 		held:        make(map[*pgx.Conn]*held),
 		janitorDone: make(chan struct{}),
 		stopJanitor: make(chan struct{}),
+		cleaned:     make(chan struct{}),
 	}
-	p.configure(cfg)
-	p.cfg = cfg
+	switch {
+	case h.password != nil:
+		p.password = h.password
+	case !opts.Password.IsZero():
+		p.password = opts.Password.NewReader().Read
+	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
+	p.configure(cfg)
+	if h.configure != nil {
+		h.configure(cfg)
+	}
+	p.cfg = cfg
 	p.lastUsed = p.now()
-	go p.janitor()
+	tick, stop := h.tick, func() {}
+	if tick == nil {
+		t := time.NewTicker(janitorPeriod(opts.LeakThreshold, opts.IdleClose))
+		tick, stop = t.C, t.Stop
+	}
+	go p.janitor(tick, stop)
 	return p, nil
+}
+
+// errGaveUp says that within stopped waiting.
+var errGaveUp = errors.New("gave up waiting")
+
+// within runs f in a goroutine of its own and returns its result, or
+// errGaveUp once d has passed. f may be blocked on a file that never
+// answers (a named pipe, a hung file system): its goroutine then ends only
+// when the file does.
+func within[T any](d time.Duration, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-t.C:
+		var zero T
+		return zero, fmt.Errorf("%w after %v", errGaveUp, d)
+	}
 }
 
 // configure applies the probe pool's policy to a parsed pgxpool config.
 func (p *Pool) configure(cfg *pgxpool.Config) {
 	o := p.opts
-	cfg.MinConns = o.MinConns
-	cfg.MaxConns = o.MaxConns
+	// The pool keeps MinConns itself (see replenish): pgxpool would dial
+	// its MinConns at once when an inner pool opens, beside the first
+	// call's own dial, and would then keep both; and its top-ups run with
+	// their own minute-long budget, which Close cannot end.
+	cfg.MinConns = 0
+	cfg.MaxConns = int32(o.MaxConnections) //nolint:gosec // validated small
+	// A connection lives until it fails, breaks, or idles out: no lifetime
+	// limit, and an idle connection is closed after IdleClose (never when
+	// zero), as the whole pool is.
+	cfg.MaxConnLifetime = 0
+	cfg.MaxConnIdleTime = neverIdle
 	if o.IdleClose > 0 {
 		cfg.MaxConnIdleTime = o.IdleClose
 	}
@@ -235,14 +339,14 @@ func (p *Pool) configure(cfg *pgxpool.Config) {
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = DefaultApplicationName
 	}
-	switch o.Kind {
-	case KindPgBouncer:
+	if p.policy.simpleProtocol {
 		cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 		cc.StatementCacheCapacity = 0
 		cc.DescriptionCacheCapacity = 0
-		delete(cc.RuntimeParams, "statement_timeout")
-		delete(cc.RuntimeParams, "lock_timeout")
-	default:
+	}
+	delete(cc.RuntimeParams, "statement_timeout")
+	delete(cc.RuntimeParams, "lock_timeout")
+	if p.policy.sessionTimeouts {
 		if o.StatementTimeout > 0 {
 			cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 		}
@@ -250,46 +354,105 @@ func (p *Pool) configure(cfg *pgxpool.Config) {
 			cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(o.LockTimeout.Milliseconds(), 10)
 		}
 	}
-	// Secrets that live in files are read again for every new connection,
-	// so a rotated password or a renewed certificate works without a
-	// reload: pgconn reads sslrootcert, sslcert and sslkey while parsing the
-	// DSN, so the TLS settings are parsed afresh each time.
-	dsn, readPassword := o.DSN, o.Password
-	cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
-		fresh, err := pgconn.ParseConfig(dsn)
-		if err != nil {
-			return fmt.Errorf("read TLS files: %w", redactedError{err})
-		}
-		c.TLSConfig = fresh.TLSConfig
-		c.Fallbacks = fresh.Fallbacks
-		if readPassword != nil {
-			pw, err := readPassword()
-			if err != nil {
-				return fmt.Errorf("read password: %w", err)
-			}
-			c.Password = pw
-		}
-		return nil
-	}
-	cfg.AfterConnect = func(context.Context, *pgx.Conn) error {
+	cfg.BeforeConnect = p.beforeConnect
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		p.newConns.Add(1)
+		p.markOK(c) // authentication was a successful round trip
 		return nil
 	}
+}
+
+// beforeConnect prepares a new connection's config. It runs in pgxpool's
+// dial goroutine, under a context that only pgxpool's Close cancels, so it
+// sets the dial's deadline itself: ConnectTimeout from now for the whole
+// dial, files included, ended early by Close.
+//
+// Secrets that live in files are read again for every new connection, so a
+// rotated password or a renewed certificate works without a reload: pgconn
+// reads sslrootcert, sslcert and sslkey while parsing the DSN, so the TLS
+// settings are parsed afresh each time.
+func (p *Pool) beforeConnect(ctx context.Context, c *pgx.ConnConfig) error {
+	deadline := time.Now().Add(p.opts.ConnectTimeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	defer context.AfterFunc(p.baseCtx, cancel)()
+	fresh, err := p.parseDSN(ctx)
+	if err != nil {
+		return fileError{fmt.Errorf("read TLS files: %w", err)}
+	}
+	c.TLSConfig = fresh.TLSConfig
+	c.Fallbacks = fresh.Fallbacks
+	if p.password != nil {
+		pw, err := p.password(ctx)
+		if err != nil {
+			return fileError{fmt.Errorf("read password: %w", err)}
+		}
+		c.Password = pw
+	}
+	// What is left of the budget goes to pgx's dial. Never zero: pgx reads
+	// a zero ConnectTimeout as no timeout.
+	c.ConnectTimeout = max(time.Until(deadline), time.Millisecond)
+	return ctx.Err()
+}
+
+// parseDSN parses the DSN afresh, which reads the TLS files it names, and
+// returns when ctx is done even if a read blocks (a named pipe, a hung
+// file system): pgconn reads them with plain blocking reads. At most one
+// parse runs at a time; a dial that finds one running waits for its
+// result, so a file that never answers holds one goroutine per pool.
+func (p *Pool) parseDSN(ctx context.Context) (*pgconn.Config, error) {
+	p.mu.Lock()
+	call := p.parsing
+	if call == nil {
+		call = &parseCall{done: make(chan struct{})}
+		p.parsing = call
+		go func() {
+			cfg, err := pgconn.ParseConfig(p.opts.DSN)
+			if err != nil {
+				err = config.RedactError(err)
+			}
+			call.cfg, call.err = cfg, err
+			p.mu.Lock()
+			p.parsing = nil
+			p.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.cfg, call.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("gave up waiting: %w", ctx.Err())
+	}
+}
+
+// parseCall is one parse of the DSN. cfg and err are written once, before
+// done is closed, and only read after it is closed.
+type parseCall struct {
+	done chan struct{}
+	cfg  *pgconn.Config
+	err  error
 }
 
 // Do acquires a healthy connection, calls fn with it and releases it.
 //
 // Do blocks until a connection is free, a new one is dialled, or ctx is
-// done: ctx bounds the whole call, waits, health checks and backoff
-// included. If every attempt fails, Do returns the last attempt's error
+// done: ctx bounds the whole call, waits, health checks, backoff and the
+// destruction of failed connections included (fn aside, which must honour
+// its context). If every attempt fails, Do returns the last attempt's error
 // without calling fn.
 //
 // fn runs under a context derived from ctx that Close also cancels; fn must
 // honour it. The connection must not be used after fn returns. After fn
 // returns or panics, the connection goes back to the pool, unless it is
-// closed, busy, or in a transaction, in which case it is destroyed. A panic
-// in fn is re-raised after the connection is released. Do returns fn's
-// error as is.
+// closed, busy, or in a transaction, in which case it is destroyed. Do
+// returns fn's error as is.
+//
+// A panic anywhere in Do, in fn or before it (in a health check, which runs
+// pgx code and any tracer), is re-raised to the caller after the connection
+// it concerns has been released or destroyed: released if fn panicked and
+// left it reusable, destroyed otherwise.
 func (p *Pool) Do(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
 	inner, err := p.enter()
 	if err != nil {
@@ -301,17 +464,23 @@ func (p *Pool) Do(ctx context.Context, fn func(ctx context.Context, conn *pgx.Co
 	// the pool's base context.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(p.baseCtx, cancel)
-	defer stop()
+	defer context.AfterFunc(p.baseCtx, cancel)()
 
 	conn, err := p.acquire(ctx, inner)
 	if err != nil {
 		p.acquireErrors.Add(1)
 		return err
 	}
-	p.track(conn.Conn())
-	defer p.release(conn)
-	return fn(ctx, conn.Conn())
+	// From here on, conn is this call's: the deferred release disposes of
+	// it on every path, panics included. Nothing between acquire returning
+	// and this defer can panic.
+	succeeded := false
+	defer func() { p.release(ctx, conn, succeeded) }()
+	p.track(ctx, conn.Conn())
+	p.at(ctx, pointHandOff)
+	err = fn(ctx, conn.Conn())
+	succeeded = err == nil
+	return err
 }
 
 // enter registers a Do call and returns the pgxpool to use, opening it if
@@ -325,7 +494,7 @@ func (p *Pool) enter() (*pgxpool.Pool, error) {
 	if p.inner == nil {
 		inner, err := pgxpool.NewWithConfig(context.Background(), p.cfg.Copy())
 		if err != nil {
-			return nil, fmt.Errorf("probe pool %q: open: %w", p.opts.Target, redactedError{err})
+			return nil, fmt.Errorf("probe pool %q: open: %w", p.opts.Target, config.RedactError(err))
 		}
 		p.inner = inner
 	}
@@ -345,36 +514,63 @@ func (p *Pool) leave() {
 
 // acquire runs the bounded attempt loop. On return, either the connection
 // is healthy and acquired, or every connection any attempt acquired has been
-// destroyed.
+// destroyed; also when it panics.
 func (p *Pool) acquire(ctx context.Context, inner *pgxpool.Pool) (*pgxpool.Conn, error) {
 	var lastErr error
 	for attempt := 0; attempt <= p.opts.AcquireRetries; attempt++ {
 		if attempt > 0 {
 			p.retries.Add(1)
-			if err := sleepCtx(ctx, backoff(p.opts.RetryBackoff, attempt)); err != nil {
+			if err := p.sleep(ctx, backoff(p.opts.RetryBackoff, attempt)); err != nil {
 				return nil, p.wrapAcquireErr(ctx, lastErr)
 			}
 		}
-		conn, err := inner.Acquire(ctx)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil || !retryable(err) {
-				return nil, p.wrapAcquireErr(ctx, lastErr)
-			}
-			continue
+		conn, err := p.attempt(ctx, inner)
+		if err == nil {
+			return conn, nil
 		}
-		if err := p.healthCheck(ctx, conn.Conn()); err != nil {
-			p.healthFailures.Add(1)
-			destroy(conn)
-			lastErr = fmt.Errorf("health check: %w", err)
-			if ctx.Err() != nil {
-				return nil, p.wrapAcquireErr(ctx, lastErr)
-			}
-			continue
+		lastErr = err
+		if ctx.Err() != nil || !retryable(err) {
+			return nil, p.wrapAcquireErr(ctx, lastErr)
 		}
-		return conn, nil
 	}
 	return nil, p.wrapAcquireErr(ctx, lastErr)
+}
+
+// attempt acquires one connection and checks it. It returns the connection
+// only if it is healthy; on every other path, a panic included, the
+// connection it acquired is destroyed before attempt returns or unwinds.
+//
+// A connection that completed a query successfully within FreshFor is
+// handed out without a health check.
+func (p *Pool) attempt(ctx context.Context, inner *pgxpool.Pool) (_ *pgxpool.Conn, err error) {
+	conn, err := inner.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	healthy := false
+	defer func() {
+		if !healthy {
+			p.destroy(ctx, conn)
+		}
+	}()
+	p.at(ctx, pointAcquired)
+	if c := conn.Conn(); !p.fresh(c) {
+		if err := p.healthCheck(ctx, c); err != nil {
+			p.healthFailures.Add(1)
+			return nil, fmt.Errorf("health check: %w", err)
+		}
+		p.markOK(c)
+	}
+	p.at(ctx, pointChecked)
+	healthy = true
+	return conn, nil
+}
+
+func (p *Pool) sleep(ctx context.Context, d time.Duration) error {
+	if p.hooks.sleep != nil {
+		return p.hooks.sleep(ctx, d)
+	}
+	return sleepCtx(ctx, d)
 }
 
 func (p *Pool) wrapAcquireErr(ctx context.Context, err error) error {
@@ -382,41 +578,70 @@ func (p *Pool) wrapAcquireErr(ctx context.Context, err error) error {
 		err = ctx.Err()
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-		return fmt.Errorf("probe pool %q: acquire: %w (%w)", p.opts.Target, ctxErr, redactedError{err})
+		return fmt.Errorf("probe pool %q: acquire: %w (%w)", p.opts.Target, ctxErr, config.RedactError(err))
 	}
-	return fmt.Errorf("probe pool %q: acquire: %w", p.opts.Target, redactedError{err})
+	return fmt.Errorf("probe pool %q: acquire: %w", p.opts.Target, config.RedactError(err))
 }
 
 // healthCheck runs the kind's check under HealthCheckTimeout.
 func (p *Pool) healthCheck(ctx context.Context, conn *pgx.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.HealthCheckTimeout)
 	defer cancel()
-	if p.opts.Kind == KindPgBouncer {
-		_, err := conn.Exec(ctx, "SHOW VERSION", pgx.QueryExecModeSimpleProtocol)
+	p.at(ctx, pointCheck)
+	if p.policy.check != "" {
+		_, err := conn.Exec(ctx, p.policy.check, pgx.QueryExecModeSimpleProtocol)
 		return err
 	}
 	return conn.Ping(ctx)
 }
 
+// fresh reports whether c completed a query successfully within FreshFor.
+// Only the connection's holder calls it.
+func (p *Pool) fresh(c *pgx.Conn) bool {
+	t, ok := c.PgConn().CustomData()[lastOKKey].(time.Time)
+	return ok && p.now().Sub(t) < FreshFor
+}
+
+// markOK records that c just completed a query successfully. Only the
+// connection's holder (or its dialler) calls it.
+func (p *Pool) markOK(c *pgx.Conn) { c.PgConn().CustomData()[lastOKKey] = p.now() }
+
 // track records that conn is now in a callback's hands.
-func (p *Pool) track(conn *pgx.Conn) {
+func (p *Pool) track(ctx context.Context, conn *pgx.Conn) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.at(ctx, pointTrack)
 	p.held[conn] = &held{since: p.now()}
-	p.mu.Unlock()
+}
+
+func (p *Pool) untrack(conn *pgx.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.held, conn)
 }
 
 // release returns conn to the pool or destroys it. It runs exactly once per
-// handed-out connection, from a defer, so it also runs when fn panics.
-func (p *Pool) release(conn *pgxpool.Conn) {
+// handed-out connection, from a defer, so it also runs when fn panics; if
+// release itself panics, conn is destroyed. succeeded says fn returned
+// nil: only then does conn count as having completed a query successfully.
+func (p *Pool) release(ctx context.Context, conn *pgxpool.Conn, succeeded bool) {
 	c := conn.Conn()
-	p.mu.Lock()
-	delete(p.held, c)
-	p.mu.Unlock()
+	returned := false
+	defer func() {
+		if !returned {
+			p.destroy(ctx, conn)
+		}
+	}()
+	p.untrack(c)
+	p.at(ctx, pointRelease)
 	if reusable(c) {
+		if succeeded {
+			p.markOK(c)
+		}
+		returned = true
 		conn.Release()
-		return
+		p.replenish() // the target answers: bring it up to MinConns
 	}
-	destroy(conn)
 }
 
 // reusable reports whether a connection may go back to the pool: open, idle
@@ -426,30 +651,104 @@ func reusable(c *pgx.Conn) bool {
 	return !c.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I'
 }
 
-// destroy takes conn out of pgxpool and closes it. It never returns the
-// connection to the pool.
+// destroy takes conn out of pgxpool (which frees its slot at once), closes
+// it, and has a replacement dialled in the background if the pool is now
+// below MinConns. It never returns the connection to the pool.
 //
-// Close sends a polite Terminate. Then the socket itself is closed: a
-// connection broken by a timeout is already being closed by pgx in the
-// background, which would otherwise wait up to 15 s for a hung server to
-// close its end, holding the socket, the server's backend and a goroutine.
-func destroy(conn *pgxpool.Conn) {
+// The polite Terminate is bounded by ctx and by destroyTimeout. Then the
+// socket itself is closed, also if anything here panics: a connection
+// broken by a timeout is already being closed by pgx in the background,
+// which would otherwise wait up to 15 s for a hung server to close its end,
+// holding the socket, the server's backend and a goroutine.
+func (p *Pool) destroy(ctx context.Context, conn *pgxpool.Conn) {
 	c := conn.Hijack()
-	ctx, cancel := context.WithTimeout(context.Background(), destroyTimeout)
+	defer func() {
+		if !c.IsClosed() {
+			// Only after a panic before Close: close without a Terminate.
+			_ = c.Close(cancelled())
+		}
+		_ = c.PgConn().Conn().Close() // already closed on the normal path
+		p.replenish()
+	}()
+	p.at(ctx, pointDestroy)
+	ctx, cancel := context.WithTimeout(ctx, destroyTimeout)
 	defer cancel()
-	_ = c.Close(ctx)              // best effort
-	_ = c.PgConn().Conn().Close() // already closed on the normal path
+	_ = c.Close(ctx) // best effort
 }
 
+// replenish starts, unless one is running, a background top-up of the
+// inner pool to MinConns. It never blocks: the caller's Do goes on without
+// waiting for the new connection. It is called after a connection was
+// destroyed and after one was returned, so the pool only dials ahead of
+// need while the target answers.
+func (p *Pool) replenish() {
+	if p.opts.MinConnections == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	inner := p.inner
+	if p.closed || inner == nil || p.replenishing || inner.Stat().TotalConns() >= int32(p.opts.MinConnections) { //nolint:gosec // validated small
+		return
+	}
+	p.replenishing = true
+	p.background.Add(1)
+	go p.topUp(inner)
+}
+
+// topUp holds connections from inner until it has MinConns, dialling the
+// missing ones, then returns them all to the pool. With MinConns 1 it only
+// ever dials; above 1 it may hold an idle connection for the length of a
+// dial. It is bounded by ConnectTimeout and ended by Close.
+func (p *Pool) topUp(inner *pgxpool.Pool) {
+	defer p.background.Done()
+	defer func() {
+		p.mu.Lock()
+		p.replenishing = false
+		p.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.opts.ConnectTimeout)
+	defer cancel()
+	var held []*pgxpool.Conn
+	defer func() {
+		for _, c := range held {
+			c.Release()
+		}
+	}()
+	for inner.Stat().TotalConns() < int32(p.opts.MinConnections) { //nolint:gosec // validated small
+		c, err := inner.Acquire(ctx)
+		if err != nil {
+			return // the next destroy or return tries again
+		}
+		held = append(held, c)
+	}
+}
+
+// cancelled returns a context that is already done.
+func cancelled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// fileError is an error reading a file a new connection needs (the
+// password or TLS files). Another attempt within the same call would read
+// the same file the same way, so it is not retried.
+type fileError struct{ err error }
+
+func (e fileError) Error() string { return e.err.Error() }
+func (e fileError) Unwrap() error { return e.err }
+
 // retryable reports whether another attempt could succeed. Authentication
-// failures, a missing database and a certificate that fails verification are
-// not retried: retrying a wrong password only risks locking the account,
-// and the others fail the same way every time.
+// failures, a missing database, a certificate that fails verification and
+// unreadable files are not retried: retrying a wrong password only risks
+// locking the account, and the others fail the same way every time.
 func retryable(err error) bool {
 	var unknownAuthority x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
-	if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) {
+	var file fileError
+	if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &file) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -464,6 +763,9 @@ func retryable(err error) bool {
 	return true
 }
 
+// backoff is the wait before retry number attempt (1 for the first retry):
+// base, doubled for each further retry, capped at maxBackoff. Zero base
+// means no wait.
 func backoff(base time.Duration, attempt int) time.Duration {
 	if base <= 0 {
 		return 0
@@ -495,13 +797,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	inner := p.inner
-	leaked, oldest := p.scanLeaksLocked()
+	scan := p.scanLeaksLocked()
 	p.mu.Unlock()
+	p.logLeaks(scan.newly)
 	s := Stats{
-		Min:                 int(p.opts.MinConns),
-		Max:                 int(p.opts.MaxConns),
-		Leaked:              leaked,
-		OldestHeld:          oldest,
+		Min:                 p.opts.MinConnections,
+		Max:                 p.opts.MaxConnections,
+		Leaked:              scan.leaked,
+		OldestHeld:          scan.oldest,
 		AcquireRetries:      p.retries.Load(),
 		AcquireErrors:       p.acquireErrors.Load(),
 		HealthCheckFailures: p.healthFailures.Load(),
@@ -516,41 +819,58 @@ func (p *Pool) Stats() Stats {
 	return s
 }
 
-// scanLeaksLocked counts held connections past the leak threshold and logs
-// each one once. p.mu must be held.
-func (p *Pool) scanLeaksLocked() (leaked int, oldest time.Duration) {
+// leakScan is what one pass over the held connections found.
+type leakScan struct {
+	leaked int
+	oldest time.Duration
+	// newly holds the ages of the leaks found for the first time, to be
+	// logged once the lock is released.
+	newly []time.Duration
+}
+
+// scanLeaksLocked counts held connections past the leak threshold and
+// marks the new ones as logged; the caller logs them with logLeaks after
+// releasing p.mu. p.mu must be held.
+func (p *Pool) scanLeaksLocked() leakScan {
+	var s leakScan
 	now := p.now()
 	for _, h := range p.held {
 		age := now.Sub(h.since)
-		oldest = max(oldest, age)
+		s.oldest = max(s.oldest, age)
 		if p.opts.LeakThreshold <= 0 || age <= p.opts.LeakThreshold {
 			continue
 		}
-		leaked++
+		s.leaked++
 		if !h.logged {
 			h.logged = true
-			level.Warn(p.logger).Log("msg", "probe pool connection held past leak threshold",
-				"target", p.opts.Target, "held_for", age.Round(time.Millisecond), "leak_threshold", p.opts.LeakThreshold)
+			s.newly = append(s.newly, age)
 		}
 	}
-	return leaked, oldest
+	return s
+}
+
+// logLeaks logs each newly found leak. p.mu must not be held.
+func (p *Pool) logLeaks(ages []time.Duration) {
+	for _, age := range ages {
+		level.Warn(p.logger).Log("msg", "probe pool connection held past leak threshold",
+			"target", p.opts.Target, "held_for", age.Round(time.Millisecond), "leak_threshold", p.opts.LeakThreshold)
+	}
 }
 
 // janitor logs leaks promptly and closes the inner pool once it has been
-// idle for IdleClose. It exits when Close stops it.
-func (p *Pool) janitor() {
+// idle for IdleClose, at every tick. It exits when Close stops it.
+func (p *Pool) janitor(tick <-chan time.Time, stop func()) {
 	defer close(p.janitorDone)
-	period := janitorPeriod(p.opts.LeakThreshold, p.opts.IdleClose)
-	t := time.NewTicker(period)
-	defer t.Stop()
+	defer stop()
 	for {
 		select {
 		case <-p.stopJanitor:
 			return
-		case <-t.C:
+		case <-tick:
 			p.mu.Lock()
-			p.scanLeaksLocked()
+			scan := p.scanLeaksLocked()
 			p.mu.Unlock()
+			p.logLeaks(scan.newly)
 			p.closeIfIdle()
 		}
 	}
@@ -567,34 +887,44 @@ func janitorPeriod(leak, idle time.Duration) time.Duration {
 }
 
 // closeIfIdle closes the inner pool when no Do has run for IdleClose. It
-// reports whether it closed it.
+// reports whether it did. The close runs in the background: no Do uses
+// that pool, so it only waits for dials in progress (ConnectTimeout) and
+// the destruction of idle connections.
 func (p *Pool) closeIfIdle() bool {
 	if p.opts.IdleClose <= 0 {
 		return false
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	inner := p.inner
 	if inner == nil || p.active > 0 || p.closed || p.now().Sub(p.lastUsed) < p.opts.IdleClose {
-		p.mu.Unlock()
 		return false
 	}
 	p.inner = nil
-	p.mu.Unlock()
-	// No Do is using inner and none can start on it, so Close cannot block
-	// on an acquired connection.
-	inner.Close()
+	p.background.Add(1)
+	go func() {
+		defer p.background.Done()
+		inner.Close()
+	}()
 	return true
 }
 
-// Close closes the pool. It is safe to call more than once and from any
-// goroutine; later calls return at once.
+// Close closes the pool and returns by the time ctx is done. It is safe to
+// call more than once and from any goroutine; later calls return nil at
+// once.
 //
-// New Do calls fail with ErrClosed at once. Close waits for running callbacks
-// to return until ctx is done; then it cancels the context they run under,
-// which unblocks their I/O, and waits for them to return. Finally it closes
-// every connection, including dials still in progress. Close never hangs
-// while callbacks honour their context. It returns ctx.Err() if it had to
-// cancel callbacks, else nil.
+// New Do calls fail with ErrClosed at once. Close waits, until ctx is done,
+// for running calls to return and then for every connection to close,
+// dials in progress included. If ctx ends first, Close cancels the context
+// callbacks, health checks and password reads run under, and returns an
+// error wrapping ctx.Err(); what is still running is cleaned up by one
+// background goroutine as it ends: a dial within ConnectTimeout, a callback
+// when it returns (at once if it honours its context), and then the
+// remaining connections are closed. A callback that ignores its context
+// therefore holds that goroutine and its connection until it returns, but
+// never Close.
+//
+// A context without a deadline makes Close wait for all of it.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
@@ -605,37 +935,33 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Unlock()
 
 	close(p.stopJanitor)
-	<-p.janitorDone
-
-	done := make(chan struct{})
-	go func() {
-		p.inflight.Wait()
-		close(done)
-	}()
-	var err error
+	go p.cleanup()
 	select {
-	case <-done:
+	case <-p.cleaned:
+		return nil
 	case <-ctx.Done():
-		err = fmt.Errorf("probe pool %q: close: cancelled running callbacks: %w", p.opts.Target, ctx.Err())
 		p.cancelBase()
-		<-done
+		return fmt.Errorf("probe pool %q: close: stopped waiting, the rest closes in the background: %w", p.opts.Target, ctx.Err())
 	}
-	p.cancelBase()
-
-	p.mu.Lock()
-	inner := p.inner
-	p.inner = nil
-	p.mu.Unlock()
-	if inner != nil {
-		inner.Close()
-	}
-	return err
 }
 
-// redactedError wraps an error from pgx whose text might, in some future
-// version, quote a connection string. It removes any password=... or
-// user:password@ it finds.
-type redactedError struct{ err error }
-
-func (e redactedError) Error() string { return redactSecrets(e.err.Error()) }
-func (e redactedError) Unwrap() error { return e.err }
+// cleanup is Close's background part: it waits for the janitor, running
+// calls, idle closes and top-ups, then closes the inner pool, and finally
+// closes p.cleaned.
+func (p *Pool) cleanup() {
+	defer close(p.cleaned)
+	<-p.janitorDone
+	p.inflight.Wait()
+	// No call is left: end what derives from the base context, such as a
+	// MinConns top-up and its password read.
+	p.cancelBase()
+	p.background.Wait()
+	p.mu.Lock()
+	inner := p.inner
+	p.mu.Unlock()
+	if inner != nil {
+		// pgxpool's Close waits for dials in progress and destroys every
+		// connection.
+		inner.Close()
+	}
+}

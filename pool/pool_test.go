@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/pool"
 )
@@ -68,16 +69,18 @@ func pgDSN(t *testing.T, addr string) string {
 // testOptions are fast options for tests: no backoff, short timeouts.
 func testOptions(t *testing.T, dsn string) pool.Options {
 	return pool.Options{
-		Target:             t.Name(),
-		Kind:               pool.KindPostgres,
-		DSN:                dsn,
-		MaxConns:           2,
-		ConnectTimeout:     2 * time.Second,
-		HealthCheckTimeout: time.Second,
-		AcquireRetries:     3,
-		RetryBackoff:       time.Millisecond,
-		LeakThreshold:      30 * time.Second,
-		Logger:             log.NewNopLogger(),
+		Target: t.Name(),
+		Kind:   config.KindPostgres,
+		DSN:    dsn,
+		ProbePool: config.ProbePool{
+			MaxConnections:     2,
+			ConnectTimeout:     2 * time.Second,
+			HealthCheckTimeout: time.Second,
+			AcquireRetries:     3,
+			RetryBackoff:       time.Millisecond,
+			LeakThreshold:      30 * time.Second,
+		},
+		Logger: log.NewNopLogger(),
 	}
 }
 
@@ -85,14 +88,70 @@ func testOptions(t *testing.T, dsn string) pool.Options {
 // that no goroutine of it is left behind.
 func newPool(t *testing.T, opts pool.Options) *pool.Pool {
 	t.Helper()
-	p, err := pool.New(opts)
+	return newHookedPool(t, opts, pool.Hooks{})
+}
+
+// newHookedPool is newPool with test seams.
+func newHookedPool(t *testing.T, opts pool.Options, h pool.Hooks) *pool.Pool {
+	t.Helper()
+	p, err := pool.NewWithHooks(opts, h)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(t, p.Close(ctx))
+		_, err := closeWithin(t, p, 5*time.Second)
+		require.NoError(t, err)
 	})
 	return p
+}
+
+// closeWithin closes p under a context with the given bound and returns
+// how long Close took and its error. If Close has not returned a second
+// after the bound, the test fails at once rather than hang.
+func closeWithin(t *testing.T, p *pool.Pool, bound time.Duration) (time.Duration, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- p.Close(ctx) }()
+	select {
+	case err := <-done:
+		return time.Since(start), err
+	case <-time.After(bound + time.Second):
+		t.Fatalf("Close with a %v deadline still blocked after %v", bound, time.Since(start))
+		return 0, nil
+	}
+}
+
+// waitCleaned waits, for at most 10 s, for the cleanup Close started to
+// finish: every call returned and every connection closed.
+func waitCleaned(t *testing.T, p *pool.Pool) {
+	t.Helper()
+	select {
+	case <-p.Cleaned():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the pool's connections were not all closed 10 s after Close: %+v", p.Stats())
+	}
+}
+
+// useFakeClock makes opts use a fake clock, and returns it.
+func useFakeClock(opts *pool.Options) *fakeClock {
+	c := newFakeClock()
+	opts.Now = c.Now
+	return c
+}
+
+// waitStats polls p's stats until ok holds, for at most 10 s: pgxpool
+// closes idle connections, and the pool tops up MinConns, in the
+// background.
+func waitStats(t *testing.T, p *pool.Pool, what string, ok func(pool.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s := p.Stats(); !ok(s); s = p.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stats still %+v", what, s)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // verifyNoLeaks asserts that the pool is empty of acquired connections and
@@ -100,8 +159,8 @@ func newPool(t *testing.T, opts pool.Options) *pool.Pool {
 // application_name.
 func verifyNoLeaks(t *testing.T, p *pool.Pool, maxBackends int) {
 	t.Helper()
+	waitStats(t, p, "nothing in use after release", func(s pool.Stats) bool { return s.InUse == 0 })
 	s := p.Stats()
-	require.Equal(t, 0, s.InUse, "in use after release")
 	require.Equal(t, 0, s.Leaked, "leaked")
 	require.LessOrEqual(t, s.Open, s.Max, "open <= max")
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n <= maxBackends }, 10*time.Second)
@@ -151,11 +210,13 @@ func TestDo_DestroysEveryConnectionThatFailsItsHealthCheck(t *testing.T) {
 	checkGoroutines(t)
 	const failing = 3
 	opts := testOptions(t, pgDSN(t, ""))
-	opts.MaxConns = failing + 1
+	opts.MaxConnections = failing + 1
 	opts.AcquireRetries = failing
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	fill(t, p, failing)
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == failing }, 10*time.Second)
+	clock.Stale()
 
 	// Kill the backends of every idle connection: each attempt's health
 	// check now fails, until one dials afresh.
@@ -176,8 +237,7 @@ func TestDo_DestroysEveryConnectionThatFailsItsHealthCheck(t *testing.T) {
 	s := p.Stats()
 	require.Equal(t, uint64(failing), s.HealthCheckFailures)
 	require.Equal(t, uint64(failing), s.AcquireRetries)
-	require.Equal(t, 1, s.Open, "the failed connections were destroyed, not returned")
-	require.Equal(t, 1, s.Idle)
+	waitStats(t, p, "the failed connections were destroyed, not returned", func(s pool.Stats) bool { return s.Open == 1 && s.Idle == 1 })
 	verifyNoLeaks(t, p, 1)
 }
 
@@ -186,14 +246,16 @@ func TestDo_DestroysEveryConnectionWhoseHealthCheckTimesOut(t *testing.T) {
 	const failing = 2
 	proxy := testenv.StartProxy(t, pgServer(t).Addr())
 	opts := testOptions(t, pgDSN(t, proxy.Addr))
-	opts.MaxConns = failing + 1
+	opts.MaxConnections = failing + 1
 	opts.AcquireRetries = failing
 	opts.HealthCheckTimeout = 200 * time.Millisecond
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	fill(t, p, failing)
 
 	// The idle connections stop answering; a fresh one works.
 	proxy.FreezeExisting()
+	clock.Stale()
 
 	calls := 0
 	start := time.Now()
@@ -207,7 +269,7 @@ func TestDo_DestroysEveryConnectionWhoseHealthCheckTimesOut(t *testing.T) {
 	s := p.Stats()
 	require.Equal(t, uint64(failing), s.HealthCheckFailures)
 	require.Equal(t, uint64(failing), s.AcquireRetries)
-	require.Equal(t, 1, s.Open)
+	waitStats(t, p, "the frozen connections were destroyed", func(s pool.Stats) bool { return s.Open == 1 })
 	verifyNoLeaks(t, p, 1)
 }
 
@@ -239,7 +301,7 @@ func TestDo_GivesUpAfterBoundedAttemptsAndHoldsNothing(t *testing.T) {
 func TestDo_ReleasesOnErrorAndDestroysOnPanicOrOpenTransaction(t *testing.T) {
 	checkGoroutines(t)
 	opts := testOptions(t, pgDSN(t, ""))
-	opts.MaxConns = 1
+	opts.MaxConnections = 1
 	p := newPool(t, opts)
 	ctx := context.Background()
 
@@ -258,7 +320,7 @@ func TestDo_ReleasesOnErrorAndDestroysOnPanicOrOpenTransaction(t *testing.T) {
 		_, err := c.Exec(ctx, "BEGIN")
 		return err
 	}))
-	require.Equal(t, 0, p.Stats().Open, "a connection left in a transaction is destroyed")
+	waitStats(t, p, "a connection left in a transaction is destroyed", func(s pool.Stats) bool { return s.Open == 0 })
 
 	// A panic releases the connection, then propagates.
 	require.PanicsWithValue(t, "callback panic", func() {
@@ -268,9 +330,7 @@ func TestDo_ReleasesOnErrorAndDestroysOnPanicOrOpenTransaction(t *testing.T) {
 			panic("callback panic")
 		})
 	})
-	s := p.Stats()
-	require.Equal(t, 0, s.InUse)
-	require.Equal(t, 0, s.Open, "the panicking callback's connection was in a transaction: destroyed")
+	waitStats(t, p, "the panicking callback's connection was in a transaction: destroyed", func(s pool.Stats) bool { return s.Open == 0 && s.InUse == 0 })
 
 	// A query cut off by the context leaves the connection broken: destroyed.
 	qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -280,7 +340,7 @@ func TestDo_ReleasesOnErrorAndDestroysOnPanicOrOpenTransaction(t *testing.T) {
 		return err
 	})
 	require.Error(t, err)
-	require.Equal(t, 0, p.Stats().Open)
+	waitStats(t, p, "a connection cut off mid-query is destroyed", func(s pool.Stats) bool { return s.Open == 0 })
 	verifyNoLeaks(t, p, 0)
 }
 
@@ -309,15 +369,13 @@ func TestDo_SendsApplicationNameAndTimeoutsOnPostgres(t *testing.T) {
 
 func TestDo_RereadsThePasswordForEveryNewConnection(t *testing.T) {
 	checkGoroutines(t)
-	role := "pw_rotate"
+	role := fmt.Sprintf("pw_rotate_%d", time.Now().UnixNano()) // unique across -count runs on the shared cluster
 	pgServer(t).CreateRole(t, role, "first-Secret", "LOGIN")
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	require.NoError(t, os.WriteFile(pwFile, []byte("first-Secret\n"), 0o600))
 	opts := testOptions(t, fmt.Sprintf("postgres://%s@%s/postgres?sslmode=disable&application_name=%s", role, pgServer(t).Addr(), appName(t)))
-	opts.Password = func() (string, error) {
-		b, err := os.ReadFile(pwFile)
-		return strings.TrimSuffix(string(b), "\n"), err
-	}
+	opts.Password = config.PasswordSource{File: pwFile}
+	clock := useFakeClock(&opts)
 	p := newPool(t, opts)
 	ping := func() error {
 		return p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) })
@@ -328,15 +386,20 @@ func TestDo_RereadsThePasswordForEveryNewConnection(t *testing.T) {
 	pgServer(t).Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD 'second-Secret'", role))
 	require.NoError(t, os.WriteFile(pwFile, []byte("second-Secret\n"), 0o600))
 	pgServer(t).TerminateBackends(t, appName(t))
+	clock.Stale()
 	require.NoError(t, ping(), "the rotated password is read for the new connection")
 	require.Equal(t, uint64(2), p.Stats().NewConnections)
 
 	// An unreadable password source is a clear error.
 	require.NoError(t, os.Remove(pwFile))
 	pgServer(t).TerminateBackends(t, appName(t))
+	clock.Stale()
 	err := ping()
 	require.Error(t, err)
-	require.Contains(t, err.Error(), "read password")
+	require.Contains(t, err.Error(), "read password: open password file: open "+pwFile+": no such file or directory")
+	s := p.Stats()
+	require.Equal(t, uint64(2), s.HealthCheckFailures, "the two killed connections")
+	require.Equal(t, s.HealthCheckFailures, s.AcquireRetries, "a retry after each failed check, none after the unreadable file")
 	verifyNoLeaks(t, p, 0)
 }
 
@@ -359,16 +422,17 @@ func TestDo_WrongPasswordIsAClearErrorWithoutThePasswordAndIsNotRetried(t *testi
 }
 
 func TestNew_RejectsBadOptionsWithoutLeakingThePassword(t *testing.T) {
-	base := pool.Options{Target: "t", DSN: "postgres://u:hunter2-secret@127.0.0.1:1/db", MaxConns: 1}
+	base := pool.Options{Target: "t", DSN: "postgres://u:hunter2-secret@127.0.0.1:1/db", ProbePool: config.ProbePool{MaxConnections: 1}}
 	for name, tc := range map[string]struct {
 		mutate func(*pool.Options)
 		want   string
 	}{
-		"zero max":       {func(o *pool.Options) { o.MaxConns = 0 }, "max connections must be > 0"},
-		"min above max":  {func(o *pool.Options) { o.MinConns = 2 }, "min connections 2 must be between 0 and max 1"},
+		"zero max":       {func(o *pool.Options) { o.MaxConnections = 0 }, "max connections must be > 0"},
+		"min above max":  {func(o *pool.Options) { o.MinConnections = 2 }, "min connections 2 must be between 0 and max 1"},
 		"negative retry": {func(o *pool.Options) { o.AcquireRetries = -1 }, "acquire retries must be >= 0"},
 		"bad dsn":        {func(o *pool.Options) { o.DSN = "postgres://u:hunter2-secret@127.0.0.1:notaport/db" }, "invalid DSN"},
 		"bad kv dsn":     {func(o *pool.Options) { o.DSN = "host=x password=hunter2-secret sslmode=bogus" }, "invalid DSN"},
+		"unknown kind":   {func(o *pool.Options) { o.Kind = "oracle" }, `probe pool "t": unknown kind "oracle"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := base
@@ -379,11 +443,6 @@ func TestNew_RejectsBadOptionsWithoutLeakingThePassword(t *testing.T) {
 			require.NotContains(t, err.Error(), "hunter2")
 		})
 	}
-}
-
-func TestKind_String(t *testing.T) {
-	require.Equal(t, "postgres", pool.KindPostgres.String())
-	require.Equal(t, "pgbouncer", pool.KindPgBouncer.String())
 }
 
 func TestDo_AfterCloseFailsWithErrClosed(t *testing.T) {
@@ -427,6 +486,7 @@ func TestClose_CancelsCallbacksThatOutliveItsContext(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, time.Since(begin), 10*time.Second, "Close did not wait for the 30 s query")
 	require.Error(t, <-result, "the callback saw its context cancelled")
+	<-p.Cleaned()
 	require.Equal(t, 0, p.Stats().InUse)
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
 }
@@ -444,32 +504,31 @@ func TestClose_WaitsForCallbacksThatFinishInTime(t *testing.T) {
 
 func TestStats_IdleClosedPoolHoldsNoConnectionAndReopensOnUse(t *testing.T) {
 	checkGoroutines(t)
-	clock := newFakeClock()
 	opts := testOptions(t, pgDSN(t, ""))
 	opts.IdleClose = time.Minute
-	opts.LeakThreshold = 100 * time.Millisecond // makes the janitor tick every 50 ms
-	opts.MinConns = 1
-	opts.Now = clock.Now
-	p := newPool(t, opts)
-	ping := func() error {
-		return p.Do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) })
-	}
+	opts.MinConnections = 1
+	clock := useFakeClock(&opts)
+	tick := make(chan time.Time)
+	// The janitor handles one tick at a time: once a second tick is
+	// received, the first one has been handled.
+	janitorRound := func() { tick <- time.Time{}; tick <- time.Time{} }
+	p := newHookedPool(t, opts, pool.Hooks{Tick: tick})
 	require.Equal(t, 0, p.Stats().Open, "nothing is opened before the first use")
-	require.NoError(t, ping())
+	require.NoError(t, ping(context.Background(), p))
 	// The call's own dial and the MinConns top-up may both have dialled.
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n >= 1 }, 10*time.Second)
 
 	clock.Advance(59 * time.Second)
-	time.Sleep(200 * time.Millisecond) // several janitor ticks: nothing may happen
+	janitorRound()
 	require.GreaterOrEqual(t, p.Stats().Open, 1, "not idle for IdleClose yet")
 
 	clock.Advance(2 * time.Second)
-	require.Eventually(t, func() bool { return p.Stats().Open == 0 }, 10*time.Second, 10*time.Millisecond)
+	janitorRound()
+	require.Equal(t, 0, p.Stats().Open)
 	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
-	require.NoError(t, ping())
-	// The reopened pool dials for the call, and maybe a second time in the
-	// background to top up MinConns.
-	require.GreaterOrEqual(t, p.Stats().NewConnections, uint64(2))
+	before := p.Stats().NewConnections
+	require.NoError(t, ping(context.Background(), p))
+	require.Greater(t, p.Stats().NewConnections, before, "the reopened pool dialled")
 }
 
 // fakeClock is a clock that moves only when told to.
@@ -493,6 +552,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
+
+// Stale moves the clock past pool.FreshFor, so that every connection is
+// health-checked before it is handed out again.
+func (c *fakeClock) Stale() { c.Advance(2 * pool.FreshFor) }
 
 // TestStats_CountsALeakedConnectionUntilItIsReleased uses an injected clock:
 // the leak threshold is crossed without waiting for it.
@@ -541,17 +604,39 @@ func TestStats_CountsALeakedConnectionUntilItIsReleased(t *testing.T) {
 	require.Equal(t, time.Duration(0), s.OldestHeld)
 }
 
+// panicAtKey is the context key under which a call tells panicAt the point
+// at which it wants a panic.
+type panicAtKey struct{}
+
+// panicAt is a pool.Hooks.At that panics at the point the call's context
+// names, if any.
+func panicAt(ctx context.Context, pt pool.Point) {
+	if want, ok := ctx.Value(panicAtKey{}).(pool.Point); ok && want == pt {
+		panic(panicValue(pt))
+	}
+}
+
+func panicValue(pt pool.Point) string { return "injected panic at " + string(pt) }
+
+// allPoints are the points of Do where a test may panic.
+var allPoints = []pool.Point{pool.PointAcquired, pool.PointCheck, pool.PointChecked, pool.PointDestroy, pool.PointTrack, pool.PointHandOff, pool.PointRelease}
+
 // TestDo_StressKeepsInvariants runs many goroutines that, in a random
-// order, acquire, fail, panic, leave transactions open, lose their backend,
-// time out mid-query and kill the pool's idle connections behind its back
-// (so that health checks fail and attempts retry), while a watcher checks
-// the pool's invariants. Bounded by count and time; the seed is logged.
+// order, acquire, fail, panic (in the callback and at every point of Do
+// where a panic could lose a connection), leave transactions open, lose
+// their backend, time out mid-query and kill the pool's idle connections
+// behind its back (so that health checks fail and attempts retry), while a
+// watcher checks the pool's invariants. The clock moves at random, so some
+// connections are handed out fresh and others are checked first. Bounded
+// by count and time; the seed is logged.
 func TestDo_StressKeepsInvariants(t *testing.T) {
 	checkGoroutines(t)
 	opts := testOptions(t, pgDSN(t, ""))
-	opts.MaxConns = 3
+	opts.MaxConnections = 3
+	opts.MinConnections = 1
 	opts.AcquireRetries = 2
-	p := newPool(t, opts)
+	clock := useFakeClock(&opts)
+	p := newHookedPool(t, opts, pool.Hooks{At: panicAt})
 	admin := pgServer(t).AdminConn(t)
 	var adminMu sync.Mutex
 	app := appName(t)
@@ -580,7 +665,7 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 	}()
 
 	var wg sync.WaitGroup
-	var ok, failed atomic.Int64
+	var ok, failed, seamPanics atomic.Int64
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -590,7 +675,8 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 				if time.Now().After(deadline) {
 					return
 				}
-				op := rng.IntN(8)
+				clock.Advance(time.Duration(rng.IntN(3)) * pool.FreshFor / 2)
+				op := rng.IntN(9)
 				if op == 7 {
 					// Behind the pool's back: kill its idle connections.
 					adminMu.Lock()
@@ -604,15 +690,21 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 					timeout = 20 * time.Millisecond
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				if op == 8 {
+					ctx = context.WithValue(ctx, panicAtKey{}, allPoints[rng.IntN(len(allPoints))])
+				}
 				err := func() (err error) {
 					defer func() {
 						if r := recover(); r != nil {
+							if v, _ := r.(string); strings.HasPrefix(v, "injected panic at ") {
+								seamPanics.Add(1)
+							}
 							err = fmt.Errorf("recovered: %v", r)
 						}
 					}()
 					return p.Do(ctx, func(ctx context.Context, c *pgx.Conn) error {
 						switch op {
-						case 0:
+						case 0, 8:
 							return c.QueryRow(ctx, "SELECT 1").Scan(new(int))
 						case 1:
 							return errors.New("callback failure")
@@ -646,12 +738,13 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 	close(stopWatch)
 	<-watchDone
 	s := p.Stats()
-	t.Logf("stress: %d ok, %d failed, stats %+v", ok.Load(), failed.Load(), s)
+	t.Logf("stress: %d ok, %d failed, %d panics at Do's points, stats %+v", ok.Load(), failed.Load(), seamPanics.Load(), s)
 	require.Zero(t, violations.Load(), "invariant violations")
 	require.Positive(t, ok.Load())
 	require.Positive(t, failed.Load())
+	require.Positive(t, seamPanics.Load())
 	require.Positive(t, s.HealthCheckFailures, "connections killed behind the pool's back failed their health check")
-	verifyNoLeaks(t, p, int(opts.MaxConns))
+	verifyNoLeaks(t, p, int(opts.MaxConnections))
 }
 
 // TestDo_RereadsTLSFilesForEveryNewConnection: the CA file named in the DSN
@@ -664,11 +757,14 @@ func TestDo_RereadsTLSFilesForEveryNewConnection(t *testing.T) {
 	paths := testenv.WriteFiles(t, map[string][]byte{"ca.crt": ca.CertPEM})
 	// sslmode=prefer with a root certificate: the test server has no TLS,
 	// so pgx falls back to plain text, but it still loads the file.
-	p := newPool(t, testOptions(t, strings.Replace(pgDSN(t, ""), "sslmode=disable", "sslmode=prefer", 1)+"&sslrootcert="+paths["ca.crt"]))
+	opts := testOptions(t, strings.Replace(pgDSN(t, ""), "sslmode=disable", "sslmode=prefer", 1)+"&sslrootcert="+paths["ca.crt"])
+	clock := useFakeClock(&opts)
+	p := newPool(t, opts)
 	require.NoError(t, ping(context.Background(), p))
 
 	require.NoError(t, os.Remove(paths["ca.crt"]))
 	pgServer(t).TerminateBackends(t, appName(t))
+	clock.Stale()
 	err := ping(context.Background(), p)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "read TLS files")
