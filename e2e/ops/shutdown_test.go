@@ -71,7 +71,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 		res <- scrapeResult{code, body, err}
 	}()
 	eventually(t, settle, "the slow target's round to start", func() (bool, string) {
-		return proxy.QueryCount() > 0, fmt.Sprint(proxy.QueryCount())
+		return proxy.StatementCount() > 0, fmt.Sprint(proxy.StatementCount())
 	})
 	start := time.Now()
 	pw.Signal(t, syscall.SIGTERM)

@@ -36,6 +36,7 @@ type Proxy struct {
 	refuse  atomic.Bool
 	queries atomic.Int64
 	parses  atomic.Int64
+	execs   atomic.Int64
 	dropped atomic.Int64
 
 	mu        sync.Mutex
@@ -166,15 +167,22 @@ func (p *Proxy) QueryCount() int64 { return p.queries.Load() }
 // messages were forwarded to the upstream since the last ResetCounts.
 func (p *Proxy) ParseCount() int64 { return p.parses.Load() }
 
+// StatementCount returns how many statements clients sent to run since the
+// last ResetCounts: simple Query ('Q') plus extended-protocol Execute ('E')
+// messages. A prepared statement run again sends no Parse, so this is the
+// count that sees every round.
+func (p *Proxy) StatementCount() int64 { return p.queries.Load() + p.execs.Load() }
+
 // DroppedBytes returns how many bytes clients sent into a fault: on
 // connections FreezeExisting froze, or accepted while blackholed (read and
 // dropped). Poll it to know that a client has reached the fault.
 func (p *Proxy) DroppedBytes() int64 { return p.dropped.Load() }
 
-// ResetCounts zeroes QueryCount and ParseCount.
+// ResetCounts zeroes QueryCount, ParseCount and StatementCount.
 func (p *Proxy) ResetCounts() {
 	p.queries.Store(0)
 	p.parses.Store(0)
+	p.execs.Store(0)
 }
 
 // ActiveConns returns how many client connections are open through the
@@ -231,6 +239,8 @@ func (p *Proxy) acceptLoop() {
 				p.queries.Add(1)
 			case 'P':
 				p.parses.Add(1)
+			case 'E':
+				p.execs.Add(1)
 			}
 		})
 		p.mu.Lock()
