@@ -53,6 +53,8 @@ type targetDescs struct {
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+	// Alerting: the agent's view and the link to the server behind.
+	limited, upstream *prometheus.Desc
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -85,7 +87,10 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
 		transactions: nd("pgbouncer_transactions_total", "Transactions pooled by PgBouncer for the database (SHOW STATS total_xact_count).", dl),
 		queries:      nd("pgbouncer_queries_total", "Queries pooled by PgBouncer for the database (SHOW STATS total_query_count).", dl),
-		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", dl),
+		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time), credited when a waiting client is served.", dl),
+
+		limited:  nd("target_limited_visibility", "1 when the agent's role cannot see other roles' connections (no pg_monitor), so every count is too low; postgres only, absent when the round could not tell.", tl),
+		upstream: nd("target_upstream_info", "Always 1; the postgres target whose server this target's connections end on (the target itself on postgres, the upstream key elsewhere).", []string{"target", "upstream"}),
 	}
 }
 
@@ -120,6 +125,12 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.info, 1, name, kind, r.Version)
 	}
 	gauge(ch, d.dropped, float64(r.PoolsDropped), name)
+	if limited, ok := r.Visibility(); ok {
+		gauge(ch, d.limited, boolValue(limited), name)
+	}
+	if r.Upstream != "" {
+		gauge(ch, d.upstream, 1, name, r.Upstream)
+	}
 	for _, p := range r.Pools {
 		optionalGauge(ch, d.min, p.Min, name, p.Name)
 		optionalGauge(ch, d.max, p.Max, name, p.Name)

@@ -80,11 +80,11 @@ const (
 
 // ReservedLabels are the label names that poolwatch sets itself, on pool
 // series (target, pool), on info metrics (kind, database, user, mode,
-// version), on error counters (query), or that Prometheus attaches at scrape
-// time (job, instance). A static label may not use one of them, nor a name
-// starting with "__".
+// version, upstream), on error counters (query), or that Prometheus
+// attaches at scrape time (job, instance). A static label may not use one of
+// them, nor a name starting with "__".
 func ReservedLabels() []string {
-	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version", "upstream"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An
@@ -199,6 +199,14 @@ type Target struct {
 	TLS TLSFiles `yaml:"tls"`
 	// ProbePool configures the agent's own pool for this target.
 	ProbePool ProbePool `yaml:"probe_pool"`
+	// Upstream names the postgres target of this configuration whose server
+	// this target's connections end on: for a pgbouncer target, the server
+	// behind it. It links the target's leak alerts to that server's, so that
+	// Alertmanager sends every view of one leaked connection as one
+	// notification (poolwatch_target_upstream_info). Empty: no link. A
+	// postgres target is its own upstream and may not set it. See
+	// upstream.go.
+	Upstream string `yaml:"upstream" only:"target"`
 }
 
 // TLSFiles are optional files for TLS to a target, the equivalents of

@@ -87,8 +87,8 @@ func badConfigs() map[string]string {
 		"label-double-underscore.yml":              `testdata/bad/label-double-underscore.yml:3: defaults.labels.__tenant: label names starting with __ are reserved for internal use`,
 		"label-invalid-name.yml":                   `testdata/bad/label-invalid-name.yml:6: targets[0].labels["cost-center"]: invalid label name "cost-center": use letters, digits and _, not starting with a digit`,
 		"label-null-value.yml":                     `testdata/bad/label-null-value.yml:6: targets[0].labels.env: missing value`,
-		"label-reserved-info.yml":                  `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version)`,
-		"label-reserved.yml":                       `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version)`,
+		"label-reserved-info.yml":                  `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, upstream)`,
+		"label-reserved.yml":                       `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, upstream)`,
 		"labels-not-mapping.yml":                   `testdata/bad/labels-not-mapping.yml:5: targets[0].labels: must be a mapping, not a list`,
 		"merge-key.yml":                            `testdata/bad/merge-key.yml:6: targets[1]: YAML merge keys (<<) are not supported`,
 		"missing-dsn.yml":                          `testdata/bad/missing-dsn.yml:2: targets[0].dsn: missing required key`,
@@ -142,8 +142,13 @@ func badConfigs() map[string]string {
 		"unknown-key-defaults.yml":                 `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
 		"unknown-key-probe-pool.yml":               `testdata/bad/unknown-key-probe-pool.yml:4: defaults.probe_pool.max_conns: unknown key; valid keys here: min_connections, max_connections, connect_timeout, health_check_timeout, acquire_retries, retry_backoff, leak_threshold, idle_close, statement_timeout, lock_timeout`,
 		"unknown-key-root.yml":                     `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets`,
-		"unknown-key-target.yml":                   `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"unknown-key-target.yml":                   `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, upstream`,
 		"unknown-key-tls.yml":                      `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
+		"upstream-empty.yml":                       `testdata/bad/upstream-empty.yml:8: targets[1].upstream: must not be empty: name the postgres target behind this one, or remove the key`,
+		"upstream-in-defaults.yml":                 `testdata/bad/upstream-in-defaults.yml:2: defaults.upstream: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"upstream-not-postgres.yml":                `testdata/bad/upstream-not-postgres.yml:8: targets[1].upstream: target "bouncer-1" is a pgbouncer target: name the postgres target behind this one`,
+		"upstream-on-postgres.yml":                 `testdata/bad/upstream-on-postgres.yml:5: targets[0].upstream: a postgres target is its own upstream: set upstream on the pgbouncer targets in front of it`,
+		"upstream-unknown.yml":                     `testdata/bad/upstream-unknown.yml:5: targets[0].upstream: no target is named "orders-db": name the postgres target of this configuration behind this one`,
 		"unknown-kind.yml":                         `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres or pgbouncer`,
 		"wrong-type-bool.yml":                      `testdata/bad/wrong-type-bool.yml:2: defaults.session_mode_leaks: must be true or false, not "yes"`,
 		"wrong-type-float.yml":                     `testdata/bad/wrong-type-float.yml:2: defaults.max_pools: must be an integer, not "10.5"`,
@@ -325,6 +330,9 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 
 	bouncer := targets[1]
 	require.Equal(t, KindPgBouncer, bouncer.Kind)
+	require.Equal(t, "orders-db", bouncer.Upstream)
+	require.Equal(t, "orders-db", UpstreamOf(&bouncer))
+	require.Equal(t, "orders-db", UpstreamOf(&orders))
 	require.Equal(t, 2*time.Minute, bouncer.LeakThreshold)
 	require.False(t, bouncer.SessionModeLeaks)
 
@@ -632,5 +640,5 @@ func TestTarget_EqualComparesEveryField(t *testing.T) {
 		mutations++
 	}
 	walk(nil, "Target")
-	require.Equal(t, 31, mutations, "fields of Target (with ApplicationPool and ProbePool) changed")
+	require.Equal(t, 32, mutations, "fields of Target (with ApplicationPool and ProbePool) changed")
 }

@@ -103,6 +103,9 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 			return nil, err
 		}
 	}
+	if err := p.checkUpstreams(targets); err != nil {
+		return nil, err
+	}
 	return targets, nil
 }
 

@@ -108,12 +108,12 @@ func New(t config.Target) (Scraper, error) {
 // recorded under QueryRound: cut short before it could run its queries, or a
 // bug in the mapping.
 func Failed(t config.Target, err error) *Result {
-	return &Result{Target: t.Name, Kind: t.Kind, Labels: t.Labels, Errors: []QueryError{{Query: QueryRound, Err: err}}}
+	return &Result{Target: t.Name, Kind: t.Kind, Labels: t.Labels, Upstream: config.UpstreamOf(&t), Errors: []QueryError{{Query: QueryRound, Err: err}}}
 }
 
 // newResult starts a round's Result for a target of kind configured by t.
 func newResult(kind config.Kind, t *config.Target) *Result {
-	return &Result{Target: t.Name, Kind: kind, Labels: t.Labels}
+	return &Result{Target: t.Name, Kind: kind, Labels: t.Labels, Upstream: config.UpstreamOf(t)}
 }
 
 // Optional is a value that a target may not report. The zero Optional is
@@ -188,6 +188,10 @@ type Result struct {
 	Target string
 	Kind   config.Kind
 	Labels map[string]string
+	// Upstream is the target whose server this target's connections end
+	// on (config.UpstreamOf): the target itself on postgres, the upstream
+	// key elsewhere, "" when not configured.
+	Upstream string
 	// Version is the server's version ("1.18.0", "15.10"), "" when unknown.
 	Version string
 	// Start is when the round began and Duration how long it took; set by
@@ -211,7 +215,8 @@ type Result struct {
 	Errors []QueryError
 	// LimitedVisibility is set on postgres when the agent's role lacks
 	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
-	// then invisible and every count is too low.
+	// then invisible and every count is too low. Meaningful only when
+	// Visibility says it is known.
 	LimitedVisibility bool
 }
 
