@@ -100,7 +100,7 @@ lint:
 	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	$(GOBIN)/golangci-lint run ./...
 
-## mixin: regenerate alerts/ and dashboards/ from mixin/
+## mixin: regenerate alerts/, dashboards/ and alertmanager.yml.example from mixin/
 mixin:
 	$(GO) run ./mixin/cmd/mixin -out .
 

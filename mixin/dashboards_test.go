@@ -444,7 +444,7 @@ func TestCheckMetricNames_DashboardsAndRulesUseExportedMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(PanelQueries(Default())) + 15; len(queries) < want {
+	if want := len(PanelQueries(Default())) + ruleCount(); len(queries) < want {
 		t.Fatalf("Queries returned %d expressions, want at least %d", len(queries), want)
 	}
 	if err := CheckMetricNames(queries, goldenExposition(t)); err != nil {

@@ -4,7 +4,8 @@
 //	go run ./mixin/cmd/mixin -out .                  # the shipped files (make mixin)
 //	go run ./mixin/cmd/mixin -variant short -out DIR # short durations, for e2e and demo
 //
-// It writes DIR/alerts/poolwatch.rules.yml and DIR/dashboards/*.json.
+// It writes DIR/alerts/poolwatch.rules.yml, DIR/dashboards/*.json and
+// DIR/alertmanager.yml.example.
 package main
 
 import (
@@ -25,7 +26,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("mixin", flag.ContinueOnError)
 	variant := fs.String("variant", "default", "configuration to render: default or short")
-	out := fs.String("out", ".", "directory to write alerts/ and dashboards/ into")
+	out := fs.String("out", ".", "directory to write alerts/, dashboards/ and alertmanager.yml.example into")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
