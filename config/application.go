@@ -155,7 +155,7 @@ func (p *parser) resolveApplication(t *Target, tpath string) error {
 	default:
 		return p.errorAt(p.origin(tpath, "format"), "unknown format %q: use auto, prometheus or json", t.Format)
 	}
-	if o, ok := p.set(tpath + ".pool_label"); ok && !identRE.MatchString(t.PoolLabel) {
+	if o, ok := p.set(tpath + ".pool_label"); ok && t.PoolLabel != "" && !identRE.MatchString(t.PoolLabel) {
 		return p.errorAt(o, "invalid label name %q: use letters, digits and _, not starting with a digit", t.PoolLabel)
 	}
 	if _, ok := p.set(tpath + ".http_client"); !ok {

@@ -52,6 +52,17 @@
 // dsn.go is the one place that parses, rewrites (Target.ConnString) and
 // redacts (RedactDSN, RedactSecrets) a DSN.
 //
+// # Application targets
+//
+// A target of kind application is read over HTTP (url, format, pool_label,
+// http_client, body_size_limit) and has no DSN, password, tls, probe_pool,
+// application_pools or leak_threshold: set on the target, those are errors;
+// under defaults they are ignored for it. Its http_client is
+// prometheus/common's HTTPClientConfig, decoded strictly by that package's
+// own YAML methods and validated by it. Its seen_as entries name postgres
+// or pgbouncer targets of the same file; the load records on each such
+// server the application_name globs to count (Target.Applications).
+//
 // # Secrets
 //
 // No error produced by this package contains a password, whether it was

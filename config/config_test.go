@@ -314,7 +314,7 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	cfg, err := Load("../config.yaml.example")
 	require.NoError(t, err)
 	targets := cfg.Targets()
-	require.Len(t, targets, 2)
+	require.Len(t, targets, 3)
 
 	orders := targets[0]
 	require.Equal(t, "orders-db", orders.Name)
@@ -330,6 +330,13 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, KindPgBouncer, bouncer.Kind)
 	require.Equal(t, 2*time.Minute, bouncer.LeakThreshold)
 	require.False(t, bouncer.SessionModeLeaks)
+
+	app := targets[2]
+	require.Equal(t, KindApplication, app.Kind)
+	require.Equal(t, "http://10.0.0.7:8080/metrics", app.URL)
+	require.Equal(t, []SeenAs{{Target: "orders-db", ApplicationName: "orders-api*", Compare: CompareAuto}}, app.SeenAs)
+	require.Equal(t, []string{"orders-api*"}, orders.Applications)
+	require.Equal(t, ByteSize(10<<20), app.BodySizeLimit, "the example shows the built-in default")
 
 	// The example's values are the built-in defaults: the minimal config
 	// gets the same ones.
