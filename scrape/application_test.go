@@ -406,3 +406,29 @@ func TestDetectFormat_SkipsLeadingWhiteSpace(t *testing.T) {
 	res := scrapeApp(t, appTarget(serve(t, "", []byte("\n\t  "+string(readExposition(t, "psycopg2-status.json")))).URL))
 	require.Empty(t, res.Errors)
 }
+
+// BenchmarkMapRecordedExposition maps each recorded exposition, as one
+// round of an application target does after its GET.
+func BenchmarkMapRecordedExposition(b *testing.B) {
+	for _, tc := range []struct{ file, poolLabel string }{
+		{"hikaricp-micrometer.prom", ""}, {"database-sql.prom", ""}, {"pgxpool.prom", "db"},
+		{"opentelemetry.prom", ""}, {"psycopg-pool-stats.json", ""},
+	} {
+		body := readExposition(b, tc.file)
+		b.Run(tc.file, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				var err error
+				if strings.HasSuffix(tc.file, ".json") {
+					_, err = mapStatusJSON(bytes.NewReader(body))
+				} else {
+					_, err = mapExposition(bytes.NewReader(body), textCT, tc.poolLabel)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
