@@ -432,3 +432,43 @@ func BenchmarkMapRecordedExposition(b *testing.B) {
 		})
 	}
 }
+
+// FuzzMapApplicationResponse feeds arbitrary responses to both mappings:
+// they must never panic, and every pool they return must be named and have
+// finite, non-negative JSON counts. The seed corpus (every recorded
+// exposition, plus edge cases) runs in `go test`.
+func FuzzMapApplicationResponse(f *testing.F) {
+	files, err := filepath.Glob(filepath.Join("testdata", "expositions", "*"))
+	require.NoError(f, err)
+	for _, file := range files {
+		b, err := os.ReadFile(file) //nolint:gosec // the seed files
+		require.NoError(f, err)
+		f.Add(b, "")
+		f.Add(b, "db")
+	}
+	for _, s := range []string{"", "{", "{}", `{"pools":null}`, `{"pools":[null]}`, `{"in_use":1e308,"idle":1e308}`,
+		"go_sql_in_use_connections NaN\n", "pgxpool_acquired_conns{db=\"\"} 1\npgxpool_acquired_conns 2\n",
+		"# TYPE db_client_connection_count gauge\ndb_client_connection_count{db_client_connection_state=\"used\"} -1\n"} {
+		f.Add([]byte(s), "")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, poolLabel string) {
+		check := func(pools []Pool, err error) {
+			if err != nil {
+				return
+			}
+			for _, p := range pools {
+				if p.Name == "" {
+					t.Fatalf("a pool without a name: %+v", p)
+				}
+			}
+		}
+		check(mapExposition(bytes.NewReader(body), textCT, poolLabel))
+		pools, err := mapStatusJSON(bytes.NewReader(body))
+		check(pools, err)
+		for _, p := range pools {
+			if p.InUse < 0 || p.Open < 0 {
+				t.Fatalf("negative counts from JSON: %+v", p)
+			}
+		}
+	})
+}

@@ -2,6 +2,9 @@ package scrape
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -186,4 +189,18 @@ func TestCanonicalIP(t *testing.T) {
 		_, ok := canonicalIP(in)
 		require.False(t, ok, in)
 	}
+}
+
+func TestDocsQuoteTheApplicationsSQLVerbatim(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
+	require.NoError(t, err)
+	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	for _, block := range strings.Split(string(doc), "```sql\n")[1:] {
+		quoted, _, _ := strings.Cut(block, "```")
+		if strings.Contains(quoted, "AS g(app_like, ord)") {
+			assert.Equal(t, norm(applicationsSQL), norm(quoted), "docs/metrics.md must quote applicationsSQL")
+			return
+		}
+	}
+	t.Fatal("docs/metrics.md does not quote applicationsSQL")
 }
