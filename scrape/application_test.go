@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/poolwatch/poolwatch/config"
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
 // The application scraper is tested here on the real libraries' recorded
@@ -234,7 +235,9 @@ func TestApplication_HungEndpointCostsItsTimeoutOnly(t *testing.T) {
 	require.Len(t, res.Errors, 1)
 	assert.Equal(t, QueryHTTP, res.Errors[0].Query)
 	assert.Contains(t, res.Errors[0].Error(), "context deadline exceeded")
-	require.Eventually(t, cancelled.Load, 5*time.Second, 10*time.Millisecond, "the server saw the request go away")
+	testenv.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return cancelled.Load(), "the server never saw the request go away"
+	})
 }
 
 // TestApplication_HugeResponsesAreRefused sends 50 MB three ways: with a
