@@ -1,12 +1,14 @@
 package config
 
 // checkUpstreams checks the upstream key of every target, once all targets
-// are known: it names a postgres target of this configuration, and only a
-// target that is not postgres sets it (a postgres target is its own
-// upstream). The link is static on purpose: it must hold while the
-// connections it links are leaked, dead or refused, when nothing the agent
-// reads at run time (PgBouncer's SHOW SERVERS remote_pid against
-// pg_stat_activity.pid) is there to match.
+// are known (and seen_as resolved): it names a postgres target of this
+// configuration, and only a target that is not postgres sets it (a postgres
+// target is its own upstream). An application target that does not set it
+// gets the upstream its seen_as targets agree on, if they do. The link is
+// static on purpose: it must hold while the connections it links are
+// leaked, dead or refused, when nothing the agent reads at run time
+// (PgBouncer's SHOW SERVERS remote_pid against pg_stat_activity.pid) is
+// there to match.
 func (p *parser) checkUpstreams(targets []Target) error {
 	kinds := make(map[string]Kind, len(targets))
 	for _, t := range targets {
@@ -29,7 +31,35 @@ func (p *parser) checkUpstreams(targets []Target) error {
 			return p.errorAt(o, "target %q is a %s target: name the postgres target behind this one", t.Upstream, kind)
 		}
 	}
+	for i := range targets {
+		if t := &targets[i]; t.Kind == KindApplication && t.Upstream == "" {
+			t.Upstream = seenAsUpstream(t, targets)
+		}
+	}
 	return nil
+}
+
+// seenAsUpstream returns the upstream that every seen_as target of t names
+// (a postgres target, or a pgbouncer target's upstream), or "" when they
+// name none or several.
+func seenAsUpstream(t *Target, targets []Target) string {
+	byName := make(map[string]*Target, len(targets))
+	for i := range targets {
+		byName[targets[i].Name] = &targets[i]
+	}
+	up := ""
+	for _, s := range t.SeenAs {
+		server, ok := byName[s.Target]
+		if !ok {
+			return ""
+		}
+		u := UpstreamOf(server)
+		if u == "" || (up != "" && u != up) {
+			return ""
+		}
+		up = u
+	}
+	return up
 }
 
 // UpstreamOf returns the target whose server t's connections end on: t
