@@ -111,12 +111,15 @@ type RuleGroup struct {
 
 // Rule is a recording rule (Record set) or an alerting rule (Alert set).
 type Rule struct {
-	Record      string            `yaml:"record,omitempty"`
-	Alert       string            `yaml:"alert,omitempty"`
-	Expr        string            `yaml:"expr"`
-	For         string            `yaml:"for,omitempty"`
-	Labels      map[string]string `yaml:"labels,omitempty"`
-	Annotations *Annotations      `yaml:"annotations,omitempty"`
+	Record string `yaml:"record,omitempty"`
+	Alert  string `yaml:"alert,omitempty"`
+	Expr   string `yaml:"expr"`
+	For    string `yaml:"for,omitempty"`
+	// KeepFiringFor keeps a firing alert firing that long after its
+	// condition ends (Prometheus 2.42 and later).
+	KeepFiringFor string            `yaml:"keep_firing_for,omitempty"`
+	Labels        map[string]string `yaml:"labels,omitempty"`
+	Annotations   *Annotations      `yaml:"annotations,omitempty"`
 }
 
 // Annotations are the annotations every poolwatch alert carries.
@@ -302,10 +305,16 @@ func Rules(c Config) []RuleGroup {
 		Interval: interval,
 		Rules: []Rule{
 			{
-				Alert:  AlertPoolExhausted,
-				Expr:   allInUse,
-				For:    promDuration(c.ExhaustedFor),
-				Labels: exhausted(ReasonAllInUse),
+				Alert: AlertPoolExhausted,
+				Expr:  allInUse,
+				For:   promDuration(c.ExhaustedFor),
+				// As long as PoolClientsWaiting may go on firing after the
+				// queue is gone (ClientsWaitingGap), so that the inhibition
+				// of alertmanager.yml.example covers it to the end; it also
+				// keeps one sample without a queue from resolving the page
+				// and paging again.
+				KeepFiringFor: promDuration(c.ClientsWaitingGap),
+				Labels:        exhausted(ReasonAllInUse),
 				Annotations: ann(AlertPoolExhausted, "A connection pool is exhausted.",
 					fmt.Sprintf("%s has had no free connection for more than %s (in use / max {{ $value | humanizePercentage }}): the next client is refused or blocks, or clients queue.",
 						capitalize(pool), promDuration(c.ExhaustedFor))),
@@ -314,8 +323,9 @@ func Rules(c Config) []RuleGroup {
 				Alert: AlertPoolExhausted,
 				Expr: withDatabase(fmt.Sprintf("%s > %s\nand\n%s > 0",
 					selector("poolwatch_pool_max_wait_seconds", p), formatFloat(c.ExhaustedWaitSeconds), waiting)),
-				For:    promDuration(c.ExhaustedWaitFor),
-				Labels: exhausted(ReasonLongWait),
+				For:           promDuration(c.ExhaustedWaitFor),
+				KeepFiringFor: promDuration(c.ClientsWaitingGap),
+				Labels:        exhausted(ReasonLongWait),
 				Annotations: ann(AlertPoolExhausted, "A connection pool is exhausted.",
 					fmt.Sprintf("Clients of %s have been queueing for a connection for more than %s; the oldest has waited {{ $value | humanizeDuration }} (threshold %s).",
 						pool, promDuration(c.ExhaustedWaitFor), formatFloat(c.ExhaustedWaitSeconds)+"s")),

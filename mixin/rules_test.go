@@ -406,6 +406,9 @@ func ruleMutations() []mutation {
 			}
 			gi, ri := gi, ri
 			out = append(out, mutation{name: id + " never fires", alert: r.Alert, rules: func(gs []RuleGroup) { gs[gi].Rules[ri].Expr = "vector(1) < 0" }})
+			if r.KeepFiringFor != "" {
+				out = append(out, mutation{name: id + " without keep_firing_for", alert: r.Alert, rules: func(gs []RuleGroup) { gs[gi].Rules[ri].KeepFiringFor = "" }})
+			}
 			for k, expr := range dropOperands(r.Expr) {
 				expr := expr
 				out = append(out, mutation{name: fmt.Sprintf("%s without operand %d", id, k+1), alert: r.Alert, rules: func(gs []RuleGroup) { gs[gi].Rules[ri].Expr = expr }})
