@@ -24,7 +24,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 # e2e/demo. internal/launch's Dependencies() names the same packages, and a
 # test of internal/testenv keeps the two lists in step.
 SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
-APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) pgpool2 chromium
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 

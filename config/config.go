@@ -76,7 +76,38 @@ const (
 	KindPostgres Kind = "postgres"
 	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
 	KindPgBouncer Kind = "pgbouncer"
+	// KindPgpool is a Pgpool-II, watched through its SHOW POOL_* commands
+	// on one connection, which holds one of its child processes.
+	KindPgpool Kind = "pgpool"
+	// KindPgCat is a PgCat admin console (database "pgcat").
+	KindPgCat Kind = "pgcat"
+	// KindOdyssey is an Odyssey admin console (database "console").
+	KindOdyssey Kind = "odyssey"
 )
+
+// Kinds returns every kind of target, in the order the documentation lists
+// them.
+func Kinds() []Kind { return []Kind{KindPostgres, KindPgBouncer, KindPgpool, KindPgCat, KindOdyssey} }
+
+// AdminDatabases returns the databases a kind's DSN may name: its admin
+// console's (a PgBouncer-style console answers only there), or nil when
+// any database will do.
+func (k Kind) AdminDatabases() []string {
+	switch k {
+	case KindPgBouncer:
+		return []string{"pgbouncer"}
+	case KindPgCat:
+		return []string{"pgcat", "pgbouncer"}
+	case KindOdyssey:
+		return []string{"console"}
+	}
+	return nil
+}
+
+// PgpoolMaxProbeConnections is the most connections a pgpool target's
+// probe pool may hold: each takes one of Pgpool-II's child processes for as
+// long as it is open.
+const PgpoolMaxProbeConnections = 1
 
 // ReservedLabels are the label names that poolwatch sets itself, on pool
 // series (target, pool), on info metrics (kind, database, user, mode,

@@ -73,7 +73,7 @@ func badConfigs() map[string]string {
 		"dsn-password-kv-unterminated.yml":         `testdata/bad/dsn-password-kv-unterminated.yml:4: targets[0].dsn: invalid DSN: failed to parse as keyword/value (unterminated quoted string in connection info string)`,
 		"dsn-password-multiple-hosts.yml":          `testdata/bad/dsn-password-multiple-hosts.yml:4: targets[0].dsn: the DSN lists 2 hosts: a target is one server, give each its own target`,
 		"dsn-password-stray-slash.yml":             `testdata/bad/dsn-password-stray-slash.yml:4: targets[0].dsn: invalid DSN: invalid port`,
-		"dsn-password-unknown-kind.yml":            `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres or pgbouncer`,
+		"dsn-password-unknown-kind.yml":            `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres, pgbouncer, pgpool, pgcat or odyssey`,
 		"dsn-pool-key.yml":                         `testdata/bad/dsn-pool-key.yml:4: targets[0].dsn: the DSN sets pool_max_conns: pool settings belong under probe_pool`,
 		"dsn-scheme.yml":                           `testdata/bad/dsn-scheme.yml:4: targets[0].dsn: unsupported DSN scheme "mysql": use postgres:// or postgresql://, or a keyword/value string`,
 		"dsn-statement-timeout.yml":                `testdata/bad/dsn-statement-timeout.yml:4: targets[0].dsn: the DSN sets statement_timeout: use probe_pool.statement_timeout`,
@@ -113,6 +113,8 @@ func badConfigs() map[string]string {
 		"password-file-newline-only.yml":           `testdata/bad/password-file-newline-only.yml:5: targets[0].password_file: password file testdata/bad/secrets/newline-only is empty`,
 		"password-file-empty-path.yml":             `testdata/bad/password-file-empty-path.yml:5: targets[0].password_file: must not be empty`,
 		"password-file-missing.yml":                `testdata/bad/password-file-missing.yml:5: targets[0].password_file: cannot read password file: open testdata/bad/secrets/no-such-file: no such file or directory`,
+		"odyssey-not-console.yml":                  `testdata/bad/odyssey-not-console.yml:4: targets[0].dsn: a odyssey target connects to the admin console: the DSN's database must be "console", not "pgbouncer"`,
+		"pgpool-probe-max-two.yml":                 `testdata/bad/pgpool-probe-max-two.yml:6: targets[0].probe_pool.max_connections: a pgpool target holds at most 1 connection: each takes one of Pgpool-II's child processes (num_init_children)`,
 		"pgbouncer-not-console.yml":                `testdata/bad/pgbouncer-not-console.yml:4: targets[0].dsn: a pgbouncer target connects to the admin console: the DSN's database must be "pgbouncer", not "orders"`,
 		"probe-max-less-than-default-min.yml":      `testdata/bad/probe-max-less-than-default-min.yml:10: targets[0].probe_pool.max_connections: 1 is less than min_connections 2 (defaults.probe_pool.min_connections, line 3)`,
 		"probe-min-greater-than-default-max.yml":   `testdata/bad/probe-min-greater-than-default-max.yml:9: targets[0].probe_pool.min_connections: 4 is greater than max_connections 3 (defaults.probe_pool.max_connections, line 3)`,
@@ -144,7 +146,7 @@ func badConfigs() map[string]string {
 		"unknown-key-root.yml":                     `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets`,
 		"unknown-key-target.yml":                   `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
 		"unknown-key-tls.yml":                      `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
-		"unknown-kind.yml":                         `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres or pgbouncer`,
+		"unknown-kind.yml":                         `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres, pgbouncer, pgpool, pgcat or odyssey`,
 		"wrong-type-bool.yml":                      `testdata/bad/wrong-type-bool.yml:2: defaults.session_mode_leaks: must be true or false, not "yes"`,
 		"wrong-type-float.yml":                     `testdata/bad/wrong-type-float.yml:2: defaults.max_pools: must be an integer, not "10.5"`,
 		"wrong-type-int.yml":                       `testdata/bad/wrong-type-int.yml:3: defaults.probe_pool.max_connections: must be an integer, not "two"`,
@@ -526,7 +528,7 @@ func TestParse_ErrorsAreConfigErrorsWithLocation(t *testing.T) {
 	_, err := Parse("x.yml", []byte("targets:\n  - name: db1\n    kind: nope\n    dsn: postgres://u@h/db\n"))
 	var cerr *Error
 	require.True(t, errors.As(err, &cerr))
-	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres or pgbouncer`}, cerr)
+	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres, pgbouncer, pgpool, pgcat or odyssey`}, cerr)
 }
 
 func TestConfig_TargetsReturnsCopiesTheCallerMayModify(t *testing.T) {

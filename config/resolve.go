@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -116,8 +117,8 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		return p.errorAt(name, "duplicate target name %q (first defined at line %d)", t.Name, first)
 	}
 	names[t.Name] = name.line
-	if t.Kind != KindPostgres && t.Kind != KindPgBouncer {
-		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use postgres or pgbouncer", t.Kind)
+	if !slices.Contains(Kinds(), t.Kind) {
+		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use %s", t.Kind, kindList())
 	}
 	dsn := p.origin(tpath, "dsn")
 	info, msg := checkDSN(t.DSN, t.Kind)
@@ -130,18 +131,26 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 
 	// Keys that only one kind of target understands, set on the target
 	// itself. (Set under defaults, they apply to the targets of that kind.)
-	if t.Kind == KindPgBouncer {
+	if t.Kind != KindPostgres {
 		if l, ok := p.at[tpath+".application_pools"]; ok {
 			return p.errorf(l.key, tpath+".application_pools", "application_pools are for postgres targets only")
 		}
 		for _, key := range []string{".probe_pool.statement_timeout", ".probe_pool.lock_timeout"} {
 			if o, ok := p.set(tpath + key); ok {
-				return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				if t.Kind == KindPgBouncer {
+					return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				}
+				return p.errorAt(o, "applies to postgres targets only")
 			}
 		}
 	}
-	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind == KindPostgres {
+	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind != KindPgBouncer {
 		return p.errorAt(o, "applies to pgbouncer targets only")
+	}
+	if t.Kind == KindPgpool {
+		if err := p.resolvePgpoolProbePool(t, tpath); err != nil {
+			return err
+		}
 	}
 
 	if err := p.checkShared(t, tpath); err != nil {
@@ -187,6 +196,34 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	if t.Kind != KindPostgres {
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
+	return nil
+}
+
+// kindList words Kinds for an error: "a, b or c".
+func kindList() string {
+	ks := Kinds()
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = string(k)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// resolvePgpoolProbePool holds a pgpool target's probe pool to
+// PgpoolMaxProbeConnections: each connection takes one of Pgpool-II's
+// children. A larger max_connections set on the target itself is an error;
+// one inherited from defaults (meant for the other kinds) is lowered, and
+// min_connections with it.
+func (p *parser) resolvePgpoolProbePool(t *Target, tpath string) error {
+	pp := &t.ProbePool
+	if pp.MaxConnections <= PgpoolMaxProbeConnections {
+		return nil
+	}
+	if o, ok := p.set(tpath + ".probe_pool.max_connections"); ok {
+		return p.errorAt(o, "a pgpool target holds at most %d connection: each takes one of Pgpool-II's child processes (num_init_children)", PgpoolMaxProbeConnections)
+	}
+	pp.MaxConnections = PgpoolMaxProbeConnections
+	pp.MinConnections = min(pp.MinConnections, PgpoolMaxProbeConnections)
 	return nil
 }
 

@@ -50,6 +50,18 @@ func TestPolicyFor_KindsDifferInProtocolTimeoutsAndCheck(t *testing.T) {
 	bouncer, err := policyFor(config.KindPgBouncer)
 	require.NoError(t, err)
 	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, bouncer)
+	for _, k := range []config.Kind{config.KindPgCat, config.KindOdyssey} {
+		console, err := policyFor(k)
+		require.NoError(t, err)
+		require.Equal(t, bouncer, console, "%s has a PgBouncer-style console", k)
+	}
+	pgpool, err := policyFor(config.KindPgpool)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW POOL_VERSION", maxConns: config.PgpoolMaxProbeConnections}, pgpool)
+	for _, k := range config.Kinds() {
+		_, err := policyFor(k)
+		require.NoError(t, err, "every configurable kind has a policy")
+	}
 	_, err = policyFor("oracle")
 	require.EqualError(t, err, `unknown kind "oracle"`)
 }

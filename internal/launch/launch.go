@@ -62,7 +62,6 @@ const PostgresBinDir = "/usr/lib/postgresql/15/bin"
 //
 // A later dependency is one more row of Dependencies, for example:
 //
-//	{Name: "pgpool", Binaries: []string{"pgpool", "pcp_attach_node"}, Apt: []string{"pgpool2"}}
 //	{Name: "python", Binaries: []string{"python3"}, Probe: []string{"python3", "-c", "import psycopg2, psycopg_pool, prometheus_client"},
 //	 Apt: []string{"python3-psycopg2", "python3-psycopg-pool", "python3-prometheus-client"}}
 //	{Name: "java", Binaries: []string{"java", "javac"}, Files: []string{"/usr/share/java/HikariCP.jar", "/usr/share/java/postgresql.jar"},
@@ -87,6 +86,7 @@ func Dependencies() []Dependency {
 	return []Dependency{
 		{Name: "postgres", Binaries: []string{"postgres", "initdb"}, Apt: []string{"postgresql-15"}},
 		{Name: "pgbouncer", Binaries: []string{"pgbouncer"}, Apt: []string{"pgbouncer"}},
+		{Name: "pgpool", Binaries: []string{"pgpool"}, Apt: []string{"pgpool2"}},
 		{Name: "prometheus", Binaries: []string{"prometheus", "promtool"}, Apt: []string{"prometheus"}},
 		{Name: "alertmanager", Binaries: []string{"alertmanager", "amtool"}, Apt: []string{"prometheus-alertmanager"}},
 		{Name: "chromium", Binaries: []string{"chromium"}, Apt: []string{"chromium"}},
@@ -144,7 +144,7 @@ func (d Dependency) Check() error {
 //   - "postgres", "initdb" and any other PostgreSQL program: in
 //     $POOLWATCH_PG_BINDIR or PostgresBinDir (never PATH, which may hold
 //     another major version);
-//   - "pgbouncer": PATH, then /usr/sbin/pgbouncer (a non-root PATH often
+//   - "pgbouncer" and "pgpool": PATH, then /usr/sbin (a non-root PATH often
 //     lacks /usr/sbin);
 //   - "alertmanager": PATH as "prometheus-alertmanager" (Debian's name), then
 //     "alertmanager";
@@ -164,8 +164,8 @@ func LookPath(name string) (string, error) {
 			return p, nil
 		}
 		return "", fmt.Errorf("%s %w (looked in %s)", name, ErrNotInstalled, dir)
-	case "pgbouncer":
-		candidates = []string{"pgbouncer", "/usr/sbin/pgbouncer"}
+	case "pgbouncer", "pgpool":
+		candidates = []string{name, "/usr/sbin/" + name}
 	case "alertmanager":
 		candidates = []string{"prometheus-alertmanager", "alertmanager", "/usr/bin/prometheus-alertmanager"}
 	default:
