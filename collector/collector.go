@@ -53,6 +53,8 @@ type targetDescs struct {
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+	clientStates, serverStates                                       *prometheus.Desc
+	bouncer                                                          *bouncerDescs
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -86,6 +88,10 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		transactions: nd("pgbouncer_transactions_total", "Transactions pooled by PgBouncer for the database (SHOW STATS total_xact_count).", dl),
 		queries:      nd("pgbouncer_queries_total", "Queries pooled by PgBouncer for the database (SHOW STATS total_query_count).", dl),
 		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", dl),
+
+		clientStates: nd("pool_client_connections", "Client connections of the pool by state, as the pooler reports them (PgBouncer cl_*, Pgpool-II child states).", []string{"target", "pool", "state"}),
+		serverStates: nd("pool_server_connections", "Server connections of the pool by state, as the pooler reports them (PgBouncer sv_*).", []string{"target", "pool", "state"}),
+		bouncer:      newBouncerDescs(nd),
 	}
 }
 
@@ -131,6 +137,13 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.leaked, p.Leaked, name, p.Name)
 		gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
 		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
+		for _, st := range p.States {
+			desc := d.serverStates
+			if st.Side == scrape.SideClient {
+				desc = d.clientStates
+			}
+			gauge(ch, desc, st.Count, name, p.Name, st.State)
+		}
 	}
 	for _, db := range r.Databases {
 		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)
@@ -141,6 +154,7 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		counter(ch, d.queries, s.Queries, name, s.Database)
 		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
 	}
+	d.bouncer.collect(ch, name, r)
 }
 
 func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Optional, labels ...string) {

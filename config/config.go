@@ -110,12 +110,14 @@ func (k Kind) AdminDatabases() []string {
 const PgpoolMaxProbeConnections = 1
 
 // ReservedLabels are the label names that poolwatch sets itself, on pool
-// series (target, pool), on info metrics (kind, database, user, mode,
-// version), on error counters (query), or that Prometheus attaches at scrape
+// series (target, pool, state), on info metrics (kind, database, user, mode,
+// version), on error counters (query), on PgBouncer's lists and caches
+// (list, cache), on Pgpool-II's backend nodes (node, role, address), or that Prometheus attaches at scrape
 // time (job, instance). A static label may not use one of them, nor a name
 // starting with "__".
 func ReservedLabels() []string {
-	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version",
+		"state", "list", "cache", "node", "role", "address"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An

@@ -15,7 +15,7 @@ import (
 // showCommands are the console commands of a round, as fixture file names.
 var showCommands = []string{
 	"show_pools", "show_databases", "show_users", "show_config",
-	"show_lists", "show_stats", "show_clients", "show_servers",
+	"show_lists", "show_stats", "show_clients", "show_servers", "show_mem",
 }
 
 // FuzzMapShowRows feeds arbitrary column sets and values (in the fixture
@@ -61,6 +61,7 @@ func FuzzMapShowRows(f *testing.F) {
 		config, _ := mapConfig(tbl.rewind())
 		_, _ = mapLists(tbl.rewind())
 		_, _ = mapStats(tbl.rewind())
+		_, _ = mapMem(tbl.rewind())
 		modes := newModeResolver(pools, dbs, config, sessionLeaks)
 		_ = modes.possible(pools)
 		scan, _ := scanClients(tbl.rewind(), ownClient{addr: "127.0.0.1", port: 52992}, modes)
@@ -124,10 +125,29 @@ func checkResult(t *testing.T, opts config.Target, res *Result) {
 		}
 	}
 	for _, s := range res.Stats {
-		for _, v := range []float64{s.Transactions, s.Queries, s.ClientWaitSeconds} {
+		for _, v := range []float64{s.Transactions, s.Queries, s.ClientWaitSeconds, s.TransactionSeconds.Value, s.QuerySeconds.Value,
+			s.ReceivedBytes.Value, s.SentBytes.Value, s.ServerAssignments.Value, s.ClientParses.Value, s.ServerParses.Value, s.Binds.Value} {
 			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 				t.Fatalf("stats %+v has a bad value", s)
 			}
+		}
+	}
+	for _, p := range res.Pools {
+		seen := map[StateCount]bool{}
+		for _, st := range p.States {
+			if st.Side != SideClient && st.Side != SideServer || st.State == "" || math.IsNaN(st.Count) || math.IsInf(st.Count, 0) || st.Count < 0 {
+				t.Fatalf("pool %q has a bad state %+v", p.Name, st)
+			}
+			key := StateCount{Side: st.Side, State: st.State}
+			if seen[key] {
+				t.Fatalf("pool %q has state %s/%s twice", p.Name, st.Side, st.State)
+			}
+			seen[key] = true
+		}
+	}
+	for _, l := range res.Lists {
+		if math.IsNaN(l.Items) || math.IsInf(l.Items, 0) || l.Items < 0 {
+			t.Fatalf("list %+v has a bad value", l)
 		}
 	}
 }

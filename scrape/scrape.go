@@ -40,6 +40,7 @@ const (
 	QueryShowClients   = "show_clients"
 	QueryShowServers   = "show_servers"
 	QueryShowVersion   = "show_version"
+	QueryShowMem       = "show_mem"
 	QueryActivity      = "activity"
 )
 
@@ -52,7 +53,7 @@ const QueryRound = "round"
 func Queries(kind config.Kind) []string {
 	if kind == config.KindPgBouncer {
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
-			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+			QueryShowLists, QueryShowStats, QueryShowMem, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
 	}
 	return []string{QueryConnect, QueryActivity, QueryRound}
 }
@@ -148,6 +149,40 @@ type Pool struct {
 	// activity; OldestLeakSeconds is the age of the oldest, 0 when none.
 	Leaked            float64
 	OldestLeakSeconds float64
+	// States counts the pool's connections by state as the pooler reports
+	// them (PgBouncer's cl_* and sv_* columns, Pgpool-II's child states), in
+	// a fixed order per kind; a state the pooler does not report is left
+	// out, never 0. nil where the kind reports no states.
+	States []StateCount
+}
+
+// Sides of a StateCount.
+const (
+	SideClient = "client"
+	SideServer = "server"
+)
+
+// StateCount is the number of a pool's connections on one side (SideClient
+// or SideServer) in one state ("active", "waiting", "idle"...).
+type StateCount struct {
+	Side, State string
+	Count       float64
+}
+
+// ListCount is one row of PgBouncer's SHOW LISTS: the number of items in
+// one of its internal lists (used_clients, free_servers...).
+type ListCount struct {
+	List  string
+	Items float64
+}
+
+// MemoryCache is one row of PgBouncer's SHOW MEM: a slab cache of fixed-size
+// objects. A value the console does not report is absent.
+type MemoryCache struct {
+	Name string
+	// ObjectBytes is the size of one object; Used and Free count objects;
+	// TotalBytes is the memory the cache holds.
+	ObjectBytes, Used, Free, TotalBytes Optional
 }
 
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
@@ -163,6 +198,15 @@ type DatabaseStats struct {
 	Transactions      float64
 	Queries           float64
 	ClientWaitSeconds float64
+	// The other counters of SHOW STATS, absent where this version has no
+	// such column: total_xact_time and total_query_time (µs, here
+	// seconds), total_received and total_sent (bytes),
+	// total_server_assignment_count (1.23+), total_client_parse_count,
+	// total_server_parse_count and total_bind_count (1.21+).
+	TransactionSeconds, QuerySeconds  Optional
+	ReceivedBytes, SentBytes          Optional
+	ServerAssignments                 Optional
+	ClientParses, ServerParses, Binds Optional
 }
 
 // QueryError is one failed query of a round.
@@ -205,6 +249,10 @@ type Result struct {
 	// Databases and Stats are pgbouncer only, sorted by database name.
 	Databases []DatabaseState
 	Stats     []DatabaseStats
+	// Lists and Memory are PgBouncer's SHOW LISTS and SHOW MEM, in its
+	// order; nil on other kinds or when the command failed.
+	Lists  []ListCount
+	Memory []MemoryCache
 	// Leaks are the current leaks, oldest first, at most MaxLeaks.
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.

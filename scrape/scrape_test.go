@@ -59,5 +59,5 @@ func TestFailed_IsADownRoundOfTheTarget(t *testing.T) {
 func TestQueries_ListsEveryQueryNameOfTheKind(t *testing.T) {
 	assert.Equal(t, []string{"connect", "activity", "round"}, Queries(config.KindPostgres))
 	assert.Equal(t, []string{"connect", "show_pools", "show_databases", "show_users", "show_config",
-		"show_lists", "show_stats", "show_clients", "show_servers", "show_version", "round"}, Queries(config.KindPgBouncer))
+		"show_lists", "show_stats", "show_mem", "show_clients", "show_servers", "show_version", "round"}, Queries(config.KindPgBouncer))
 }
