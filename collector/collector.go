@@ -54,6 +54,7 @@ type targetDescs struct {
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
 	clientStates, serverStates                                       *prometheus.Desc
+	nodeUp, nodeInfo                                                 *prometheus.Desc
 	bouncer                                                          *bouncerDescs
 }
 
@@ -91,6 +92,8 @@ func newTargetDescs(static map[string]string) *targetDescs {
 
 		clientStates: nd("pool_client_connections", "Client connections of the pool by state, as the pooler reports them (PgBouncer cl_*, Pgpool-II child states).", []string{"target", "pool", "state"}),
 		serverStates: nd("pool_server_connections", "Server connections of the pool by state, as the pooler reports them (PgBouncer sv_*).", []string{"target", "pool", "state"}),
+		nodeUp:       nd("pgpool_node_up", "1 when Pgpool-II uses the backend node (SHOW POOL_NODES status up or waiting), 0 when it is down, unused or quarantined.", []string{"target", "node"}),
+		nodeInfo:     nd("pgpool_node_info", "Always 1; the backend node's address and role (SHOW POOL_NODES).", []string{"target", "node", "address", "role"}),
 		bouncer:      newBouncerDescs(nd),
 	}
 }
@@ -155,6 +158,10 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
 	}
 	d.bouncer.collect(ch, name, r)
+	for _, n := range r.Nodes {
+		gauge(ch, d.nodeUp, boolValue(n.Up), name, n.Name)
+		gauge(ch, d.nodeInfo, 1, name, n.Name, n.Address, n.Role)
+	}
 }
 
 func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Optional, labels ...string) {

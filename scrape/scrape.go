@@ -51,9 +51,13 @@ const QueryRound = "round"
 // Queries lists every query name a scraper of kind can report in
 // Result.Errors, so that error counters can start at zero.
 func Queries(kind config.Kind) []string {
-	if kind == config.KindPgBouncer {
+	switch kind {
+	case config.KindPgBouncer:
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
 			QueryShowLists, QueryShowStats, QueryShowMem, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	case config.KindPgpool:
+		return []string{QueryConnect, QueryShowPoolVersion, QueryPgpoolShow, QueryShowPoolProcesses, QueryShowPoolPools,
+			QueryShowPoolNodes, QueryActivity, QueryRound}
 	}
 	return []string{QueryConnect, QueryActivity, QueryRound}
 }
@@ -100,6 +104,9 @@ func New(t config.Target) (Scraper, error) {
 		return newPgBouncer(t), nil
 	case config.KindPostgres:
 		return newPostgres(t), nil
+	case config.KindPgpool:
+		return newPgpool(t), nil
+
 	default:
 		return nil, fmt.Errorf("target %q: no scraper for kind %q", t.Name, t.Kind)
 	}
@@ -209,6 +216,18 @@ type DatabaseStats struct {
 	ClientParses, ServerParses, Binds Optional
 }
 
+// BackendNode is one of Pgpool-II's backend nodes.
+type BackendNode struct {
+	// Name is "node" + node_id, the name of the node's pool.
+	Name string
+	// Address is hostname:port; Status Pgpool-II's status of the node (up,
+	// waiting, down, unused, quarantine); Role its role (primary, standby,
+	// main, replica).
+	Address, Status, Role string
+	// Up reports whether Pgpool-II uses the node: status up or waiting.
+	Up bool
+}
+
 // QueryError is one failed query of a round.
 type QueryError struct {
 	Query string
@@ -253,6 +272,9 @@ type Result struct {
 	// order; nil on other kinds or when the command failed.
 	Lists  []ListCount
 	Memory []MemoryCache
+	// Nodes are Pgpool-II's backend nodes (SHOW POOL_NODES), sorted by
+	// Name; nil on other kinds or when the command failed.
+	Nodes []BackendNode
 	// Leaks are the current leaks, oldest first, at most MaxLeaks.
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.

@@ -1,6 +1,6 @@
 // Package launch starts and stops the real servers that poolwatch's tests
-// and its demo run against: throwaway PostgreSQL 15 clusters, PgBouncer in
-// front of them, Prometheus, Alertmanager, an Alertmanager webhook receiver
+// and its demo run against: throwaway PostgreSQL 15 clusters, PgBouncer and
+// Pgpool-II in front of them, Prometheus, Alertmanager, an Alertmanager webhook receiver
 // and any daemon that serves HTTP. It knows nothing of package testing:
 // tests use it through internal/testenv, whose Start*(tb) functions wrap the
 // functions here and register tb.Cleanup; the demo (internal/demo) uses it
@@ -11,14 +11,14 @@
 //   - Every Start* function returns a handle, or an error after undoing
 //     whatever it started. Every handle has one stop method, Close() error:
 //     it stops the processes, removes what was created for them, and is
-//     safe to call twice. Postgres and PgBouncer also have Stop and Start,
+//     safe to call twice. Postgres, PgBouncer and Pgpool also have Stop and Start,
 //     which stop and start the server again on the same port, keeping its
 //     directory.
 //   - Child processes get SysProcAttr.Pdeathsig = SIGKILL, so a process
 //     that dies (panic, timeout, SIGKILL) takes its servers with it.
 //     Directories left by such a crash are removed by the next run (see
 //     SweepStale).
-//   - When the process runs as root, initdb, postgres and pgbouncer run as
+//   - When the process runs as root, initdb, postgres, pgbouncer and pgpool run as
 //     the "postgres" system user, in a temporary directory owned by it.
 //   - Ports are picked at run time by binding 127.0.0.1:0; nothing is
 //     hard-coded. Everything listens on 127.0.0.1 only.
