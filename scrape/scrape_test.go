@@ -20,7 +20,7 @@ type refusing struct{ err error }
 func (r refusing) Do(context.Context, func(context.Context, *pgx.Conn) error) error { return r.err }
 
 func TestNew_BuildsTheScraperOfEachKindFromTheTarget(t *testing.T) {
-	for _, kind := range []config.Kind{config.KindPgBouncer, config.KindPostgres} {
+	for _, kind := range []config.Kind{config.KindPgBouncer, config.KindPostgres, config.KindPgpool} {
 		t.Run(string(kind), func(t *testing.T) {
 			labels := map[string]string{"env": "prod"}
 			s, err := New(config.Target{Name: "t1", Kind: kind, Labels: labels})
@@ -40,8 +40,8 @@ func TestNew_BuildsTheScraperOfEachKindFromTheTarget(t *testing.T) {
 }
 
 func TestNew_RejectsAnUnknownKind(t *testing.T) {
-	_, err := New(config.Target{Name: "p", Kind: "pgpool"})
-	require.EqualError(t, err, `target "p": no scraper for kind "pgpool"`)
+	_, err := New(config.Target{Name: "p", Kind: "oracle"})
+	require.EqualError(t, err, `target "p": no scraper for kind "oracle"`)
 }
 
 func TestFailed_IsADownRoundOfTheTarget(t *testing.T) {
