@@ -137,8 +137,10 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.inUse, p.InUse, name, p.Name)
 		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
 		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
-		gauge(ch, d.leaked, p.Leaked, name, p.Name)
-		gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		if !r.LeaksUnknown {
+			gauge(ch, d.leaked, p.Leaked, name, p.Name)
+			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		}
 		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
 		for _, st := range p.States {
 			desc := d.serverStates

@@ -81,7 +81,8 @@ const (
 	KindPgpool Kind = "pgpool"
 	// KindPgCat is a PgCat admin console (database "pgcat").
 	KindPgCat Kind = "pgcat"
-	// KindOdyssey is an Odyssey admin console (database "console").
+	// KindOdyssey is an Odyssey admin console (a route with storage
+	// "local", by convention database "console").
 	KindOdyssey Kind = "odyssey"
 )
 
@@ -91,15 +92,14 @@ func Kinds() []Kind { return []Kind{KindPostgres, KindPgBouncer, KindPgpool, Kin
 
 // AdminDatabases returns the databases a kind's DSN may name: its admin
 // console's (a PgBouncer-style console answers only there), or nil when
-// any database will do.
+// any database will do. Odyssey's console is whichever route the operator
+// gives storage "local" ("console" by convention), so any name will do.
 func (k Kind) AdminDatabases() []string {
 	switch k {
 	case KindPgBouncer:
 		return []string{"pgbouncer"}
 	case KindPgCat:
 		return []string{"pgcat", "pgbouncer"}
-	case KindOdyssey:
-		return []string{"console"}
 	}
 	return nil
 }

@@ -113,7 +113,6 @@ func badConfigs() map[string]string {
 		"password-file-newline-only.yml":           `testdata/bad/password-file-newline-only.yml:5: targets[0].password_file: password file testdata/bad/secrets/newline-only is empty`,
 		"password-file-empty-path.yml":             `testdata/bad/password-file-empty-path.yml:5: targets[0].password_file: must not be empty`,
 		"password-file-missing.yml":                `testdata/bad/password-file-missing.yml:5: targets[0].password_file: cannot read password file: open testdata/bad/secrets/no-such-file: no such file or directory`,
-		"odyssey-not-console.yml":                  `testdata/bad/odyssey-not-console.yml:4: targets[0].dsn: a odyssey target connects to the admin console: the DSN's database must be "console", not "pgbouncer"`,
 		"pgpool-probe-max-two.yml":                 `testdata/bad/pgpool-probe-max-two.yml:6: targets[0].probe_pool.max_connections: a pgpool target holds at most 1 connection: each takes one of Pgpool-II's child processes (num_init_children)`,
 		"pgbouncer-not-console.yml":                `testdata/bad/pgbouncer-not-console.yml:4: targets[0].dsn: a pgbouncer target connects to the admin console: the DSN's database must be "pgbouncer", not "orders"`,
 		"probe-max-less-than-default-min.yml":      `testdata/bad/probe-max-less-than-default-min.yml:10: targets[0].probe_pool.max_connections: 1 is less than min_connections 2 (defaults.probe_pool.min_connections, line 3)`,

@@ -50,11 +50,12 @@ func TestPolicyFor_KindsDifferInProtocolTimeoutsAndCheck(t *testing.T) {
 	bouncer, err := policyFor(config.KindPgBouncer)
 	require.NoError(t, err)
 	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, bouncer)
-	for _, k := range []config.Kind{config.KindPgCat, config.KindOdyssey} {
-		console, err := policyFor(k)
-		require.NoError(t, err)
-		require.Equal(t, bouncer, console, "%s has a PgBouncer-style console", k)
-	}
+	pgcat, err := policyFor(config.KindPgCat)
+	require.NoError(t, err)
+	require.Equal(t, bouncer, pgcat, "PgCat has a PgBouncer-style console")
+	odyssey, err := policyFor(config.KindOdyssey)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW LISTS"}, odyssey)
 	pgpool, err := policyFor(config.KindPgpool)
 	require.NoError(t, err)
 	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW POOL_VERSION", maxConns: config.PgpoolMaxProbeConnections}, pgpool)

@@ -121,14 +121,18 @@ type kindPolicy struct {
 // processes for as long as it is open, so the agent holds at most one
 // (maxConns 1); its SHOW commands go over the simple protocol, and the
 // health check is SHOW POOL_VERSION, which Pgpool-II answers itself. The
-// PgCat and Odyssey admin consoles behave like PgBouncer's (their SHOW
-// VERSION included).
+// PgCat and Odyssey admin consoles behave like PgBouncer's; Odyssey's
+// check is SHOW LISTS, which every version has.
 func policyFor(k config.Kind) (kindPolicy, error) {
 	switch k {
 	case config.KindPostgres, "":
 		return kindPolicy{sessionTimeouts: true}, nil
-	case config.KindPgBouncer, config.KindPgCat, config.KindOdyssey:
+	case config.KindPgBouncer, config.KindPgCat:
 		return kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, nil
+	case config.KindOdyssey:
+		// Older Odyssey consoles know no SHOW VERSION; every one knows
+		// SHOW LISTS.
+		return kindPolicy{simpleProtocol: true, check: "SHOW LISTS"}, nil
 	case config.KindPgpool:
 		return kindPolicy{simpleProtocol: true, check: "SHOW POOL_VERSION", maxConns: 1}, nil
 	default:

@@ -58,6 +58,8 @@ func Queries(kind config.Kind) []string {
 	case config.KindPgpool:
 		return []string{QueryConnect, QueryShowPoolVersion, QueryPgpoolShow, QueryShowPoolProcesses, QueryShowPoolPools,
 			QueryShowPoolNodes, QueryActivity, QueryRound}
+	case config.KindPgCat, config.KindOdyssey:
+		return consoleQueries()
 	}
 	return []string{QueryConnect, QueryActivity, QueryRound}
 }
@@ -106,6 +108,8 @@ func New(t config.Target) (Scraper, error) {
 		return newPostgres(t), nil
 	case config.KindPgpool:
 		return newPgpool(t), nil
+	case config.KindPgCat, config.KindOdyssey:
+		return newConsole(t), nil
 
 	default:
 		return nil, fmt.Errorf("target %q: no scraper for kind %q", t.Name, t.Kind)
@@ -279,6 +283,10 @@ type Result struct {
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.
 	Errors []QueryError
+	// LeaksUnknown is set by kinds that cannot tell leaked connections
+	// (pgcat, odyssey): the leaked and oldest-leak series are then absent,
+	// not 0.
+	LeaksUnknown bool
 	// LimitedVisibility is set on postgres when the agent's role lacks
 	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
 	// then invisible and every count is too low.

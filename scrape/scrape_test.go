@@ -20,7 +20,7 @@ type refusing struct{ err error }
 func (r refusing) Do(context.Context, func(context.Context, *pgx.Conn) error) error { return r.err }
 
 func TestNew_BuildsTheScraperOfEachKindFromTheTarget(t *testing.T) {
-	for _, kind := range []config.Kind{config.KindPgBouncer, config.KindPostgres, config.KindPgpool} {
+	for _, kind := range config.Kinds() {
 		t.Run(string(kind), func(t *testing.T) {
 			labels := map[string]string{"env": "prod"}
 			s, err := New(config.Target{Name: "t1", Kind: kind, Labels: labels})
