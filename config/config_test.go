@@ -312,7 +312,7 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	cfg, err := Load("../config.yaml.example")
 	require.NoError(t, err)
 	targets := cfg.Targets()
-	require.Len(t, targets, 2)
+	require.Len(t, targets, 3)
 
 	orders := targets[0]
 	require.Equal(t, "orders-db", orders.Name)
@@ -344,6 +344,12 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	pb := m.ProbePool
 	pb.StatementTimeout, pb.LockTimeout = 0, 0
 	require.Equal(t, pb, bouncer.ProbePool)
+
+	pgpool := targets[2]
+	require.Equal(t, KindPgpool, pgpool.Kind)
+	pp := pb
+	pp.MaxConnections = PgpoolMaxProbeConnections
+	require.Equal(t, pp, pgpool.ProbePool, "one child, whatever the default")
 }
 
 // TestLoad_RefusesAFIFOWithoutBlocking names, as password_file and as
