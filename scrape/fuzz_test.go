@@ -22,7 +22,7 @@ var showCommands = []string{
 // PgCat or Odyssey round, as fixture file names.
 var (
 	pgpoolCommands = []string{"show_pool_version", "pgpool_show_num_init_children", "pgpool_show_max_pool",
-		"show_pool_processes", "show_pool_pools", "show_pool_nodes"}
+		"show_pool_processes", "show_pool_pools", "show_pool_backend_stats", "show_pool_nodes"}
 	consoleCommands = []string{"show_version", "show_pools", "show_databases"}
 )
 

@@ -62,11 +62,15 @@ type pgpool struct {
 type pgpoolConnInfo struct {
 	version  string
 	settings pgpoolSettings
+	// poolNodes: this Pgpool-II does not know SHOW POOL_BACKEND_STATS
+	// (before 4.2): node states come from SHOW POOL_NODES.
+	poolNodes bool
 }
 
 // Scrape runs one round: SHOW POOL_VERSION and PGPOOL SHOW
 // num_init_children and max_pool once per connection; then SHOW
-// POOL_PROCESSES, SHOW POOL_POOLS and SHOW POOL_NODES; and, only when a
+// POOL_PROCESSES, SHOW POOL_POOLS and the nodes' states (SHOW
+// POOL_BACKEND_STATS, or SHOW POOL_NODES before 4.2); and, only when a
 // child is idle in a transaction, one query of pg_stat_activity on the
 // primary for the ages of those transactions. docs/metrics.md has the
 // mapping.
@@ -133,10 +137,7 @@ func (s *pgpool) collect(ctx context.Context, cons console, pc *pgconn.PgConn, a
 		r.pools, err = mapPoolPools(src)
 		return err
 	})
-	run(QueryShowPoolNodes, "SHOW POOL_NODES", func(src rowSource) (err error) {
-		r.nodes, err = mapNodes(src)
-		return err
-	})
+	s.nodes(ctx, cons, pc, info, r)
 
 	r.candidates = leakCandidates(r.children, r.pools, r.nodes)
 	r.now = s.now()
@@ -156,6 +157,37 @@ func (s *pgpool) collect(ctx context.Context, cons console, pc *pgconn.PgConn, a
 		return
 	}
 	r.activity = act
+}
+
+// nodes reads the backend nodes' states into r: SHOW POOL_BACKEND_STATS
+// (4.2+), which Pgpool-II answers from its own memory, rather than SHOW
+// POOL_NODES, which in 4.3 connects to every backend for its pg_status and
+// pg_role columns (23 ms against 0.07 ms per call on two local nodes,
+// docs/performance.md). Both have node_id, hostname, port, status and role.
+// A Pgpool-II that does not know SHOW POOL_BACKEND_STATS gets SHOW
+// POOL_NODES, from then on for the connection; only a failure of that is
+// recorded, under show_pool_nodes.
+func (s *pgpool) nodes(ctx context.Context, cons console, pc *pgconn.PgConn, info pgpoolConnInfo, r *pgpoolRound) {
+	mapInto := func(src rowSource) (err error) {
+		r.nodes, err = mapNodes(src)
+		return err
+	}
+	if !info.poolNodes {
+		err := cons(ctx, "SHOW POOL_BACKEND_STATS", mapInto)
+		if err == nil || ctx.Err() != nil {
+			if err != nil {
+				r.errors = append(r.errors, QueryError{Query: QueryShowPoolNodes, Err: err})
+			}
+			return
+		}
+		if cached, ok := s.connInfo(pc); ok {
+			cached.poolNodes = true
+			s.putConnInfo(pc, cached)
+		}
+	}
+	if err := cons(ctx, "SHOW POOL_NODES", mapInto); err != nil {
+		r.errors = append(r.errors, QueryError{Query: QueryShowPoolNodes, Err: err})
+	}
 }
 
 // pgpoolConnCacheSize bounds the per-connection cache: the probe pool holds

@@ -14,12 +14,12 @@ import (
 )
 
 // recordedActivity is what pg_stat_activity would say about the leaky
-// client's backend (pid 24583 in testdata/pgpool-4.3).
+// client's backend (pid 6153 in testdata/pgpool-4.3).
 func recordedActivity(_ context.Context, pids []int32) (map[int]backendActivity, error) {
 	out := map[int]backendActivity{}
 	for _, p := range pids {
-		if p == 24583 {
-			out[24583] = backendActivity{idleSeconds: 3.5, xactSeconds: 4, xactStart: "2026-12-03 07:54:36.1+00",
+		if p == 6153 {
+			out[6153] = backendActivity{idleSeconds: 3.5, xactSeconds: 4, xactStart: "2026-12-03 08:14:35.070205+00",
 				app: "leaky", user: "app", database: "appdb", query: "SELECT 1"}
 		}
 	}
@@ -47,12 +47,12 @@ func expectedPgpool43() *Result {
 			{Name: "node1", Max: Some(8), Open: 3, InUse: 3},
 		},
 		Nodes: []BackendNode{
-			{Name: "node0", Address: "127.0.0.1:38849", Status: "up", Role: "primary", Up: true},
-			{Name: "node1", Address: "127.0.0.1:32927", Status: "up", Role: "standby", Up: true},
+			{Name: "node0", Address: "127.0.0.1:37707", Status: "up", Role: "primary", Up: true},
+			{Name: "node1", Address: "127.0.0.1:45467", Status: "up", Role: "standby", Up: true},
 		},
 		Leaks: []Leak{{
-			ID: "pgpool:24572@24583@2026-12-03 07:54:36.1+00", Pool: "children", ApplicationName: "leaky", User: "app", Database: "appdb",
-			PID: 24583, Age: 3500 * time.Millisecond, TransactionAge: 4 * time.Second, Query: "SELECT 1",
+			ID: "pgpool:6132@6153@2026-12-03 08:14:35.070205+00", Pool: "children", ApplicationName: "leaky", User: "app", Database: "appdb",
+			PID: 6153, Age: 3500 * time.Millisecond, TransactionAge: 4 * time.Second, Query: "SELECT 1",
 		}},
 	}
 }
@@ -64,7 +64,7 @@ func TestPgpoolRound_MapsRecorded43(t *testing.T) {
 	assert.Equal(t, expectedPgpool43(), res)
 	assert.True(t, res.Up())
 	assert.Equal(t, []string{"show_pool_version", "pgpool_show_num_init_children", "pgpool_show_max_pool",
-		"show_pool_processes", "show_pool_pools", "show_pool_nodes"}, sent)
+		"show_pool_processes", "show_pool_pools", "show_pool_backend_stats"}, sent)
 }
 
 func TestPgpoolRound_ReadsVersionAndSettingsOncePerConnection(t *testing.T) {
@@ -75,7 +75,7 @@ func TestPgpoolRound_ReadsVersionAndSettingsOncePerConnection(t *testing.T) {
 	pgpoolFixtureRound(s, pc, cons, recordedActivity)
 	sent = nil
 	res := pgpoolFixtureRound(s, pc, cons, recordedActivity)
-	assert.Equal(t, []string{"show_pool_processes", "show_pool_pools", "show_pool_nodes"}, sent)
+	assert.Equal(t, []string{"show_pool_processes", "show_pool_pools", "show_pool_backend_stats"}, sent)
 	assert.Equal(t, "4.3.5", res.Version)
 	assert.Equal(t, Some(4), poolByName(t, res, "children").Max)
 
@@ -108,13 +108,13 @@ func TestPgpoolRound_AgeFallsBackToFirstSeenWhenActivityFails(t *testing.T) {
 	now = t0.Add(3 * time.Second)
 	res = pgpoolFixtureRound(s, nil, cons, failing)
 	require.Len(t, res.Leaks, 1)
-	assert.Equal(t, Leak{ID: "pgpool:24572@2026-12-03 07:54:36@2026-12-03T08:00:00Z", Pool: "children", User: "app", Database: "appdb",
-		PID: 24583, Age: 3 * time.Second}, res.Leaks[0])
+	assert.Equal(t, Leak{ID: "pgpool:6132@2026-12-03 08:14:35@2026-12-03T08:00:00Z", Pool: "children", User: "app", Database: "appdb",
+		PID: 6153, Age: 3 * time.Second}, res.Leaks[0])
 	assert.Equal(t, 1.0, poolByName(t, res, "children").Leaked)
 
 	// The child leaves the transaction: forgotten, and a new one starts
 	// from zero.
-	idle := overrideConsole(cons, map[string]string{"show_pool_processes": "pool_pid|database|username|status\n24572|appdb|app|Idle"})
+	idle := overrideConsole(cons, map[string]string{"show_pool_processes": "pool_pid|database|username|status\n6132|appdb|app|Idle"})
 	assert.Empty(t, pgpoolFixtureRound(s, nil, idle, failing).Leaks)
 	now = t0.Add(10 * time.Second)
 	assert.Empty(t, pgpoolFixtureRound(s, nil, cons, failing).Leaks, "seen again: age 0 again")
@@ -122,7 +122,7 @@ func TestPgpoolRound_AgeFallsBackToFirstSeenWhenActivityFails(t *testing.T) {
 
 func TestPgpoolRound_NodeDownStaysAPoolAndIsNotUp(t *testing.T) {
 	nodes := "node_id|hostname|port|status|role\n0|db0|5432|up|primary\n1|db1|5432|down|standby\n2|db2|5432|waiting|standby"
-	cons := overrideConsole(fixtureConsole(t, "pgpool-4.3", nil, nil), map[string]string{"show_pool_nodes": nodes})
+	cons := overrideConsole(fixtureConsole(t, "pgpool-4.3", nil, nil), map[string]string{"show_pool_backend_stats": nodes})
 	res := pgpoolFixtureRound(newPgpool(config.Target{LeakThreshold: time.Hour}), nil, cons, recordedActivity)
 	assert.Equal(t, []BackendNode{
 		{Name: "node0", Address: "db0:5432", Status: "up", Role: "primary", Up: true},
@@ -135,7 +135,7 @@ func TestPgpoolRound_NodeDownStaysAPoolAndIsNotUp(t *testing.T) {
 
 func TestPgpoolRound_FailedCommandsLeaveTheRest(t *testing.T) {
 	res := pgpoolFixtureRound(newPgpool(config.Target{LeakThreshold: time.Hour}), nil,
-		fixtureConsole(t, "pgpool-4.3", map[string]bool{"show_pool_processes": true, "show_pool_nodes": true}, nil), recordedActivity)
+		fixtureConsole(t, "pgpool-4.3", map[string]bool{"show_pool_processes": true, "show_pool_backend_stats": true, "show_pool_nodes": true}, nil), recordedActivity)
 	assert.False(t, res.Up())
 	var failed []string
 	for _, e := range res.Errors {
@@ -146,6 +146,19 @@ func TestPgpoolRound_FailedCommandsLeaveTheRest(t *testing.T) {
 	assert.Equal(t, 0.0, poolByName(t, res, "node0").InUse, "no child known to serve a client")
 	assert.Equal(t, 3.0, poolByName(t, res, "node0").Open)
 	assert.Nil(t, res.Nodes)
+}
+
+func TestPgpoolRound_FallsBackToShowPoolNodesOncePerConnection(t *testing.T) {
+	s := newPgpool(config.Target{LeakThreshold: time.Hour})
+	pc := &pgconn.PgConn{}
+	var sent []string
+	old := fixtureConsole(t, "pgpool-4.3", map[string]bool{"show_pool_backend_stats": true}, &sent) // before 4.2
+	res := pgpoolFixtureRound(s, pc, old, recordedActivity)
+	assert.True(t, res.Up(), "an unknown SHOW POOL_BACKEND_STATS is no error: %v", res.Errors)
+	assert.Equal(t, expectedPgpool43().Nodes, res.Nodes, "the same states from SHOW POOL_NODES")
+	sent = nil
+	pgpoolFixtureRound(s, pc, old, recordedActivity)
+	assert.Equal(t, []string{"show_pool_processes", "show_pool_pools", "show_pool_nodes"}, sent)
 }
 
 func TestMapPoolPools_ConnectedFromTheBackendPidWhenTheColumnIsMissing(t *testing.T) {
