@@ -56,6 +56,7 @@ type targetDescs struct {
 	clientStates, serverStates                                       *prometheus.Desc
 	nodeUp, nodeInfo                                                 *prometheus.Desc
 	bouncer                                                          *bouncerDescs
+	acquireTimeouts, unaccounted                                     *prometheus.Desc
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -83,6 +84,9 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		leaked:   nd("pool_leaked_connections", "Connections held past the leak threshold with no activity.", pl),
 		oldest:   nd("pool_oldest_leak_seconds", "How long the oldest leaked connection has been held; 0 when there is none.", pl),
 		poolInfo: nd("pool_info", "Always 1; metadata of the pool for joins.", []string{"target", "pool", "kind", "database", "user", "mode"}),
+
+		acquireTimeouts: nd("pool_acquire_timeouts_total", "Requests for a connection that timed out or were refused, as the application's pool reports them. Absent where the pool does not report them.", pl),
+		unaccounted:     nd("pool_unaccounted_connections", "Connections the application counts in use that the server does not see at all: max(0, in use - seen as the application on the servers of seen_as). Absent without seen_as or when a side is unknown.", pl),
 
 		paused:       nd("pgbouncer_database_paused", "1 when the PgBouncer database is paused.", dl),
 		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
@@ -137,7 +141,7 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.inUse, p.InUse, name, p.Name)
 		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
 		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
-		if !r.LeaksUnknown {
+		if !p.NoLeakDetection {
 			gauge(ch, d.leaked, p.Leaked, name, p.Name)
 			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
 		}
@@ -149,6 +153,12 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 			}
 			gauge(ch, desc, st.Count, name, p.Name, st.State)
 		}
+		if p.AcquireTimeouts.Valid {
+			counter(ch, d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
+		}
+	}
+	for _, u := range r.Unaccounted {
+		gauge(ch, d.unaccounted, u.Value, name, u.Pool)
 	}
 	for _, db := range r.Databases {
 		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)

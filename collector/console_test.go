@@ -14,13 +14,12 @@ import (
 // testdata/odyssey: per-state counts, no leak detection.
 func odysseyTarget() *scrape.Result {
 	return &scrape.Result{
-		Target:       "odyssey-1",
-		Kind:         "odyssey",
-		Duration:     2 * time.Millisecond,
-		Version:      "1.3",
-		LeaksUnknown: true,
+		Target:   "odyssey-1",
+		Kind:     "odyssey",
+		Duration: 2 * time.Millisecond,
+		Version:  "1.3",
 		Pools: []scrape.Pool{
-			{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction", Max: scrape.Some(8), Open: 8, InUse: 8, Waiting: scrape.Some(4),
+			{Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction", Max: scrape.Some(8), Open: 8, InUse: 8, Waiting: scrape.Some(4), NoLeakDetection: true,
 				States: []scrape.StateCount{{Side: scrape.SideClient, State: "active", Count: 12}, {Side: scrape.SideClient, State: "waiting", Count: 4},
 					{Side: scrape.SideServer, State: "active", Count: 8}, {Side: scrape.SideServer, State: "idle", Count: 0}}},
 		},

@@ -5,7 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -104,6 +103,9 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 			return nil, err
 		}
 	}
+	if err := p.resolveSeenAs(targets); err != nil {
+		return nil, err
+	}
 	return targets, nil
 }
 
@@ -117,8 +119,25 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		return p.errorAt(name, "duplicate target name %q (first defined at line %d)", t.Name, first)
 	}
 	names[t.Name] = name.line
-	if !slices.Contains(Kinds(), t.Kind) {
+	if !knownKind(t.Kind) {
 		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use %s", t.Kind, kindList())
+	}
+	if t.Kind == KindApplication {
+		if err := p.resolveApplication(t, tpath); err != nil {
+			return err
+		}
+		// Defaults of the server kinds do not apply: no DSN, no probe pool.
+		t.LeakThreshold, t.SessionModeLeaks, t.TLS, t.ProbePool = 0, false, TLSFiles{}, ProbePool{}
+		resolveLabels(t)
+		return nil
+	}
+	for _, key := range applicationOnlyKeys() {
+		if o, ok := p.set(tpath + "." + key); ok {
+			return p.errorAt(o, "applies to application targets only")
+		}
+	}
+	if _, ok := p.set(tpath + ".dsn"); !ok {
+		return p.errorf(p.at[tpath].key, tpath+".dsn", "missing required key")
 	}
 	dsn := p.origin(tpath, "dsn")
 	info, msg := checkDSN(t.DSN, t.Kind)
@@ -177,12 +196,9 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		}
 	}
 
-	for k, v := range t.Labels {
-		if v == "" {
-			delete(t.Labels, k)
-		}
-	}
+	resolveLabels(t)
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
+	t.Format, t.BodySizeLimit = "", 0
 	pp := &t.ProbePool
 	if pp.ConnectTimeout == 0 {
 		pp.ConnectTimeout = min(maxDefaultConnectTimeout, t.ScrapeTimeout)
@@ -197,16 +213,6 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
 	return nil
-}
-
-// kindList words Kinds for an error: "a, b or c".
-func kindList() string {
-	ks := Kinds()
-	names := make([]string, len(ks))
-	for i, k := range ks {
-		names[i] = string(k)
-	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // resolvePgpoolProbePool holds a pgpool target's probe pool to
@@ -225,6 +231,15 @@ func (p *parser) resolvePgpoolProbePool(t *Target, tpath string) error {
 	pp.MaxConnections = PgpoolMaxProbeConnections
 	pp.MinConnections = min(pp.MinConnections, PgpoolMaxProbeConnections)
 	return nil
+}
+
+// resolveLabels removes the labels that t unsets with "".
+func resolveLabels(t *Target) {
+	for k, v := range t.Labels {
+		if v == "" {
+			delete(t.Labels, k)
+		}
+	}
 }
 
 // checkShared checks the rules that span several of the keys that defaults

@@ -61,7 +61,7 @@ func detectDialect(configured config.Kind, answer string) (consoleDialect, strin
 // newConsole returns the Scraper of a PgCat or Odyssey admin console (t's
 // kind). Every command is sent with the simple protocol. Of t it uses the
 // name, labels, kind and MaxPools; leaks are not detected (see
-// Result.LeaksUnknown).
+// Pool.NoLeakDetection).
 func newConsole(t config.Target) *consoleScraper {
 	return &consoleScraper{cfg: t, versions: map[*pgconn.PgConn]consoleConnInfo{}}
 }
@@ -264,7 +264,6 @@ type consoleRound struct {
 func (r *consoleRound) result() *Result {
 	res := newResult(r.cfg.Kind, &r.cfg)
 	res.Version, res.Errors = r.version, r.errors
-	res.LeaksUnknown = true
 	seen := map[string]bool{}
 	var pools []Pool
 	for _, p := range r.pools {
@@ -277,7 +276,7 @@ func (r *consoleRound) result() *Result {
 			Name: name, Database: p.database, User: p.user, Mode: p.mode,
 			Max:  r.dialect.ceiling(r.dbs, p.database, p.user),
 			Open: p.open, InUse: p.inUse, Waiting: p.waiting, MaxWaitSeconds: p.maxWait,
-			States: p.states,
+			States: p.states, NoLeakDetection: true,
 		})
 	}
 	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, "")

@@ -29,13 +29,17 @@ func goldenText(res *Result) string {
 		}
 		return fmt.Sprint(o.Value)
 	}
-	fmt.Fprintf(&b, "kind %s version %q up %v leaks_unknown %v dropped %d\n", res.Kind, res.Version, res.Up(), res.LeaksUnknown, res.PoolsDropped)
+	fmt.Fprintf(&b, "kind %s version %q up %v dropped %d\n", res.Kind, res.Version, res.Up(), res.PoolsDropped)
 	for _, e := range res.Errors {
 		fmt.Fprintf(&b, "error %s\n", e.Query)
 	}
 	for _, p := range res.Pools {
-		fmt.Fprintf(&b, "pool %s database=%q user=%q mode=%q min=%s max=%s reserve=%s open=%v in_use=%v waiting=%s max_wait=%s leaked=%v oldest=%v\n",
-			p.Name, p.Database, p.User, p.Mode, opt(p.Min), opt(p.Max), opt(p.Reserve), p.Open, p.InUse, opt(p.Waiting), opt(p.MaxWaitSeconds), p.Leaked, p.OldestLeakSeconds)
+		leaks := fmt.Sprintf("leaked=%v oldest=%v", p.Leaked, p.OldestLeakSeconds)
+		if p.NoLeakDetection {
+			leaks = "leaks=absent"
+		}
+		fmt.Fprintf(&b, "pool %s database=%q user=%q mode=%q min=%s max=%s reserve=%s open=%v in_use=%v waiting=%s max_wait=%s %s\n",
+			p.Name, p.Database, p.User, p.Mode, opt(p.Min), opt(p.Max), opt(p.Reserve), p.Open, p.InUse, opt(p.Waiting), opt(p.MaxWaitSeconds), leaks)
 		for _, st := range p.States {
 			fmt.Fprintf(&b, "  %s %s %v\n", st.Side, st.State, st.Count)
 		}
@@ -96,7 +100,7 @@ func TestConsoleRound_PgCatRowsMatchGolden(t *testing.T) {
 	assert.Equal(t, 10.0, p.InUse)
 	assert.Equal(t, Some(3), p.Waiting)
 	assert.InDelta(t, 2.25, p.MaxWaitSeconds.Value, 1e-9)
-	assert.True(t, res.LeaksUnknown)
+	assert.True(t, p.NoLeakDetection)
 	assert.Equal(t, "1.1.1", res.Version)
 }
 
