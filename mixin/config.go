@@ -78,6 +78,12 @@ type Config struct {
 	// ForecastFor is the `for:` of PoolExhaustionForecast.
 	ForecastFor time.Duration
 
+	// TimeWeightedWindow is the rate() window of the time-weighted
+	// utilization of PgBouncer's transaction-mode databases
+	// (timeweighted.go): the mean busy fraction over that window, from
+	// SHOW STATS total_xact_time. At least two scrape intervals.
+	TimeWeightedWindow time.Duration
+
 	// Sustained queueing, gaps allowed: PoolClientsWaiting fires when
 	// clients have been waiting in at least ClientsWaitingRatio of the
 	// rule evaluations of the last ClientsWaitingWindow, and in at least one
@@ -180,6 +186,8 @@ func Default() Config {
 		ForecastMinRatio:  0.5,
 		ForecastFor:       15 * time.Minute,
 
+		TimeWeightedWindow: time.Minute,
+
 		ClientsWaitingWindow:  10 * time.Minute,
 		ClientsWaitingRatio:   0.4,
 		ClientsWaitingGap:     2 * time.Minute,
@@ -226,6 +234,7 @@ func Short() Config {
 	c.ForecastWindow = time.Minute
 	c.ForecastHorizon = time.Minute
 	c.ForecastFor = 10 * time.Second
+	c.TimeWeightedWindow = 5 * time.Second
 	c.ClientsWaitingWindow = 20 * time.Second
 	c.ClientsWaitingGap = 3 * time.Second
 	c.ClientsWaitingFor = 2 * time.Second
@@ -274,6 +283,7 @@ func (c Config) Validate() error {
 		{"ForecastWindow", c.ForecastWindow},
 		{"ForecastHorizon", c.ForecastHorizon},
 		{"ForecastFor", c.ForecastFor},
+		{"TimeWeightedWindow", c.TimeWeightedWindow},
 		{"ClientsWaitingWindow", c.ClientsWaitingWindow},
 		{"ClientsWaitingGap", c.ClientsWaitingGap},
 		{"ClientsWaitingFor", c.ClientsWaitingFor},
