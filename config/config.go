@@ -97,6 +97,11 @@ const ServerPoolName = "server"
 type Config struct {
 	targets []Target
 	index   map[string]int
+	// defaults are the defaults as written, the base of AddressTarget;
+	// modules and probe configure probes by address (probe.go).
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 // Load reads the file at path and parses it with Parse. Relative file paths
@@ -117,11 +122,12 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
-	targets, err := newParser(filename).parse(data)
+	p := newParser(filename)
+	targets, err := p.parse(data)
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{targets: targets, index: make(map[string]int, len(targets))}
+	c := &Config{targets: targets, index: make(map[string]int, len(targets)), defaults: p.defaults, modules: p.modules, probe: p.probe}
 	for i, t := range targets {
 		c.index[t.Name] = i
 	}
