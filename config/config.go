@@ -5,10 +5,11 @@
 // offending key on one line (see Error). A *Config can only be obtained from
 // Load or Parse, so holding one means the configuration passed validation.
 //
-// The file has two top-level keys, defaults and targets. Every key under
-// defaults can be overridden per target; mappings (labels, tls, probe_pool)
-// merge key by key. config.yaml.example at the top of the repository
-// documents every key and its default.
+// The file has four top-level keys: defaults and targets; auth_modules and
+// probe, for /probe by address (probe.go). Every key under defaults can be
+// overridden per target; mappings (labels, tls, probe_pool) merge key by
+// key. config.yaml.example at the top of the repository documents every key
+// and its default.
 //
 // # How a setting is declared
 //
