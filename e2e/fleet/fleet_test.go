@@ -134,8 +134,8 @@ func TestProbeByAddress_ServiceDiscoveryAloneDrivesTheAgent(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = client.Close(context.Background()) })
 	down := fmt.Sprintf("127.0.0.1:%d/postgres", testenv.FreePort(t)) // allowed, nothing listens
-	outside := fmt.Sprintf("localhost:%d/postgres", pgs[1].Port)       // a real server, not allowed
-	addrs := map[string]string{ // the example's address -> the test's
+	outside := fmt.Sprintf("localhost:%d/postgres", pgs[1].Port)      // a real server, not allowed
+	addrs := map[string]string{                                       // the example's address -> the test's
 		"db-1.internal:5432/postgres":         pgs[0].Addr() + "/postgres",
 		"db-2.internal:5432/postgres":         pgs[1].Addr() + "/postgres",
 		"pgbouncer-1.internal:6432/pgbouncer": pgb.Addr() + "/pgbouncer",
