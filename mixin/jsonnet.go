@@ -104,12 +104,15 @@ func JsonnetFiles() (map[string][]byte, error) {
 }
 
 // ShippedFiles renders everything `make mixin` writes into the repository:
-// the rule file and the dashboards (Files of Default), and the jsonnet
-// mixin's generated JSON of every variant.
+// the rule file and the dashboards (Files of Default), the Helm chart's
+// copies of them, and the jsonnet mixin's generated JSON of every variant.
 func ShippedFiles() (map[string][]byte, error) {
 	files, err := Files(Default(), "default")
 	if err != nil {
 		return nil, err
+	}
+	for p, b := range chartFiles(files) {
+		files[p] = b
 	}
 	js, err := JsonnetFiles()
 	if err != nil {
