@@ -27,7 +27,14 @@ GOLANGCI_LINT_VERSION := v2.15.0
 # e2e/demo. internal/launch's Dependencies() names the same packages, and a
 # test of internal/testenv keeps the two lists in step.
 SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
-APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium
+# The real pool libraries of the application tests (internal/launch/apps):
+# psycopg2 and psycopg_pool for Debian's python3, HikariCP with the JDBC
+# driver and slf4j on a headless JDK, and Node.js (npm installs the pinned
+# @opentelemetry packages into the test cache on first use). npm is
+# checked by its binary (see deps-apt).
+APP_APT_PACKAGES      := python3-psycopg2 python3-psycopg-pool default-jdk-headless libhikaricp-java \
+                         libpostgresql-jdbc-java libslf4j-java nodejs
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium $(APP_APT_PACKAGES)
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 
@@ -52,6 +59,7 @@ deps-apt:
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql-15"; \
+	case " $(APT_PACKAGES) " in *" nodejs "*) command -v npm >/dev/null 2>&1 || missing="$$missing npm";; esac; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing apt packages:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

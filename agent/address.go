@@ -364,6 +364,9 @@ func (ap *addressPools) snapshot() []scrape.ProbePool {
 	ap.mu.Unlock()
 	ps := make([]scrape.ProbePool, 0, len(states))
 	for _, st := range states {
+		if st.pool == nil {
+			continue // a kind without a probe pool
+		}
 		ps = append(ps, scrape.ProbePool{Target: st.cfg.Name, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
 	}
 	return ps
@@ -392,7 +395,7 @@ func (a *Agent) retire(name string, st *targetState) {
 		defer a.closing.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
 		defer cancel()
-		if err := st.pool.Close(ctx); err != nil {
+		if err := st.close(ctx); err != nil {
 			level.Warn(a.logger).Log("msg", "closing the probe pool of a removed target cancelled its queries", "target", name, "err", err)
 		}
 	}()

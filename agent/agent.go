@@ -99,7 +99,7 @@ func (a *Agent) Apply(cfg *config.Config) error {
 		st, err := newTargetState(t, a.logger, a.now)
 		if err != nil {
 			for _, c := range created {
-				_ = c.pool.Close(context.Background()) // never used: nothing to wait for
+				_ = c.close(context.Background()) // never used: nothing to wait for
 			}
 			return err
 		}
@@ -181,6 +181,7 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 		}()
 	}
 	wg.Wait()
+	a.crossCheck(ctx, states, out)
 	return slices.DeleteFunc(out, func(r *scrape.Result) bool { return r == nil })
 }
 
@@ -210,12 +211,16 @@ func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Resu
 }
 
 // ProbePools returns a snapshot of every target's probe pool, in config
-// order, then those of probes by address, sorted by address.
+// order, then those of probes by address, sorted by address. Targets
+// without one (kind application) are left out.
 func (a *Agent) ProbePools() []scrape.ProbePool {
 	a.mu.RLock()
 	ps := make([]scrape.ProbePool, 0, len(a.order))
 	for _, n := range a.order {
 		st := a.targets[n]
+		if st.pool == nil {
+			continue
+		}
 		ps = append(ps, scrape.ProbePool{Target: n, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
 	}
 	a.mu.RUnlock()
@@ -238,7 +243,7 @@ func (a *Agent) Close(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := st.pool.Close(ctx); err != nil {
+			if err := st.close(ctx); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -252,7 +257,9 @@ func (a *Agent) Close(ctx context.Context) error {
 
 // targetState is one configured target: its pool, scraper and round state.
 type targetState struct {
-	cfg     config.Target
+	cfg config.Target
+	// pool is the target's probe pool; nil when its scraper is
+	// scrape.SelfContained (kind application).
 	pool    *pool.Pool
 	scraper scrape.Scraper
 	logger  log.Logger
@@ -294,17 +301,19 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	opts := pool.Options{
-		Target:    t.Name,
-		Kind:      t.Kind,
-		DSN:       t.ConnString(),
-		Password:  t.Password,
-		ProbePool: t.ProbePool,
-		Logger:    logger,
-	}
-	p, err := pool.New(opts)
-	if err != nil {
-		return nil, fmt.Errorf("target %q: %w", t.Name, err)
+	var p *pool.Pool
+	if _, self := scraper.(scrape.SelfContained); !self {
+		opts := pool.Options{
+			Target:    t.Name,
+			Kind:      t.Kind,
+			DSN:       t.ConnString(),
+			Password:  t.Password,
+			ProbePool: t.ProbePool,
+			Logger:    logger,
+		}
+		if p, err = pool.New(opts); err != nil {
+			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+		}
 	}
 	// Error counters start at zero, so that rate() sees the first error.
 	scrapeErrors := map[string]float64{}
@@ -392,7 +401,7 @@ func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 			res = scrape.Failed(s.cfg, fmt.Errorf("panic: %v", v))
 		}
 	}()
-	res = s.scraper.Scrape(ctx, s.pool)
+	res = s.scraper.Scrape(ctx, s.querier())
 	if res == nil {
 		res = scrape.Failed(s.cfg, errors.New("scraper returned no result"))
 	}
@@ -424,4 +433,26 @@ func (s *targetState) logRound(res *scrape.Result) {
 		level.Warn(s.logger).Log("msg", "too many pools, dropping the rest", "max_pools", s.cfg.MaxPools, "dropped", res.PoolsDropped)
 	}
 	s.dropping = res.PoolsDropped > 0
+}
+
+// querier is what the target's rounds query through: its probe pool, or
+// nil for a self-contained scraper.
+func (s *targetState) querier() scrape.Querier {
+	if s.pool == nil {
+		return nil
+	}
+	return s.pool
+}
+
+// close closes the target's probe pool (see pool.Pool.Close: running rounds
+// get until ctx is done), or the self-contained scraper, whose running
+// round is cancelled at once.
+func (s *targetState) close(ctx context.Context) error {
+	if s.pool != nil {
+		return s.pool.Close(ctx)
+	}
+	if c, ok := s.scraper.(scrape.SelfContained); ok {
+		c.Close()
+	}
+	return nil
 }

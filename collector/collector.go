@@ -53,6 +53,7 @@ type targetDescs struct {
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+	acquireTimeouts, unaccounted                                     *prometheus.Desc
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -80,6 +81,9 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		leaked:   nd("pool_leaked_connections", "Connections held past the leak threshold with no activity.", pl),
 		oldest:   nd("pool_oldest_leak_seconds", "How long the oldest leaked connection has been held; 0 when there is none.", pl),
 		poolInfo: nd("pool_info", "Always 1; metadata of the pool for joins.", []string{"target", "pool", "kind", "database", "user", "mode"}),
+
+		acquireTimeouts: nd("pool_acquire_timeouts_total", "Requests for a connection that timed out or were refused, as the application's pool reports them. Absent where the pool does not report them.", pl),
+		unaccounted:     nd("pool_unaccounted_connections", "Connections the application counts in use that the server does not see at all: max(0, in use - seen as the application on the servers of seen_as). Absent without seen_as or when a side is unknown.", pl),
 
 		paused:       nd("pgbouncer_database_paused", "1 when the PgBouncer database is paused.", dl),
 		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
@@ -128,9 +132,17 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.inUse, p.InUse, name, p.Name)
 		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
 		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
-		gauge(ch, d.leaked, p.Leaked, name, p.Name)
-		gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		if !p.NoLeakDetection {
+			gauge(ch, d.leaked, p.Leaked, name, p.Name)
+			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		}
 		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
+		if p.AcquireTimeouts.Valid {
+			counter(ch, d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
+		}
+	}
+	for _, u := range r.Unaccounted {
+		gauge(ch, d.unaccounted, u.Value, name, u.Pool)
 	}
 	for _, db := range r.Databases {
 		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)

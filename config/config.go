@@ -53,6 +53,17 @@
 // dsn.go is the one place that parses, rewrites (Target.ConnString) and
 // redacts (RedactDSN, RedactSecrets) a DSN.
 //
+// # Application targets
+//
+// A target of kind application is read over HTTP (url, format, pool_label,
+// http_client, body_size_limit) and has no DSN, password, tls, probe_pool,
+// application_pools or leak_threshold: set on the target, those are errors;
+// under defaults they are ignored for it. Its http_client is
+// prometheus/common's HTTPClientConfig, decoded strictly by that package's
+// own YAML methods and validated by it. Its seen_as entries name postgres
+// or pgbouncer targets of the same file; the load records on each such
+// server the application_name globs to count (Target.Applications).
+//
 // # Secrets
 //
 // No error produced by this package contains a password, whether it was
@@ -65,7 +76,10 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"time"
+
+	promconfig "github.com/prometheus/common/config"
 )
 
 // Kind is the kind of a target.
@@ -77,6 +91,9 @@ const (
 	KindPostgres Kind = "postgres"
 	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
 	KindPgBouncer Kind = "pgbouncer"
+	// KindApplication is an application whose own connection pool reports
+	// itself over HTTP: Prometheus metrics or a JSON status document.
+	KindApplication Kind = "application"
 )
 
 // ReservedLabels are the label names that poolwatch sets itself, on pool
@@ -174,8 +191,9 @@ type Target struct {
 	// DSN is the connection string as written: a postgres:// or
 	// postgresql:// URL, or a keyword/value string, that pgx parses. It can
 	// contain a password: never log it; use RedactedDSN. The probe pool
-	// connects with ConnString, which adds the TLS files.
-	DSN string `yaml:"dsn" only:"target" check:"required,nonempty"`
+	// connects with ConnString, which adds the TLS files. Required for
+	// postgres and pgbouncer targets; empty for application targets.
+	DSN string `yaml:"dsn" only:"target" check:"nonempty"`
 	// Password is where the password comes from when it is not in the DSN.
 	// The zero value means none besides the DSN.
 	Password PasswordSource `yaml:",inline" only:"target"`
@@ -206,6 +224,37 @@ type Target struct {
 	TLS TLSFiles `yaml:"tls"`
 	// ProbePool configures the agent's own pool for this target.
 	ProbePool ProbePool `yaml:"probe_pool"`
+
+	// The keys below are for application targets (kind application) only,
+	// and hold their zero values on other targets.
+
+	// URL is the application's metrics or status endpoint: an http:// or
+	// https:// URL with a host and no user information.
+	URL string `yaml:"url" only:"target" check:"nonempty"`
+	// Format is what URL serves (default FormatAuto).
+	Format Format `yaml:"format" only:"target" default:"auto"`
+	// PoolLabel is the label of the exposition that names a pool. Empty:
+	// each dialect's own (pool, db_name, db_client_connection_pool_name...);
+	// an exposition whose dialect has none (pgxpool) then has one pool,
+	// named "default".
+	PoolLabel string `yaml:"pool_label" only:"target"`
+	// HTTPClient is prometheus/common's HTTP client configuration (TLS,
+	// basic auth, authorization, proxy...), with relative file paths
+	// resolved; DefaultHTTPClientConfig when not written. Shared between
+	// copies of the target: do not modify.
+	HTTPClient promconfig.HTTPClientConfig `yaml:"http_client" only:"target"`
+	// SeenAs says how server targets of this configuration see the
+	// application's connections, for the cross-check; nil when none.
+	SeenAs []SeenAs `yaml:"seen_as" only:"target" item:"a seen_as entry"`
+	// BodySizeLimit bounds the size of a response, decompressed (> 0;
+	// default 10MiB): a larger one fails the scrape.
+	BodySizeLimit ByteSize `yaml:"body_size_limit" default:"10MiB" check:"positive"`
+
+	// Applications, on postgres and pgbouncer targets, are the
+	// application_name globs that application targets' seen_as entries name
+	// on this target, sorted and unique: the server counts its connections
+	// per glob and client address for them. Derived at load, not a key.
+	Applications []string
 }
 
 // TLSFiles are optional files for TLS to a target, the equivalents of
@@ -295,6 +344,14 @@ func (t Target) clone() Target {
 	c.Labels = maps.Clone(t.Labels)
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
+	}
+	c.SeenAs = slices.Clone(t.SeenAs)
+	c.Applications = slices.Clone(t.Applications)
+	if len(c.SeenAs) == 0 {
+		c.SeenAs = nil
+	}
+	if len(c.Applications) == 0 {
+		c.Applications = nil
 	}
 	c.ApplicationPools = nil
 	for _, p := range t.ApplicationPools {

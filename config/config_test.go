@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"github.com/stretchr/testify/require"
 )
 
@@ -90,7 +92,7 @@ func badConfigs() map[string]string {
 		"dsn-password-kv-unterminated.yml":          `testdata/bad/dsn-password-kv-unterminated.yml:4: targets[0].dsn: invalid DSN: failed to parse as keyword/value (unterminated quoted string in connection info string)`,
 		"dsn-password-multiple-hosts.yml":           `testdata/bad/dsn-password-multiple-hosts.yml:4: targets[0].dsn: the DSN lists 2 hosts: a target is one server, give each its own target`,
 		"dsn-password-stray-slash.yml":              `testdata/bad/dsn-password-stray-slash.yml:4: targets[0].dsn: invalid DSN: invalid port`,
-		"dsn-password-unknown-kind.yml":             `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres or pgbouncer`,
+		"dsn-password-unknown-kind.yml":             `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres, pgbouncer or application`,
 		"dsn-pool-key.yml":                          `testdata/bad/dsn-pool-key.yml:4: targets[0].dsn: the DSN sets pool_max_conns: pool settings belong under probe_pool`,
 		"dsn-scheme.yml":                            `testdata/bad/dsn-scheme.yml:4: targets[0].dsn: unsupported DSN scheme "mysql": use postgres:// or postgresql://, or a keyword/value string`,
 		"dsn-statement-timeout.yml":                 `testdata/bad/dsn-statement-timeout.yml:4: targets[0].dsn: the DSN sets statement_timeout: use probe_pool.statement_timeout`,
@@ -156,12 +158,12 @@ func badConfigs() map[string]string {
 		"tls-file-missing.yml":                      `testdata/bad/tls-file-missing.yml:3: defaults.tls.ca_file: cannot read file: open testdata/bad/tls/missing-ca.pem: no such file or directory`,
 		"tls-with-sslmode-disable.yml":              `testdata/bad/tls-with-sslmode-disable.yml:4: targets[0].dsn: tls.ca_file is set (targets[0].tls.ca_file, line 6) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value`,
 		"unknown-key-application-pool.yml":          `testdata/bad/unknown-key-application-pool.yml:8: targets[0].application_pools[0].max_size: unknown key; valid keys here: name, application_name, user, database, min_connections, max_connections`,
-		"unknown-key-defaults.yml":                  `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"unknown-key-defaults.yml":                  `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, body_size_limit`,
 		"unknown-key-probe-pool.yml":                `testdata/bad/unknown-key-probe-pool.yml:4: defaults.probe_pool.max_conns: unknown key; valid keys here: min_connections, max_connections, connect_timeout, health_check_timeout, acquire_retries, retry_backoff, leak_threshold, idle_close, statement_timeout, lock_timeout`,
 		"unknown-key-root.yml":                      `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets, auth_modules, probe`,
-		"unknown-key-target.yml":                    `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"unknown-key-target.yml":                    `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, url, format, pool_label, http_client, seen_as, body_size_limit`,
 		"unknown-key-tls.yml":                       `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
-		"unknown-kind.yml":                          `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres or pgbouncer`,
+		"unknown-kind.yml":                          `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres, pgbouncer or application`,
 		"wrong-type-bool.yml":                       `testdata/bad/wrong-type-bool.yml:2: defaults.session_mode_leaks: must be true or false, not "yes"`,
 		"wrong-type-float.yml":                      `testdata/bad/wrong-type-float.yml:2: defaults.max_pools: must be an integer, not "10.5"`,
 		"wrong-type-int.yml":                        `testdata/bad/wrong-type-int.yml:3: defaults.probe_pool.max_connections: must be an integer, not "two"`,
@@ -183,6 +185,7 @@ func TestLoad_RejectsEachBadConfigWithItsExactError(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(fifoFile, 0o600))
 	t.Cleanup(func() { _ = os.Remove(fifoFile) })
 	want := badConfigs()
+	maps.Copy(want, applicationBadConfigs())
 	files, err := filepath.Glob("testdata/bad/*.yml")
 	require.NoError(t, err)
 	require.Len(t, files, len(want), "every file in testdata/bad needs an expected error, and every expected error a file")
@@ -328,7 +331,7 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	cfg, err := Load("../config.yaml.example")
 	require.NoError(t, err)
 	targets := cfg.Targets()
-	require.Len(t, targets, 2)
+	require.Len(t, targets, 3)
 
 	orders := targets[0]
 	require.Equal(t, "orders-db", orders.Name)
@@ -344,6 +347,13 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, KindPgBouncer, bouncer.Kind)
 	require.Equal(t, 2*time.Minute, bouncer.LeakThreshold)
 	require.False(t, bouncer.SessionModeLeaks)
+
+	app := targets[2]
+	require.Equal(t, KindApplication, app.Kind)
+	require.Equal(t, "http://10.0.0.7:8080/metrics", app.URL)
+	require.Equal(t, []SeenAs{{Target: "orders-db", ApplicationName: "orders-api*", Compare: CompareAuto}}, app.SeenAs)
+	require.Equal(t, []string{"orders-api*"}, orders.Applications)
+	require.Equal(t, ByteSize(10<<20), app.BodySizeLimit, "the example shows the built-in default")
 
 	// The example's values are the built-in defaults: the minimal config
 	// gets the same ones.
@@ -543,7 +553,7 @@ func TestParse_ErrorsAreConfigErrorsWithLocation(t *testing.T) {
 	_, err := Parse("x.yml", []byte("targets:\n  - name: db1\n    kind: nope\n    dsn: postgres://u@h/db\n"))
 	var cerr *Error
 	require.True(t, errors.As(err, &cerr))
-	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres or pgbouncer`}, cerr)
+	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres, pgbouncer or application`}, cerr)
 }
 
 func TestConfig_TargetsReturnsCopiesTheCallerMayModify(t *testing.T) {
@@ -591,6 +601,10 @@ func TestTarget_EqualComparesEveryField(t *testing.T) {
 	base := cfg.Targets()[0]
 	require.True(t, base.Equal(cfg.Targets()[0]), "equal targets with distinct pointers and maps")
 	require.NotEmpty(t, base.ApplicationPools)
+	// Equal compares fields whatever the kind: give the slices of the other
+	// kinds an element each.
+	base.SeenAs = []SeenAs{{Target: "orders-db", ApplicationName: "orders-api*", Compare: CompareAuto}}
+	base.Applications = []string{"orders-api*"}
 
 	// at returns the field at path inside the settable value v; -1 selects
 	// the first element of a slice.
@@ -636,18 +650,25 @@ func TestTarget_EqualComparesEveryField(t *testing.T) {
 	var walk func(path []int, name string)
 	walk = func(path []int, name string) {
 		v := at(reflect.ValueOf(&base).Elem(), path)
-		switch v.Kind() {
-		case reflect.Struct:
+		switch {
+		case v.Type() == reflect.TypeFor[promconfig.HTTPClientConfig]():
+			// prometheus/common's type, compared as a whole.
+			other := base.clone()
+			at(reflect.ValueOf(&other).Elem(), path).FieldByName("FollowRedirects").SetBool(!v.FieldByName("FollowRedirects").Bool())
+			require.False(t, base.Equal(other), "Equal ignores a change of %s", name)
+			mutations++
+			return
+		case v.Kind() == reflect.Struct:
 			for i := range v.NumField() {
 				walk(append(append([]int(nil), path...), i), name+"."+v.Type().Field(i).Name)
 			}
 			return
-		case reflect.Slice:
+		case v.Kind() == reflect.Slice:
 			walk(append(append([]int(nil), path...), -1), name+"[0]")
 		}
 		require.True(t, mutate(path), "Equal ignores a change of %s", name)
 		mutations++
 	}
 	walk(nil, "Target")
-	require.Equal(t, 31, mutations, "fields of Target (with ApplicationPool and ProbePool) changed")
+	require.Equal(t, 43, mutations, "fields of Target (with ApplicationPool, ProbePool and SeenAs) changed")
 }

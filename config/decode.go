@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -224,6 +225,7 @@ func (p *parser) list(n *yaml.Node, line int, path, noun string, each func(item 
 	}
 	for i, in := range n.Content {
 		item, ipath := deref(in), joinIndex(path, i)
+		p.at[ipath] = loc{key: in.Line, val: in.Line}
 		switch {
 		case item == nil:
 			return p.errorf(in.Line, path, "unsupported YAML value")
@@ -245,6 +247,8 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 	case v.Type() == reflect.TypeFor[*yaml.Node]():
 		v.Set(reflect.ValueOf(n))
 		return nil
+	case v.Type() == reflect.TypeFor[promconfig.HTTPClientConfig]():
+		return p.decodeHTTPClient(v.Addr().Interface().(*promconfig.HTTPClientConfig), n, line, path) //nolint:forcetypeassert // checked by the case
 	case v.Kind() == reflect.Struct || v.Kind() == reflect.Map:
 		if isNull(n) {
 			return nil
@@ -306,6 +310,15 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 			return p.errorf(line, path, "must be a whole number of milliseconds, got %s", s)
 		}
 		v.SetInt(int64(d))
+	case v.Type() == reflect.TypeFor[ByteSize]():
+		b, ok := parseByteSize(s)
+		switch {
+		case !ok:
+			return p.errorf(line, path, "invalid size %q: use a whole number of bytes with an optional unit, such as 512KiB, 10MiB or 1GiB", s)
+		case b == 0 && positive:
+			return p.errorf(line, path, "must be greater than 0")
+		}
+		v.SetInt(int64(b))
 	case v.Kind() == reflect.String:
 		if s == "" && slices.Contains(checks, "nonempty") {
 			return p.errorf(line, path, "must not be empty%s", tag.Get("hint"))

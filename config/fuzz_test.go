@@ -54,6 +54,14 @@ func checkInvariants(t *testing.T, cfg *Config) {
 	}
 	seen := map[string]bool{}
 	for _, tg := range targets {
+		if tg.Kind == KindApplication {
+			if seen[tg.Name] || !targetNameRE.MatchString(tg.Name) {
+				t.Fatalf("bad or duplicate name %q", tg.Name)
+			}
+			seen[tg.Name] = true
+			checkApplicationInvariants(t, cfg, tg)
+			continue
+		}
 		pp := tg.ProbePool
 		switch {
 		case seen[tg.Name] || !targetNameRE.MatchString(tg.Name):

@@ -112,6 +112,9 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 			return nil, err
 		}
 	}
+	if err := p.resolveSeenAs(targets); err != nil {
+		return nil, err
+	}
 	return targets, nil
 }
 
@@ -125,8 +128,25 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		return p.errorAt(name, "duplicate target name %q (first defined at line %d)", t.Name, first)
 	}
 	names[t.Name] = name.line
-	if t.Kind != KindPostgres && t.Kind != KindPgBouncer {
-		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use postgres or pgbouncer", t.Kind)
+	if !knownKind(t.Kind) {
+		return p.errorAt(p.origin(tpath, "kind"), "unknown kind %q: use %s", t.Kind, kindList())
+	}
+	if t.Kind == KindApplication {
+		if err := p.resolveApplication(t, tpath); err != nil {
+			return err
+		}
+		// Defaults of the server kinds do not apply: no DSN, no probe pool.
+		t.LeakThreshold, t.SessionModeLeaks, t.TLS, t.ProbePool = 0, false, TLSFiles{}, ProbePool{}
+		resolveLabels(t)
+		return nil
+	}
+	for _, key := range applicationOnlyKeys() {
+		if o, ok := p.set(tpath + "." + key); ok {
+			return p.errorAt(o, "applies to application targets only")
+		}
+	}
+	if _, ok := p.set(tpath + ".dsn"); !ok {
+		return p.errorf(p.at[tpath].key, tpath+".dsn", "missing required key")
 	}
 	dsn := p.origin(tpath, "dsn")
 	info, msg := checkDSN(t.DSN, t.Kind)
@@ -181,19 +201,16 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	return nil
 }
 
-// derive fills in what a target's settings derive from others: it drops
-// labels given the empty value, clears session_mode_leaks on a postgres
-// target, sets the probe pool's timeouts left at zero from the scrape
-// timeout, and clears the session timeouts of a kind that does not take
-// them. Configured targets and targets probed by address (AddressTarget)
-// go through it alike.
+// derive fills in what a server target's settings derive from others: it
+// drops labels given the empty value, clears session_mode_leaks on a
+// postgres target and the application keys, sets the probe pool's timeouts
+// left at zero from the scrape timeout, and clears the session timeouts of
+// a kind that does not take them. Configured targets and targets probed by
+// address (AddressTarget) go through it alike.
 func (t *Target) derive() {
-	for k, v := range t.Labels {
-		if v == "" {
-			delete(t.Labels, k)
-		}
-	}
+	resolveLabels(t)
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
+	t.Format, t.BodySizeLimit = "", 0
 	pp := &t.ProbePool
 	if pp.ConnectTimeout == 0 {
 		pp.ConnectTimeout = min(maxDefaultConnectTimeout, t.ScrapeTimeout)
@@ -206,6 +223,15 @@ func (t *Target) derive() {
 	}
 	if t.Kind != KindPostgres {
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
+	}
+}
+
+// resolveLabels removes the labels that t unsets with "".
+func resolveLabels(t *Target) {
+	for k, v := range t.Labels {
+		if v == "" {
+			delete(t.Labels, k)
+		}
 	}
 }
 

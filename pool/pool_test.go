@@ -145,13 +145,10 @@ func useFakeClock(opts *pool.Options) *fakeClock {
 // background.
 func waitStats(t *testing.T, p *pool.Pool, what string, ok func(pool.Stats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for s := p.Stats(); !ok(s); s = p.Stats() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: stats still %+v", what, s)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() (bool, string) {
+		s := p.Stats()
+		return ok(s), fmt.Sprintf("%s: stats %+v", what, s)
+	})
 }
 
 // verifyNoLeaks asserts that the pool is empty of acquired connections and

@@ -58,20 +58,14 @@ func (q *connPerDo) Do(ctx context.Context, fn func(ctx context.Context, conn *p
 // test with the last Result after livePollTimeout.
 func pollScrape(t *testing.T, s Scraper, q Querier, what string, cond func(*Result) bool) *Result {
 	t.Helper()
-	deadline := time.Now().Add(livePollTimeout)
 	var last *Result
-	for polls := 1; ; polls++ {
+	testenv.Eventually(t, livePollTimeout, 50*time.Millisecond, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		last = s.Scrape(ctx, q)
 		cancel()
-		if cond(last) {
-			return last
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v (%d scrapes); last result:\n%s", what, livePollTimeout, polls, dump(last))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return cond(last), what + "; last result:\n" + dump(last)
+	})
+	return last
 }
 
 func dump(r *Result) string {

@@ -28,9 +28,10 @@ type pgBouncer struct {
 }
 
 // Scrape runs one round: SHOW POOLS, DATABASES, USERS (1.23+), CONFIG,
-// LISTS and STATS; then SHOW CLIENTS only if a leak is possible, and SHOW
-// SERVERS only if there is a leak to attribute. docs/metrics.md has the
-// mapping.
+// LISTS and STATS; then SHOW CLIENTS only if a leak is possible or an
+// application target's seen_as names this target (its clients are then
+// counted by application_name for the cross-check), and SHOW SERVERS only
+// if there is a leak to attribute. docs/metrics.md has the mapping.
 func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
 	r := &bouncerRound{cfg: s.cfg}
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
@@ -92,16 +93,20 @@ func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r 
 	})
 
 	modes := newModeResolver(r.pools, r.dbs, r.config, s.cfg.SessionModeLeaks)
-	if r.poolsOK && !modes.possible(r.pools) {
+	apps := newAppCounter(s.cfg.Applications)
+	if r.poolsOK && !modes.possible(r.pools) && apps == nil {
 		return // no server is linked to a client in a pool where leaks count
 	}
 	r.clientsRan = true
 	var scan clientScan
 	if !run(QueryShowClients, "SHOW CLIENTS", func(src rowSource) (err error) {
-		scan, err = scanClients(src, own, modes)
+		scan, err = scanClientsCounting(src, own, modes, apps)
 		return err
 	}) {
 		return
+	}
+	if apps != nil && apps.ok {
+		r.apps = apps.out
 	}
 	r.ownFound = scan.ownFound
 	r.leaks = leaksOf(scan, s.cfg.LeakThreshold)

@@ -268,6 +268,14 @@ type ownClient struct {
 // request_time of all rows, which is the same value: the agent's row is one
 // of them and no request is later than now.
 func scanClients(src rowSource, own ownClient, modes *modeResolver) (clientScan, error) {
+	return scanClientsCounting(src, own, modes, nil)
+}
+
+// scanClientsCounting is scanClients that also counts, in apps (when not
+// nil), every client but the admin console's by application_name and
+// address, whatever its state. apps.ok tells whether this PgBouncer shows
+// application_name at all.
+func scanClientsCounting(src rowSource, own ownClient, modes *modeResolver, apps *appCounter) (clientScan, error) {
 	c := colIndex(src.columns(),
 		"state", "link", "request_time", "wait", "wait_us", "ptr", "connect_time",
 		"database", "user", "application_name", "addr", "port", "replication", "id")
@@ -288,9 +296,15 @@ func scanClients(src rowSource, own ownClient, modes *modeResolver) (clientScan,
 		maxReq = math.Inf(-1)
 		ownReq float64
 	)
+	if apps != nil {
+		apps.ok = c[cApp] >= 0
+	}
 	for src.next() {
 		v := src.values()
 		out.rows++
+		if apps != nil && apps.ok && string(cell(v, c[cDB])) != adminDatabase {
+			apps.add(str(v, c[cApp]), str(v, c[cAddr]))
+		}
 		req, ok := parseClock(cell(v, c[cReq]))
 		if !ok {
 			continue
@@ -410,12 +424,16 @@ type bouncerRound struct {
 	leaks                []pendingLeak
 	servers              map[string]serverRow
 	errors               []QueryError
+	// apps are the per-application counts of SHOW CLIENTS, nil when not
+	// asked for or not known.
+	apps []ApplicationConnections
 }
 
 // result assembles the Result. It is pure.
 func (r *bouncerRound) result() *Result {
 	res := newResult(config.KindPgBouncer, &r.cfg)
 	res.Version, res.Errors = r.version, r.errors
+	res.Applications = r.apps
 	dbByName := map[string]dbRow{}
 	for _, d := range r.dbs {
 		dbByName[d.name] = d

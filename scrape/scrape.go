@@ -1,5 +1,6 @@
-// Package scrape queries one monitored target (a PgBouncer admin console or a
-// PostgreSQL server) and turns what it answers into the uniform pool model:
+// Package scrape queries one monitored target (a PgBouncer admin console, a
+// PostgreSQL server, or an application that reports its own connection
+// pool over HTTP) and turns what it answers into the uniform pool model:
 // every pool, whatever its kind, has a floor, a ceiling, a reserve, open and
 // in-use connections, waiting clients and leaked connections.
 //
@@ -7,7 +8,9 @@
 // the agent completes (timing, error counters) and the collector turns into
 // metrics as it is; and ProbePool, a snapshot of the agent's own pool for a
 // target. New is the one place that picks the code for a kind of target;
-// leaks.go the one place for leak detection and its log-once dedup.
+// leaks.go the one place for leak detection and its log-once dedup;
+// crosscheck.go the one place that compares what an application counts
+// with what the server sees of it.
 //
 // The package knows nothing about Prometheus (package collector turns a
 // Result into metrics) and nothing about connection management (a Querier,
@@ -43,6 +46,13 @@ const (
 	QueryActivity      = "activity"
 )
 
+// Query names of application targets: the HTTP request (its transport,
+// status and size limit), and the parsing and mapping of the response.
+const (
+	QueryHTTP  = "http"
+	QueryParse = "parse"
+)
+
 // QueryRound names a round that failed as a whole: cut short before it
 // could run its queries, or a bug in the mapping.
 const QueryRound = "round"
@@ -50,9 +60,12 @@ const QueryRound = "round"
 // Queries lists every query name a scraper of kind can report in
 // Result.Errors, so that error counters can start at zero.
 func Queries(kind config.Kind) []string {
-	if kind == config.KindPgBouncer {
+	switch kind {
+	case config.KindPgBouncer:
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
 			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	case config.KindApplication:
+		return []string{QueryHTTP, QueryParse, QueryRound}
 	}
 	return []string{QueryConnect, QueryActivity, QueryRound}
 }
@@ -89,16 +102,32 @@ type Scraper interface {
 	Scrape(ctx context.Context, q Querier) *Result
 }
 
+// SelfContained is a Scraper that reaches its target by itself (an HTTP
+// client of its own) rather than through a probe pool: the agent creates no
+// probe pool for it and passes a nil Querier to Scrape. Close releases what
+// it holds (idle HTTP connections); a round running at that moment still
+// ends by its own deadline. Scrape may still be called after Close.
+type SelfContained interface {
+	Scraper
+	Close()
+}
+
 // New returns the scraper for t's kind, configured by t: its leak
-// threshold, pool cap, session-mode leaks (pgbouncer) and application pools
-// (postgres). It is the only switch on the kind of target. It fails for a
-// kind it does not know.
+// threshold, pool cap, session-mode leaks (pgbouncer), application pools
+// (postgres), the application_name globs to count for cross-checks
+// (postgres and pgbouncer), and the URL, format and HTTP client of an
+// application target, whose scraper is SelfContained. It is the only
+// switch on the kind of target. It fails for a kind it does not know, and
+// for an HTTP client configuration that cannot be built (a CA file that
+// does not parse).
 func New(t config.Target) (Scraper, error) {
 	switch t.Kind {
 	case config.KindPgBouncer:
 		return newPgBouncer(t), nil
 	case config.KindPostgres:
 		return newPostgres(t), nil
+	case config.KindApplication:
+		return newApplication(t)
 	default:
 		return nil, fmt.Errorf("target %q: no scraper for kind %q", t.Name, t.Kind)
 	}
@@ -148,6 +177,14 @@ type Pool struct {
 	// activity; OldestLeakSeconds is the age of the oldest, 0 when none.
 	Leaked            float64
 	OldestLeakSeconds float64
+	// NoLeakDetection is set where poolwatch cannot see leaks (an
+	// application's own pool, which reports no such thing): Leaked and
+	// OldestLeakSeconds are then absent, not 0.
+	NoLeakDetection bool
+	// AcquireTimeouts counts, since the application started, the requests
+	// for a connection that timed out or were refused (application pools
+	// that report it); absent elsewhere.
+	AcquireTimeouts Optional
 }
 
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
@@ -213,6 +250,16 @@ type Result struct {
 	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
 	// then invisible and every count is too low.
 	LimitedVisibility bool
+
+	// Applications (postgres, pgbouncer) counts the server's connections
+	// for each glob of the target's config.Target.Applications, sorted by
+	// glob; nil when the target has none or when counting failed.
+	Applications []ApplicationConnections
+	// Unaccounted (application) is the cross-check of this round against
+	// the servers named in seen_as, sorted by pool; the agent fills it in
+	// (see CrossCheck). Nil when the target has no seen_as or when a side
+	// of the comparison is unknown.
+	Unaccounted []Unaccounted
 }
 
 // Up reports whether every query of the round succeeded.

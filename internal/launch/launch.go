@@ -63,11 +63,6 @@ const PostgresBinDir = "/usr/lib/postgresql/15/bin"
 // A later dependency is one more row of Dependencies, for example:
 //
 //	{Name: "pgpool", Binaries: []string{"pgpool", "pcp_attach_node"}, Apt: []string{"pgpool2"}}
-//	{Name: "python", Binaries: []string{"python3"}, Probe: []string{"python3", "-c", "import psycopg2, psycopg_pool, prometheus_client"},
-//	 Apt: []string{"python3-psycopg2", "python3-psycopg-pool", "python3-prometheus-client"}}
-//	{Name: "java", Binaries: []string{"java", "javac"}, Files: []string{"/usr/share/java/HikariCP.jar", "/usr/share/java/postgresql.jar"},
-//	 Apt: []string{"default-jdk-headless", "libhikaricp-java", "libpostgresql-jdbc-java", "libslf4j-java"}}
-//	{Name: "node", Binaries: []string{"node", "npm"}, Apt: []string{"nodejs", "npm"}}
 type Dependency struct {
 	// Name is short and lower-case: "postgres", "pgbouncer", "chromium".
 	Name string
@@ -95,6 +90,15 @@ func Dependencies() []Dependency {
 		{Name: "alertmanager", Binaries: []string{"alertmanager", "amtool"}, Apt: []string{"prometheus-alertmanager"}},
 		{Name: "chromium", Binaries: []string{"chromium"}, Apt: []string{"chromium"}},
 		{Name: "make", Binaries: []string{"make"}, Apt: []string{"make"}},
+		// The real pool libraries of the application tests (AppOptions).
+		{Name: "python", Binaries: []string{"python3"}, Probe: []string{"python3", "-c", "import psycopg2, psycopg2.pool, psycopg_pool"},
+			Apt: []string{"python3-psycopg2", "python3-psycopg-pool"}},
+		{Name: "java", Binaries: []string{"java", "javac"}, Files: hikariClassPath(),
+			Apt: []string{"default-jdk-headless", "libhikaricp-java", "libpostgresql-jdbc-java", "libslf4j-java"}},
+		// npm comes with NodeSource's nodejs, and in Debian's own package
+		// npm, which conflicts with NodeSource's: make deps installs npm
+		// only when there is no npm binary.
+		{Name: "node", Binaries: []string{"node", "npm"}, Apt: []string{"nodejs", "npm"}},
 		{Name: "helm", Binaries: []string{"helm"}, GoInstall: "helm.sh/helm/v3/cmd/helm@v3.22.0"},
 	}
 }
@@ -156,6 +160,9 @@ func (d Dependency) Check() error {
 //     lacks /usr/sbin);
 //   - "alertmanager": PATH as "prometheus-alertmanager" (Debian's name), then
 //     "alertmanager";
+//   - "python3": Debian's /usr/bin/python3 first, whose dist-packages hold
+//     python3-psycopg2 and python3-psycopg-pool (a python3 earlier in PATH,
+//     pyenv's for one, does not see them), then PATH;
 //   - anything else ("promtool", "prometheus", "chromium"...): PATH.
 //
 // A missing program yields an error wrapping ErrNotInstalled.
@@ -176,6 +183,8 @@ func LookPath(name string) (string, error) {
 		candidates = []string{"pgbouncer", "/usr/sbin/pgbouncer"}
 	case "alertmanager":
 		candidates = []string{"prometheus-alertmanager", "alertmanager", "/usr/bin/prometheus-alertmanager"}
+	case "python3":
+		candidates = []string{"/usr/bin/python3", "python3"}
 	case "helm":
 		// go install puts it in GOBIN, or GOPATH/bin, which need not be on
 		// PATH.

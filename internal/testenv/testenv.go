@@ -17,7 +17,8 @@
 // provide it: `make deps` installs them. The one way to skip instead is
 // POOLWATCH_TEST_SKIP, a comma-separated list of dependency names (see
 // launch.Dependencies: postgres, pgbouncer, prometheus, alertmanager,
-// chromium, make): a test that needs a listed dependency is skipped, whether
+// chromium, make, and the heavy runtimes of the application tests, python,
+// java and node): a test that needs a listed dependency is skipped, whether
 // it is installed or not. CI never sets it: under CI=true a non-empty
 // POOLWATCH_TEST_SKIP fails every test that consults it.
 package testenv

@@ -247,6 +247,9 @@ func TestDependencies_MakeDepsInstallsEveryAptPackage(t *testing.T) {
 	if strings.Contains(string(makefile), `missing="$$missing postgresql-15"`) {
 		installed = append(installed, "postgresql-15") // deps-apt checks it by its binary's path
 	}
+	if strings.Contains(string(makefile), `missing="$$missing npm"`) {
+		installed = append(installed, "npm") // deps-apt checks it by its binary: NodeSource's nodejs has it
+	}
 	for _, d := range launch.Dependencies() {
 		if d.Name == "make" {
 			continue
