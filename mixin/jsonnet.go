@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -36,6 +37,22 @@ type jsonnetConfig struct {
 	DashboardUIDPrefix string   `json:"dashboardUIDPrefix"`
 	DashboardRefresh   string   `json:"dashboardRefresh"`
 	DashboardTimeFrom  string   `json:"dashboardTimeFrom"`
+	// AlertWhenNotScraped: PoolwatchDown also fires when no agent is
+	// scraped at all (an absent() branch), as the rules were rendered.
+	AlertWhenNotScraped bool `json:"alertWhenNotScraped"`
+}
+
+// alertsWhenNotScraped reports whether PoolwatchDown, as rendered in
+// groups, has an absent() branch.
+func alertsWhenNotScraped(groups []RuleGroup) bool {
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			if r.Alert == AlertPoolwatchDown && strings.Contains(r.Expr, "absent(") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RenderJsonnetSource renders the generated JSON of one variant: its
@@ -71,6 +88,7 @@ func RenderJsonnetSource(c Config, variant string) ([]byte, error) {
 			PoolSelector: c.PoolSelector, AgentSelector: c.AgentSelector, RunbookURL: c.RunbookURL,
 			DashboardTags: c.DashboardTags, DashboardUIDPrefix: c.DashboardUIDPrefix,
 			DashboardRefresh: c.DashboardRefresh, DashboardTimeFrom: c.DashboardTimeFrom,
+			AlertWhenNotScraped: alertsWhenNotScraped(Rules(c)),
 		},
 		Groups:     file.Groups,
 		Dashboards: byName,

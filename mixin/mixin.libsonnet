@@ -37,17 +37,18 @@ local generated = {
     agentSelector: rendered.agentSelector,
 
     // The severity label value of each class of alert: critical pages,
-    // warning opens a ticket.
+    // warning opens a ticket. A class not listed keeps its value.
     severities: { critical: 'critical', warning: 'warning' },
     // Labels added to every alert (after severity: they can override it).
     extraLabels: {},
     // The address of docs/runbooks.md; each alert links to an anchor in it.
     runbookURL: rendered.runbookURL,
     // Whether PoolwatchDown also fires when no poolwatch is scraped at all
-    // (its absent() branches: the job vanished from service discovery).
-    // Turn it off where the agent is optional, e.g. in clusters that do not
-    // all run it.
-    agentAbsentAlert: true,
+    // (an absent() branch: the job vanished from service discovery). Only
+    // where every Prometheus that loads these rules must scrape poolwatch:
+    // elsewhere it would page forever. The default is the Go generator's
+    // (mixin/config.go).
+    alertWhenNotScraped: rendered.alertWhenNotScraped,
 
     dashboardTags: rendered.dashboardTags,
     dashboardUIDPrefix: rendered.dashboardUIDPrefix,
@@ -71,15 +72,26 @@ local generated = {
     local kept = [part for part in std.split(expr, '\nor\n') if std.length(std.findSubstr('absent(', part)) == 0];
     if std.length(kept) == 0 then null else std.join('\nor\n', kept),
 
+  // notScraped adds PoolwatchDown's absent() branch, or drops every
+  // absent() branch, when _config asks otherwise than the rules were
+  // rendered.
+  local notScraped(rule, expr) =
+    if config.alertWhenNotScraped == was.alertWhenNotScraped then expr
+    else if config.alertWhenNotScraped then
+      (if rule.alert == 'PoolwatchDown' then expr + '\nor\nabsent(up{' + config.agentSelector + '})' else expr)
+    else withoutAbsent(expr),
+
   local patchRule(rule) =
     local expr = replaceSelectors(rule.expr);
     if !std.objectHas(rule, 'alert') then rule { expr: expr }
     else
-      local e = if config.agentAbsentAlert then expr else withoutAbsent(expr);
+      local e = notScraped(rule, expr);
       if e == null then null
       else rule {
         expr: e,
-        labels: rule.labels { severity: config.severities[rule.labels.severity] } + config.extraLabels,
+        labels: rule.labels {
+          severity: if std.objectHas(config.severities, rule.labels.severity) then config.severities[rule.labels.severity] else rule.labels.severity,
+        } + config.extraLabels,
         annotations+: {
           runbook_url: config.runbookURL + std.substr(rule.annotations.runbook_url, std.length(was.runbookURL), std.length(rule.annotations.runbook_url)),
         },

@@ -203,10 +203,19 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 				labels["team"], labels["source"] = "dba", "poolwatch"
 			})
 		})},
-		{"agentAbsentAlert", `agentAbsentAlert: false`, fromDefault(func(r rendered) {
+		// The opposite of what the Go generator renders by default: off
+		// drops the absent() branches, on adds PoolwatchDown's.
+		{"alertWhenNotScraped", fmt.Sprintf("alertWhenNotScraped: %v", !notScrapedByDefault(t)), fromDefault(func(r rendered) {
 			alerts(r, func(rule map[string]any) {
+				expr := rule["expr"].(string)
+				if !notScrapedByDefault(t) {
+					if rule["alert"] == mixin.AlertPoolwatchDown {
+						rule["expr"] = expr + "\nor\nabsent(up{" + mixin.Default().AgentSelector + "})"
+					}
+					return
+				}
 				var kept []string
-				for _, part := range strings.Split(rule["expr"].(string), "\nor\n") {
+				for _, part := range strings.Split(expr, "\nor\n") {
 					if !strings.Contains(part, "absent(") {
 						kept = append(kept, part)
 					}
@@ -224,16 +233,33 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 	}
 }
 
-// The absent() opt-out leaves PoolwatchDown paging on a failed scrape of
-// the agent (up == 0), which is what it must keep doing.
-func TestMixin_AgentAbsentAlertOffKeepsTheFailedScrapeBranch(t *testing.T) {
-	var expr string
-	alerts(render(t, "agentAbsentAlert: false"), func(rule map[string]any) {
-		if rule["alert"] == mixin.AlertPoolwatchDown {
-			expr = rule["expr"].(string)
+// notScrapedByDefault reports whether the shipped PoolwatchDown fires when
+// no agent is scraped at all (an absent() branch).
+func notScrapedByDefault(t *testing.T) bool {
+	t.Helper()
+	found := false
+	alerts(fromGo(t, mixin.Default(), "default"), func(rule map[string]any) {
+		if rule["alert"] == mixin.AlertPoolwatchDown && strings.Contains(rule["expr"].(string), "absent(") {
+			found = true
 		}
 	})
-	require.Equal(t, `up{job="poolwatch"} == 0`, expr)
+	return found
+}
+
+// Either way, PoolwatchDown keeps paging on a failed scrape of the agent
+// (up == 0), and the not-scraped branch is absent(up) of the agent's job.
+func TestMixin_AlertWhenNotScrapedTogglesOnlyTheAbsentBranch(t *testing.T) {
+	exprs := map[bool]string{}
+	for _, on := range []bool{false, true} {
+		alerts(render(t, fmt.Sprintf("alertWhenNotScraped: %v", on)), func(rule map[string]any) {
+			if rule["alert"] == mixin.AlertPoolwatchDown {
+				exprs[on] = rule["expr"].(string)
+			}
+		})
+	}
+	require.True(t, strings.HasPrefix(exprs[false], `up{job="poolwatch"} == 0`), exprs[false])
+	require.NotContains(t, exprs[false], "absent(")
+	require.Contains(t, exprs[true], `absent(up{job="poolwatch"})`)
 }
 
 // The generated JSON the mixin imports is what `make mixin` writes: a
