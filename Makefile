@@ -73,9 +73,10 @@ deps-go:
 	@$(MAKE) --no-print-directory deps-helm
 
 # helm compiles for minutes from an empty build cache: installed once, only
-# when missing (or of another version).
+# when missing or of another version (read from the binary's build info: a
+# go-installed helm reports no patch version).
 deps-helm:
-	@$(GOBIN)/helm version --short 2>/dev/null | grep -q '^$(HELM_VERSION)+' || \
+	@$(GO) version -m $(GOBIN)/helm 2>/dev/null | grep -Eq '^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$(HELM_VERSION)[[:space:]]' || \
 		{ echo ">> installing helm $(HELM_VERSION) (go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION))"; \
 		  $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
