@@ -34,7 +34,7 @@ SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
 # checked by its binary (see deps-apt).
 APP_APT_PACKAGES      := python3-psycopg2 python3-psycopg-pool default-jdk-headless libhikaricp-java \
                          libpostgresql-jdbc-java libslf4j-java nodejs
-APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium $(APP_APT_PACKAGES)
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) pgpool2 chromium $(APP_APT_PACKAGES)
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 

@@ -91,18 +91,47 @@ const (
 	KindPostgres Kind = "postgres"
 	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
 	KindPgBouncer Kind = "pgbouncer"
+	// KindPgpool is a Pgpool-II, watched through its SHOW POOL_* commands
+	// on one connection, which holds one of its child processes.
+	KindPgpool Kind = "pgpool"
+	// KindPgCat is a PgCat admin console (database "pgcat").
+	KindPgCat Kind = "pgcat"
+	// KindOdyssey is an Odyssey admin console (a route with storage
+	// "local", by convention database "console").
+	KindOdyssey Kind = "odyssey"
 	// KindApplication is an application whose own connection pool reports
 	// itself over HTTP: Prometheus metrics or a JSON status document.
 	KindApplication Kind = "application"
 )
 
+// AdminDatabases returns the databases a kind's DSN may name: its admin
+// console's (a PgBouncer-style console answers only there), or nil when
+// any database will do. Odyssey's console is whichever route the operator
+// gives storage "local" ("console" by convention), so any name will do.
+func (k Kind) AdminDatabases() []string {
+	switch k {
+	case KindPgBouncer:
+		return []string{"pgbouncer"}
+	case KindPgCat:
+		return []string{"pgcat", "pgbouncer"}
+	}
+	return nil
+}
+
+// PgpoolMaxProbeConnections is the most connections a pgpool target's
+// probe pool may hold: each takes one of Pgpool-II's child processes for as
+// long as it is open.
+const PgpoolMaxProbeConnections = 1
+
 // ReservedLabels are the label names that poolwatch sets itself, on pool
-// series (target, pool), on info metrics (kind, database, user, mode,
-// version), on error counters (query), or that Prometheus attaches at scrape
-// time (job, instance). A static label may not use one of them, nor a name
+// series (target, pool, state), on info metrics (kind, database, user, mode,
+// version), on error counters (query), on PgBouncer's lists and caches
+// (list, cache), on Pgpool-II's backend nodes (node, role, address), or
+// that Prometheus attaches at scrape time (job, instance). A static label may not use one of them, nor a name
 // starting with "__".
 func ReservedLabels() []string {
-	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version",
+		"state", "list", "cache", "node", "role", "address"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An

@@ -92,7 +92,7 @@ func badConfigs() map[string]string {
 		"dsn-password-kv-unterminated.yml":          `testdata/bad/dsn-password-kv-unterminated.yml:4: targets[0].dsn: invalid DSN: failed to parse as keyword/value (unterminated quoted string in connection info string)`,
 		"dsn-password-multiple-hosts.yml":           `testdata/bad/dsn-password-multiple-hosts.yml:4: targets[0].dsn: the DSN lists 2 hosts: a target is one server, give each its own target`,
 		"dsn-password-stray-slash.yml":              `testdata/bad/dsn-password-stray-slash.yml:4: targets[0].dsn: invalid DSN: invalid port`,
-		"dsn-password-unknown-kind.yml":             `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres, pgbouncer or application`,
+		"dsn-password-unknown-kind.yml":             `testdata/bad/dsn-password-unknown-kind.yml:3: targets[0].kind: unknown kind "postgress": use postgres, pgbouncer, pgpool, pgcat, odyssey or application`,
 		"dsn-pool-key.yml":                          `testdata/bad/dsn-pool-key.yml:4: targets[0].dsn: the DSN sets pool_max_conns: pool settings belong under probe_pool`,
 		"dsn-scheme.yml":                            `testdata/bad/dsn-scheme.yml:4: targets[0].dsn: unsupported DSN scheme "mysql": use postgres:// or postgresql://, or a keyword/value string`,
 		"dsn-statement-timeout.yml":                 `testdata/bad/dsn-statement-timeout.yml:4: targets[0].dsn: the DSN sets statement_timeout: use probe_pool.statement_timeout`,
@@ -106,8 +106,8 @@ func badConfigs() map[string]string {
 		"label-double-underscore.yml":               `testdata/bad/label-double-underscore.yml:3: defaults.labels.__tenant: label names starting with __ are reserved for internal use`,
 		"label-invalid-name.yml":                    `testdata/bad/label-invalid-name.yml:6: targets[0].labels["cost-center"]: invalid label name "cost-center": use letters, digits and _, not starting with a digit`,
 		"label-null-value.yml":                      `testdata/bad/label-null-value.yml:6: targets[0].labels.env: missing value`,
-		"label-reserved-info.yml":                   `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version)`,
-		"label-reserved.yml":                        `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version)`,
+		"label-reserved-info.yml":                   `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address)`,
+		"label-reserved.yml":                        `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address)`,
 		"labels-not-mapping.yml":                    `testdata/bad/labels-not-mapping.yml:5: targets[0].labels: must be a mapping, not a list`,
 		"merge-key.yml":                             `testdata/bad/merge-key.yml:6: targets[1]: YAML merge keys (<<) are not supported`,
 		"missing-dsn.yml":                           `testdata/bad/missing-dsn.yml:2: targets[0].dsn: missing required key`,
@@ -132,6 +132,7 @@ func badConfigs() map[string]string {
 		"password-file-newline-only.yml":            `testdata/bad/password-file-newline-only.yml:5: targets[0].password_file: password file testdata/bad/secrets/newline-only is empty`,
 		"password-file-empty-path.yml":              `testdata/bad/password-file-empty-path.yml:5: targets[0].password_file: must not be empty`,
 		"password-file-missing.yml":                 `testdata/bad/password-file-missing.yml:5: targets[0].password_file: cannot read password file: open testdata/bad/secrets/no-such-file: no such file or directory`,
+		"pgpool-probe-max-two.yml":                  `testdata/bad/pgpool-probe-max-two.yml:6: targets[0].probe_pool.max_connections: a pgpool target holds at most 1 connection: each takes one of Pgpool-II's child processes (num_init_children)`,
 		"pgbouncer-not-console.yml":                 `testdata/bad/pgbouncer-not-console.yml:4: targets[0].dsn: a pgbouncer target connects to the admin console: the DSN's database must be "pgbouncer", not "orders"`,
 		"probe-max-less-than-default-min.yml":       `testdata/bad/probe-max-less-than-default-min.yml:10: targets[0].probe_pool.max_connections: 1 is less than min_connections 2 (defaults.probe_pool.min_connections, line 3)`,
 		"probe-min-greater-than-default-max.yml":    `testdata/bad/probe-min-greater-than-default-max.yml:9: targets[0].probe_pool.min_connections: 4 is greater than max_connections 3 (defaults.probe_pool.max_connections, line 3)`,
@@ -163,7 +164,7 @@ func badConfigs() map[string]string {
 		"unknown-key-root.yml":                      `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets, auth_modules, probe`,
 		"unknown-key-target.yml":                    `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, url, format, pool_label, http_client, seen_as, body_size_limit`,
 		"unknown-key-tls.yml":                       `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
-		"unknown-kind.yml":                          `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres, pgbouncer or application`,
+		"unknown-kind.yml":                          `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres, pgbouncer, pgpool, pgcat, odyssey or application`,
 		"wrong-type-bool.yml":                       `testdata/bad/wrong-type-bool.yml:2: defaults.session_mode_leaks: must be true or false, not "yes"`,
 		"wrong-type-float.yml":                      `testdata/bad/wrong-type-float.yml:2: defaults.max_pools: must be an integer, not "10.5"`,
 		"wrong-type-int.yml":                        `testdata/bad/wrong-type-int.yml:3: defaults.probe_pool.max_connections: must be an integer, not "two"`,
@@ -331,7 +332,7 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	cfg, err := Load("../config.yaml.example")
 	require.NoError(t, err)
 	targets := cfg.Targets()
-	require.Len(t, targets, 3)
+	require.Len(t, targets, 4)
 
 	orders := targets[0]
 	require.Equal(t, "orders-db", orders.Name)
@@ -348,7 +349,7 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, 2*time.Minute, bouncer.LeakThreshold)
 	require.False(t, bouncer.SessionModeLeaks)
 
-	app := targets[2]
+	app := targets[3]
 	require.Equal(t, KindApplication, app.Kind)
 	require.Equal(t, "http://10.0.0.7:8080/metrics", app.URL)
 	require.Equal(t, []SeenAs{{Target: "orders-db", ApplicationName: "orders-api*", Compare: CompareAuto}}, app.SeenAs)
@@ -370,6 +371,12 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	pb := m.ProbePool
 	pb.StatementTimeout, pb.LockTimeout = 0, 0
 	require.Equal(t, pb, bouncer.ProbePool)
+
+	pgpool := targets[2]
+	require.Equal(t, KindPgpool, pgpool.Kind)
+	pp := pb
+	pp.MaxConnections = PgpoolMaxProbeConnections
+	require.Equal(t, pp, pgpool.ProbePool, "one child, whatever the default")
 }
 
 // TestLoad_RefusesAFIFOWithoutBlocking names, as password_file and as
@@ -553,7 +560,7 @@ func TestParse_ErrorsAreConfigErrorsWithLocation(t *testing.T) {
 	_, err := Parse("x.yml", []byte("targets:\n  - name: db1\n    kind: nope\n    dsn: postgres://u@h/db\n"))
 	var cerr *Error
 	require.True(t, errors.As(err, &cerr))
-	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres, pgbouncer or application`}, cerr)
+	require.Equal(t, &Error{File: "x.yml", Line: 3, Path: "targets[0].kind", Msg: `unknown kind "nope": use postgres, pgbouncer, pgpool, pgcat, odyssey or application`}, cerr)
 }
 
 func TestConfig_TargetsReturnsCopiesTheCallerMayModify(t *testing.T) {

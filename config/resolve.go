@@ -159,18 +159,26 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 
 	// Keys that only one kind of target understands, set on the target
 	// itself. (Set under defaults, they apply to the targets of that kind.)
-	if t.Kind == KindPgBouncer {
+	if t.Kind != KindPostgres {
 		if l, ok := p.at[tpath+".application_pools"]; ok {
 			return p.errorf(l.key, tpath+".application_pools", "application_pools are for postgres targets only")
 		}
 		for _, key := range []string{".probe_pool.statement_timeout", ".probe_pool.lock_timeout"} {
 			if o, ok := p.set(tpath + key); ok {
-				return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				if t.Kind == KindPgBouncer {
+					return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				}
+				return p.errorAt(o, "applies to postgres targets only")
 			}
 		}
 	}
-	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind == KindPostgres {
+	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind != KindPgBouncer {
 		return p.errorAt(o, "applies to pgbouncer targets only")
+	}
+	if t.Kind == KindPgpool {
+		if err := p.resolvePgpoolProbePool(t, tpath); err != nil {
+			return err
+		}
 	}
 
 	if err := p.checkShared(t, tpath); err != nil {
@@ -224,6 +232,24 @@ func (t *Target) derive() {
 	if t.Kind != KindPostgres {
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
+}
+
+// resolvePgpoolProbePool holds a pgpool target's probe pool to
+// PgpoolMaxProbeConnections: each connection takes one of Pgpool-II's
+// children. A larger max_connections set on the target itself is an error;
+// one inherited from defaults (meant for the other kinds) is lowered, and
+// min_connections with it.
+func (p *parser) resolvePgpoolProbePool(t *Target, tpath string) error {
+	pp := &t.ProbePool
+	if pp.MaxConnections <= PgpoolMaxProbeConnections {
+		return nil
+	}
+	if o, ok := p.set(tpath + ".probe_pool.max_connections"); ok {
+		return p.errorAt(o, "a pgpool target holds at most %d connection: each takes one of Pgpool-II's child processes (num_init_children)", PgpoolMaxProbeConnections)
+	}
+	pp.MaxConnections = PgpoolMaxProbeConnections
+	pp.MinConnections = min(pp.MinConnections, PgpoolMaxProbeConnections)
+	return nil
 }
 
 // resolveLabels removes the labels that t unsets with "".

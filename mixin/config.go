@@ -74,6 +74,12 @@ type Config struct {
 	// ForecastFor is the `for:` of PoolExhaustionForecast.
 	ForecastFor time.Duration
 
+	// TimeWeightedWindow is the rate() window of the time-weighted
+	// utilization of PgBouncer's transaction-mode databases
+	// (timeweighted.go): the mean busy fraction over that window, from
+	// SHOW STATS total_xact_time. At least two scrape intervals.
+	TimeWeightedWindow time.Duration
+
 	// ClientsWaitingFor is how long waiting clients must stay above 0.
 	ClientsWaitingFor time.Duration
 	// LeakFor is how long leaked connections must stay above 0.
@@ -136,6 +142,8 @@ func Default() Config {
 		ForecastMinRatio:  0.5,
 		ForecastFor:       15 * time.Minute,
 
+		TimeWeightedWindow: time.Minute,
+
 		ClientsWaitingFor:     5 * time.Minute,
 		LeakFor:               10 * time.Minute,
 		TargetDownFor:         5 * time.Minute,
@@ -172,6 +180,7 @@ func Short() Config {
 	c.ForecastWindow = time.Minute
 	c.ForecastHorizon = time.Minute
 	c.ForecastFor = 10 * time.Second
+	c.TimeWeightedWindow = 5 * time.Second
 	c.ClientsWaitingFor = 5 * time.Second
 	c.LeakFor = 5 * time.Second
 	c.TargetDownFor = 10 * time.Second
@@ -210,6 +219,7 @@ func (c Config) Validate() error {
 		{"ForecastWindow", c.ForecastWindow},
 		{"ForecastHorizon", c.ForecastHorizon},
 		{"ForecastFor", c.ForecastFor},
+		{"TimeWeightedWindow", c.TimeWeightedWindow},
 		{"ClientsWaitingFor", c.ClientsWaitingFor},
 		{"LeakFor", c.LeakFor},
 		{"TargetDownFor", c.TargetDownFor},

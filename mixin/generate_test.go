@@ -94,6 +94,7 @@ func TestFiles_ListsRulesAndThreeDashboards(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
+		"alerts/poolwatch-time-weighted.rules.yml",
 		"alerts/poolwatch.rules.yml",
 		"dashboards/poolwatch-overview.json",
 		"dashboards/poolwatch-pool-detail.json",

@@ -43,6 +43,7 @@ const (
 	QueryShowClients   = "show_clients"
 	QueryShowServers   = "show_servers"
 	QueryShowVersion   = "show_version"
+	QueryShowMem       = "show_mem"
 	QueryActivity      = "activity"
 )
 
@@ -63,7 +64,12 @@ func Queries(kind config.Kind) []string {
 	switch kind {
 	case config.KindPgBouncer:
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
-			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+			QueryShowLists, QueryShowStats, QueryShowMem, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	case config.KindPgpool:
+		return []string{QueryConnect, QueryShowPoolVersion, QueryPgpoolShow, QueryShowPoolProcesses, QueryShowPoolPools,
+			QueryShowPoolNodes, QueryActivity, QueryRound}
+	case config.KindPgCat, config.KindOdyssey:
+		return consoleQueries()
 	case config.KindApplication:
 		return []string{QueryHTTP, QueryParse, QueryRound}
 	}
@@ -126,6 +132,10 @@ func New(t config.Target) (Scraper, error) {
 		return newPgBouncer(t), nil
 	case config.KindPostgres:
 		return newPostgres(t), nil
+	case config.KindPgpool:
+		return newPgpool(t), nil
+	case config.KindPgCat, config.KindOdyssey:
+		return newConsole(t), nil
 	case config.KindApplication:
 		return newApplication(t)
 	default:
@@ -178,13 +188,48 @@ type Pool struct {
 	Leaked            float64
 	OldestLeakSeconds float64
 	// NoLeakDetection is set where poolwatch cannot see leaks (an
-	// application's own pool, which reports no such thing): Leaked and
-	// OldestLeakSeconds are then absent, not 0.
+	// application's own pool, which reports no such thing; a PgCat or
+	// Odyssey pool, whose console does not show idle transactions): Leaked
+	// and OldestLeakSeconds are then absent, not 0.
 	NoLeakDetection bool
 	// AcquireTimeouts counts, since the application started, the requests
 	// for a connection that timed out or were refused (application pools
 	// that report it); absent elsewhere.
 	AcquireTimeouts Optional
+	// States counts the pool's connections by state as the pooler reports
+	// them (PgBouncer's cl_* and sv_* columns, Pgpool-II's child states), in
+	// a fixed order per kind; a state the pooler does not report is left
+	// out, never 0. nil where the kind reports no states.
+	States []StateCount
+}
+
+// Sides of a StateCount.
+const (
+	SideClient = "client"
+	SideServer = "server"
+)
+
+// StateCount is the number of a pool's connections on one side (SideClient
+// or SideServer) in one state ("active", "waiting", "idle"...).
+type StateCount struct {
+	Side, State string
+	Count       float64
+}
+
+// ListCount is one row of PgBouncer's SHOW LISTS: the number of items in
+// one of its internal lists (used_clients, free_servers...).
+type ListCount struct {
+	List  string
+	Items float64
+}
+
+// MemoryCache is one row of PgBouncer's SHOW MEM: a slab cache of fixed-size
+// objects. A value the console does not report is absent.
+type MemoryCache struct {
+	Name string
+	// ObjectBytes is the size of one object; Used and Free count objects;
+	// TotalBytes is the memory the cache holds.
+	ObjectBytes, Used, Free, TotalBytes Optional
 }
 
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
@@ -200,6 +245,27 @@ type DatabaseStats struct {
 	Transactions      float64
 	Queries           float64
 	ClientWaitSeconds float64
+	// The other counters of SHOW STATS, absent where this version has no
+	// such column: total_xact_time and total_query_time (µs, here
+	// seconds), total_received and total_sent (bytes),
+	// total_server_assignment_count (1.23+), total_client_parse_count,
+	// total_server_parse_count and total_bind_count (1.21+).
+	TransactionSeconds, QuerySeconds  Optional
+	ReceivedBytes, SentBytes          Optional
+	ServerAssignments                 Optional
+	ClientParses, ServerParses, Binds Optional
+}
+
+// BackendNode is one of Pgpool-II's backend nodes.
+type BackendNode struct {
+	// Name is "node" + node_id, the name of the node's pool.
+	Name string
+	// Address is hostname:port; Status Pgpool-II's status of the node (up,
+	// waiting, down, unused, quarantine); Role its role (primary, standby,
+	// main, replica).
+	Address, Status, Role string
+	// Up reports whether Pgpool-II uses the node: status up or waiting.
+	Up bool
 }
 
 // QueryError is one failed query of a round.
@@ -242,6 +308,13 @@ type Result struct {
 	// Databases and Stats are pgbouncer only, sorted by database name.
 	Databases []DatabaseState
 	Stats     []DatabaseStats
+	// Lists and Memory are PgBouncer's SHOW LISTS and SHOW MEM, in its
+	// order; nil on other kinds or when the command failed.
+	Lists  []ListCount
+	Memory []MemoryCache
+	// Nodes are Pgpool-II's backend nodes (SHOW POOL_NODES), sorted by
+	// Name; nil on other kinds or when the command failed.
+	Nodes []BackendNode
 	// Leaks are the current leaks, oldest first, at most MaxLeaks.
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.
