@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -56,26 +58,28 @@ func alertsWhenNotScraped(groups []RuleGroup) bool {
 }
 
 // RenderJsonnetSource renders the generated JSON of one variant: its
-// configuration values, the rule groups (as the rule file holds them) and
-// the dashboards keyed by file name.
+// configuration values, the rule groups (as the rule files hold them, file
+// by file in path order) and the dashboards keyed by file name.
 func RenderJsonnetSource(c Config, variant string) ([]byte, error) {
-	rules, err := RenderRules(c, variant)
+	files, err := Files(c, variant)
 	if err != nil {
-		return nil, fmt.Errorf("render rules: %w", err)
+		return nil, err
 	}
-	var file struct {
-		Groups []any `yaml:"groups"`
-	}
-	if err := yaml.Unmarshal(rules, &file); err != nil {
-		return nil, fmt.Errorf("read back the rules: %w", err)
-	}
-	dashboards, err := RenderDashboards(c)
-	if err != nil {
-		return nil, fmt.Errorf("render dashboards: %w", err)
-	}
-	byName := make(map[string]json.RawMessage, len(dashboards))
-	for p, b := range dashboards {
-		byName[path.Base(p)] = json.RawMessage(b)
+	var groups []any
+	byName := map[string]json.RawMessage{}
+	for _, p := range slices.Sorted(maps.Keys(files)) {
+		switch {
+		case IsRuleFile(p):
+			var file struct {
+				Groups []any `yaml:"groups"`
+			}
+			if err := yaml.Unmarshal(files[p], &file); err != nil {
+				return nil, fmt.Errorf("read back %s: %w", p, err)
+			}
+			groups = append(groups, file.Groups...)
+		case path.Dir(p) == "dashboards":
+			byName[path.Base(p)] = json.RawMessage(files[p])
+		}
 	}
 	src := struct {
 		Comment    string                     `json:"_comment"`
@@ -90,7 +94,7 @@ func RenderJsonnetSource(c Config, variant string) ([]byte, error) {
 			DashboardRefresh: c.DashboardRefresh, DashboardTimeFrom: c.DashboardTimeFrom,
 			AlertWhenNotScraped: alertsWhenNotScraped(Rules(c)),
 		},
-		Groups:     file.Groups,
+		Groups:     groups,
 		Dashboards: byName,
 	}
 	var buf bytes.Buffer

@@ -101,10 +101,10 @@ func fromGo(t *testing.T, c mixin.Config, variant string) rendered {
 	t.Helper()
 	files, err := mixin.Files(c, variant)
 	require.NoError(t, err)
-	out := rendered{Dashboards: map[string]any{}}
+	out := rendered{Dashboards: map[string]any{}, Groups: []any{}}
 	for p, b := range files {
-		if p == mixin.RulesFile {
-			out.Groups = parseRules(t, b)
+		if mixin.IsRuleFile(p) {
+			out.Groups = sortGroups(append(out.Groups, parseRules(t, b)...))
 			continue
 		}
 		var d any
@@ -114,12 +114,18 @@ func fromGo(t *testing.T, c mixin.Config, variant string) rendered {
 	return out
 }
 
-// shipped reads the committed alerts/poolwatch.rules.yml and dashboards/.
+// shipped reads the committed alerts/*.rules.yml and dashboards/.
 func shipped(t *testing.T) rendered {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, filepath.FromSlash(mixin.RulesFile)))
+	out := rendered{Groups: []any{}, Dashboards: map[string]any{}}
+	ruleFiles, err := filepath.Glob(filepath.Join(repoRoot, "alerts", "*.rules.yml"))
 	require.NoError(t, err)
-	out := rendered{Groups: parseRules(t, b), Dashboards: map[string]any{}}
+	require.NotEmpty(t, ruleFiles)
+	for _, p := range ruleFiles {
+		b, err := os.ReadFile(p) //nolint:gosec // a file of the repository
+		require.NoError(t, err)
+		out.Groups = sortGroups(append(out.Groups, parseRules(t, b)...))
+	}
 	paths, err := filepath.Glob(filepath.Join(repoRoot, "dashboards", "*.json"))
 	require.NoError(t, err)
 	require.Len(t, paths, 3)
@@ -272,4 +278,30 @@ func TestMixin_GeneratedJSONIsUpToDate(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got), "%s: run make mixin", p)
 	}
+}
+
+// The example of mixin/README.md evaluates, imported as jsonnet-bundler
+// vendors the mixin (github.com/poolwatch/poolwatch/mixin/...).
+func TestMixin_TheREADMEExampleRenders(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "mixin", "README.md"))
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(b), "```jsonnet\n")
+	require.True(t, ok, "mixin/README.md has no jsonnet example")
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+
+	vendor := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(vendor, "github.com", "poolwatch"), 0o750))
+	root, err := filepath.Abs(repoRoot)
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(root, filepath.Join(vendor, "github.com", "poolwatch", "poolwatch")))
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{vendor}})
+	out, err := vm.EvaluateAnonymousSnippet("README.jsonnet", example)
+	require.NoError(t, err)
+	var files map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &files))
+	require.Contains(t, files, "poolwatch.rules.yml")
+	require.Contains(t, files["poolwatch.rules.yml"], `"team": "dba"`)
+	require.Contains(t, files, "dba-overview.json")
 }
