@@ -177,3 +177,9 @@ func TestTargets_RoundThatReadNothingStillReportsUpAndErrors(t *testing.T) {
 	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))
 	require.Contains(t, string(out), `poolwatch_target_scrape_errors_total{query="round",target="x"} 1`)
 }
+
+func TestAddressProbes_MatchGolden(t *testing.T) {
+	c := NewAddressProbes(scrape.AddressProbes{Pools: 3, MaxPools: 100,
+		Refused: map[string]uint64{"not_allowed": 2, "invalid": 0, "max_targets": 5}})
+	compareGolden(t, c, "address_probes.prom")
+}

@@ -5,10 +5,11 @@
 // offending key on one line (see Error). A *Config can only be obtained from
 // Load or Parse, so holding one means the configuration passed validation.
 //
-// The file has two top-level keys, defaults and targets. Every key under
-// defaults can be overridden per target; mappings (labels, tls, probe_pool)
-// merge key by key. config.yaml.example at the top of the repository
-// documents every key and its default.
+// The file has four top-level keys: defaults and targets; auth_modules and
+// probe, for /probe by address (probe.go). Every key under defaults can be
+// overridden per target; mappings (labels, tls, probe_pool) merge key by
+// key. config.yaml.example at the top of the repository documents every key
+// and its default.
 //
 // # How a setting is declared
 //
@@ -143,6 +144,11 @@ const ServerPoolName = "server"
 type Config struct {
 	targets []Target
 	index   map[string]int
+	// defaults are the defaults as written, the base of AddressTarget;
+	// modules and probe configure probes by address (probe.go).
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 // Load reads the file at path and parses it with Parse. Relative file paths
@@ -163,11 +169,12 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
-	targets, err := newParser(filename).parse(data)
+	p := newParser(filename)
+	targets, err := p.parse(data)
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{targets: targets, index: make(map[string]int, len(targets))}
+	c := &Config{targets: targets, index: make(map[string]int, len(targets)), defaults: p.defaults, modules: p.modules, probe: p.probe}
 	for i, t := range targets {
 		c.index[t.Name] = i
 	}

@@ -94,7 +94,16 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 	if err := p.checkShared(&base, "defaults"); err != nil {
 		return nil, err
 	}
-	if len(targets) == 0 {
+	p.defaults = base.clone()
+	if err := p.resolveProbes(); err != nil {
+		return nil, err
+	}
+	// A configuration for probes by address only needs no target.
+	switch {
+	case len(targets) > 0 || p.probe.Enabled() && len(p.modules) > 0:
+	case p.probe.Enabled() || len(p.modules) > 0:
+		return nil, p.errorf(targetsLine, "targets", "at least one target is required, unless auth_modules and probe.allowed_targets are both set for probes by address")
+	default:
 		return nil, p.errorf(targetsLine, "targets", "at least one target is required")
 	}
 	names := map[string]int{}
@@ -199,6 +208,17 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		}
 	}
 
+	t.derive()
+	return nil
+}
+
+// derive fills in what a server target's settings derive from others: it
+// drops labels given the empty value, clears session_mode_leaks on a
+// postgres target and the application keys, sets the probe pool's timeouts
+// left at zero from the scrape timeout, and clears the session timeouts of
+// a kind that does not take them. Configured targets and targets probed by
+// address (AddressTarget) go through it alike.
+func (t *Target) derive() {
 	resolveLabels(t)
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
 	t.Format, t.BodySizeLimit = "", 0
@@ -215,7 +235,6 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	if t.Kind != KindPostgres {
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
-	return nil
 }
 
 // resolvePgpoolProbePool holds a pgpool target's probe pool to

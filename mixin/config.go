@@ -157,6 +157,10 @@ type Config struct {
 	DashboardRefresh string
 	// DashboardTimeFrom is the default time range start, e.g. "now-6h".
 	DashboardTimeFrom string
+	// DashboardTopK is how many series the overview's time series panels
+	// draw at each moment (topk), the highest, so that a fleet of pools
+	// stays readable.
+	DashboardTopK int
 	// DashboardUIDPrefix prefixes every dashboard uid.
 	DashboardUIDPrefix string
 	// Dashboard uids, without prefix; stable across renders.
@@ -213,6 +217,7 @@ func Default() Config {
 		DashboardTags:      []string{"poolwatch"},
 		DashboardRefresh:   "30s",
 		DashboardTimeFrom:  "now-6h",
+		DashboardTopK:      10,
 		DashboardUIDPrefix: "poolwatch-",
 		OverviewUID:        "overview",
 		DetailUID:          "pool-detail",
@@ -350,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.DashboardTags) == 0 {
 		return errors.New("mixin config: DashboardTags is empty")
+	}
+	if c.DashboardTopK <= 0 {
+		return fmt.Errorf("mixin config: DashboardTopK must be positive, is %d", c.DashboardTopK)
 	}
 	return nil
 }

@@ -594,6 +594,7 @@ func (p *Pool) wrapAcquireErr(ctx context.Context, err error) error {
 	if err == nil {
 		err = ctx.Err()
 	}
+	err = explain(p.opts.Kind, err)
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		return fmt.Errorf("probe pool %q: acquire: %w (%w)", p.opts.Target, ctxErr, config.RedactError(err))
 	}

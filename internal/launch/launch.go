@@ -72,6 +72,10 @@ type Dependency struct {
 	Probe []string
 	// Apt lists the Debian packages that provide everything above.
 	Apt []string
+	// GoInstall, for a tool Debian does not package, is the argument of
+	// the `go install` that provides it (module path@version); make deps
+	// runs it.
+	GoInstall string
 }
 
 // Dependencies returns every dependency known to launch, in a fixed order.
@@ -93,6 +97,7 @@ func Dependencies() []Dependency {
 		// npm, which conflicts with NodeSource's: make deps installs npm
 		// only when there is no npm binary.
 		{Name: "node", Binaries: []string{"node", "npm"}, Apt: []string{"nodejs", "npm"}},
+		{Name: "helm", Binaries: []string{"helm"}, GoInstall: "helm.sh/helm/v3/cmd/helm@v3.22.0"},
 	}
 }
 
@@ -138,6 +143,9 @@ func (d Dependency) Check() error {
 	if len(missing) == 0 {
 		return nil
 	}
+	if d.GoInstall != "" {
+		return fmt.Errorf("%s is %w (%s; go install %s)", d.Name, ErrNotInstalled, strings.Join(missing, "; "), d.GoInstall)
+	}
 	return fmt.Errorf("%s is %w (%s; apt package %s)", d.Name, ErrNotInstalled, strings.Join(missing, "; "), strings.Join(d.Apt, " "))
 }
 
@@ -175,6 +183,15 @@ func LookPath(name string) (string, error) {
 		candidates = []string{"prometheus-alertmanager", "alertmanager", "/usr/bin/prometheus-alertmanager"}
 	case "python3":
 		candidates = []string{"/usr/bin/python3", "python3"}
+	case "helm":
+		// go install puts it in GOBIN, or GOPATH/bin, which need not be on
+		// PATH.
+		candidates = []string{"helm"}
+		for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(os.Getenv("GOPATH"), "bin"), filepath.Join(os.Getenv("HOME"), "go", "bin")} {
+			if filepath.IsAbs(dir) {
+				candidates = append(candidates, filepath.Join(dir, "helm"))
+			}
+		}
 	default:
 		candidates = []string{name}
 	}

@@ -4,8 +4,9 @@
 //	go run ./mixin/cmd/mixin -out .                  # the shipped files (make mixin)
 //	go run ./mixin/cmd/mixin -variant short -out DIR # short durations, for e2e and demo
 //
-// It writes DIR/alerts/poolwatch.rules.yml, DIR/dashboards/*.json and
-// DIR/alertmanager.yml.example.
+// It writes DIR/alerts/*.rules.yml, DIR/dashboards/*.json and
+// DIR/alertmanager.yml.example; the default variant also
+// DIR/mixin/generated/*.json, which mixin.libsonnet imports.
 package main
 
 import (
@@ -38,6 +39,10 @@ func run(args []string) error {
 		return err
 	}
 	files, err := mixin.Files(cfg, *variant)
+	if *variant == "default" {
+		// The shipped files: the jsonnet mixin's generated JSON too.
+		files, err = mixin.ShippedFiles()
+	}
 	if err != nil {
 		return err
 	}
