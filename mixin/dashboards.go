@@ -487,7 +487,7 @@ func overview(c Config) Dashboard {
 		),
 		section("PgBouncer"),
 		row(8,
-			timeseries("PgBouncer client wait time", fmt.Sprintf("Seconds clients spent waiting for a server connection, per second, per PgBouncer database (SHOW STATS total_wait_time): shows waiting that happens between scrapes. The %d highest at each moment.", c.DashboardTopK), "s",
+			timeseries("PgBouncer client wait time", fmt.Sprintf("Seconds clients spent waiting for a server connection, per second, per PgBouncer database (SHOW STATS total_wait_time). PgBouncer credits it only when a waiting client is finally served, so it lags live queueing: the waiting-clients and max-wait panels show queueing as it happens. The %d highest at each moment.", c.DashboardTopK), "s",
 				rangeQuery(topk(c, rate("poolwatch_pgbouncer_client_wait_seconds_total", m)), "{{target}} {{database}}")),
 			timeseries("PgBouncer transactions", fmt.Sprintf("Transactions per second, per PgBouncer database (SHOW STATS total_xact_count): the %d busiest at each moment.", c.DashboardTopK), "ops",
 				rangeQuery(topk(c, rate("poolwatch_pgbouncer_transactions_total", m)), "{{target}} {{database}}")),
