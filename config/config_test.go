@@ -120,6 +120,10 @@ func badConfigs() map[string]string {
 		"probe-min-greater-than-max.yml":           `testdata/bad/probe-min-greater-than-max.yml:3: defaults.probe_pool.min_connections: 4 is greater than max_connections 2 (defaults.probe_pool.max_connections, line 4)`,
 		"root-not-mapping.yml":                     `testdata/bad/root-not-mapping.yml:1: (root): the configuration must be a mapping with the keys defaults and targets, not a list`,
 		"scrape-timeout-below-connect-timeout.yml": `testdata/bad/scrape-timeout-below-connect-timeout.yml:8: targets[0].scrape_timeout: 2s is shorter than probe_pool.connect_timeout 3s (defaults.probe_pool.connect_timeout, line 3)`,
+		"log-query-text-on-pgbouncer.yml":          `testdata/bad/log-query-text-on-pgbouncer.yml:5: targets[0].log_query_text: applies to postgres targets only: only they log a leaked connection's query`,
+		"pinned-pools-not-a-list.yml":              `testdata/bad/pinned-pools-not-a-list.yml:2: defaults.pinned_pools: must be a list, not a scalar`,
+		"pinned-pools-empty-glob.yml":              `testdata/bad/pinned-pools-empty-glob.yml:7: targets[0].pinned_pools[1]: must not be empty`,
+		"pinned-pools-mapping-item.yml":            `testdata/bad/pinned-pools-mapping-item.yml:6: targets[0].pinned_pools[0]: a pool glob must be a single value, not a mapping`,
 		"session-mode-leaks-on-postgres.yml":       `testdata/bad/session-mode-leaks-on-postgres.yml:5: targets[0].session_mode_leaks: applies to pgbouncer targets only`,
 		"statement-timeout-on-pgbouncer.yml":       `testdata/bad/statement-timeout-on-pgbouncer.yml:6: targets[0].probe_pool.statement_timeout: applies to postgres targets only: the PgBouncer console rejects it`,
 		"statement-timeout-sub-millisecond.yml":    `testdata/bad/statement-timeout-sub-millisecond.yml:3: defaults.probe_pool.statement_timeout: must be a whole number of milliseconds, got 1500us`,
@@ -139,10 +143,10 @@ func badConfigs() map[string]string {
 		"tls-file-missing.yml":                     `testdata/bad/tls-file-missing.yml:3: defaults.tls.ca_file: cannot read file: open testdata/bad/tls/missing-ca.pem: no such file or directory`,
 		"tls-with-sslmode-disable.yml":             `testdata/bad/tls-with-sslmode-disable.yml:4: targets[0].dsn: tls.ca_file is set (targets[0].tls.ca_file, line 6) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value`,
 		"unknown-key-application-pool.yml":         `testdata/bad/unknown-key-application-pool.yml:8: targets[0].application_pools[0].max_size: unknown key; valid keys here: name, application_name, user, database, min_connections, max_connections`,
-		"unknown-key-defaults.yml":                 `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"unknown-key-defaults.yml":                 `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, pinned_pools, log_query_text, labels, tls, probe_pool`,
 		"unknown-key-probe-pool.yml":               `testdata/bad/unknown-key-probe-pool.yml:4: defaults.probe_pool.max_conns: unknown key; valid keys here: min_connections, max_connections, connect_timeout, health_check_timeout, acquire_retries, retry_backoff, leak_threshold, idle_close, statement_timeout, lock_timeout`,
 		"unknown-key-root.yml":                     `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets`,
-		"unknown-key-target.yml":                   `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool`,
+		"unknown-key-target.yml":                   `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, pinned_pools, log_query_text, labels, tls, probe_pool`,
 		"unknown-key-tls.yml":                      `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
 		"unknown-kind.yml":                         `testdata/bad/unknown-kind.yml:3: targets[0].kind: unknown kind "mysql": use postgres or pgbouncer`,
 		"wrong-type-bool.yml":                      `testdata/bad/wrong-type-bool.yml:2: defaults.session_mode_leaks: must be true or false, not "yes"`,
@@ -232,6 +236,8 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			LeakThreshold:     3 * time.Minute,
 			SessionModeLeaks:  false, // postgres: always false
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
+			LogQueryText:      true,
 			TLS: TLSFiles{
 				CAFile:   "testdata/good/tls/ca.pem",
 				CertFile: "testdata/good/tls/client.pem",
@@ -265,6 +271,7 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			LeakThreshold:     2 * time.Minute,
 			SessionModeLeaks:  true,
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
 			TLS:               TLSFiles{CAFile: "testdata/good/tls/ca.pem"},
 			ProbePool: ProbePool{
 				MinConnections:     1,
@@ -288,6 +295,7 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			MinScrapeInterval: 0,
 			LeakThreshold:     3 * time.Minute,
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
 			TLS:               TLSFiles{}, // the default ca_file unset with ""
 			ProbePool: ProbePool{
 				MinConnections:     1,
@@ -632,5 +640,5 @@ func TestTarget_EqualComparesEveryField(t *testing.T) {
 		mutations++
 	}
 	walk(nil, "Target")
-	require.Equal(t, 31, mutations, "fields of Target (with ApplicationPool and ProbePool) changed")
+	require.Equal(t, 34, mutations, "fields of Target (with ApplicationPool and ProbePool) changed")
 }

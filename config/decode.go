@@ -248,6 +248,8 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 			v.SetMapIndex(reflect.ValueOf(key), e)
 			return err
 		})
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		return p.scalars(v, n, line, path, tag)
 	case v.Kind() == reflect.Slice:
 		v.SetLen(0)
 		return p.list(n, line, path, tag.Get("item"), func(item *yaml.Node, iline int, ipath string) error {
@@ -312,6 +314,33 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 		v.SetInt(i)
 	default:
 		return p.errorf(line, path, "internal error: cannot decode into %s", v.Type())
+	}
+	return nil
+}
+
+// scalars decodes the list n (null is empty) of single values into the
+// string slice v, each item checked by the field's rules.
+func (p *parser) scalars(v reflect.Value, n *yaml.Node, line int, path string, tag reflect.StructTag) error {
+	v.SetLen(0)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return p.errorf(line, path, "must be a list, not %s", kindName(n))
+	}
+	for i, in := range n.Content {
+		item, ipath := deref(in), joinIndex(path, i)
+		switch {
+		case item == nil:
+			return p.errorf(in.Line, path, "unsupported YAML value")
+		case item.Kind != yaml.ScalarNode || isNull(item):
+			return p.errorf(in.Line, ipath, "%s must be a single value, not %s", tag.Get("item"), kindName(item))
+		}
+		e := reflect.New(v.Type().Elem()).Elem()
+		if err := p.value(e, item, in.Line, ipath, tag); err != nil {
+			return err
+		}
+		v.Set(reflect.Append(v, e))
 	}
 	return nil
 }

@@ -143,6 +143,9 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind == KindPostgres {
 		return p.errorAt(o, "applies to pgbouncer targets only")
 	}
+	if o, ok := p.set(tpath + ".log_query_text"); ok && t.Kind != KindPostgres {
+		return p.errorAt(o, "applies to postgres targets only: only they log a leaked connection's query")
+	}
 
 	if err := p.checkShared(t, tpath); err != nil {
 		return err
@@ -174,6 +177,7 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		}
 	}
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
+	t.LogQueryText = t.LogQueryText && t.Kind == KindPostgres
 	pp := &t.ProbePool
 	if pp.ConnectTimeout == 0 {
 		pp.ConnectTimeout = min(maxDefaultConnectTimeout, t.ScrapeTimeout)
