@@ -49,7 +49,7 @@ func (c *Targets) Collect(ch chan<- prometheus.Metric) {
 // targetDescs are the descriptors of one target's series. The static labels
 // are constant labels, so they differ between targets.
 type targetDescs struct {
-	up, duration, info, errors, dropped                              *prometheus.Desc
+	up, duration, info, errors, dropped, refused                     *prometheus.Desc
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
@@ -69,6 +69,7 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		info:     nd("target_info", "Always 1; the kind and server version of the target.", []string{"target", "kind", "version"}),
 		errors:   nd("target_scrape_errors_total", "Failed queries against the target, by query.", []string{"target", "query"}),
 		dropped:  nd("target_pools_dropped", "Pools of the target not exported because of max_pools.", tl),
+		refused:  nd("target_connection_refused", "1 when the target refused the agent a connection for lack of slots this scrape, by reason; else 0.", []string{"target", "reason"}),
 
 		min:      nd("pool_min_connections", "The pool's floor: PgBouncer min_pool_size, or the declared minimum. Absent where there is none.", pl),
 		max:      nd("pool_max_connections", "The pool's ceiling: PgBouncer pool_size, the server's usable slots, or the declared maximum. Absent when unlimited.", pl),
@@ -120,6 +121,10 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.info, 1, name, kind, r.Version)
 	}
 	gauge(ch, d.dropped, float64(r.PoolsDropped), name)
+	refused := r.Refused()
+	for _, reason := range scrape.RefusalReasons(r.Kind) {
+		gauge(ch, d.refused, boolValue(reason == refused), name, reason)
+	}
 	for _, p := range r.Pools {
 		optionalGauge(ch, d.min, p.Min, name, p.Name)
 		optionalGauge(ch, d.max, p.Max, name, p.Name)

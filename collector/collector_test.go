@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
@@ -73,6 +75,19 @@ func downTarget() *scrape.Result {
 	}
 }
 
+// refusedTarget is a round whose connect PostgreSQL refused for lack of
+// slots: up 0, no pool series, and the refusal by its reason.
+func refusedTarget() *scrape.Result {
+	return &scrape.Result{
+		Target:   "full-db",
+		Kind:     "postgres",
+		Duration: 40 * time.Millisecond,
+		Errors: []scrape.QueryError{{Query: "connect", Err: fmt.Errorf("probe pool \"full-db\": acquire: %w",
+			&pgconn.PgError{Severity: "FATAL", Code: "53300", Message: "remaining connection slots are reserved for non-replication superuser connections"})}},
+		ScrapeErrors: map[string]float64{"activity": 0, "connect": 1, "round": 0},
+	}
+}
+
 func compareGolden(t *testing.T, c prometheus.Collector, name string) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
@@ -109,6 +124,12 @@ func TestTargets_DownTargetHasUpZeroAndNoPoolSeries(t *testing.T) {
 	c := NewTargets([]*scrape.Result{downTarget()})
 	compareGolden(t, c, "down.prom")
 	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_open_connections"))
+}
+
+func TestTargets_RefusedConnectReadsOneWithItsReasonAndNoPoolSeries(t *testing.T) {
+	c := NewTargets([]*scrape.Result{refusedTarget()})
+	compareGolden(t, c, "refused.prom")
+	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_in_use_connections"), "never an invented in-use count")
 }
 
 func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {

@@ -543,7 +543,7 @@ func (r *bouncerRound) result() *Result {
 	}
 	sort.Slice(res.Databases, func(i, j int) bool { return res.Databases[i].Name < res.Databases[j].Name })
 
-	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, PoolClients)
-	res.Stats = r.stats
+	res.Pools, res.PoolsDropped = capPools(pools, &r.cfg, PoolClients)
+	res.Databases, res.Stats = capDatabases(res.Databases, r.stats, res.Pools, r.cfg.MaxPools)
 	return res
 }
