@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ type Agent struct {
 	// mutex-guarded fields.
 	targets map[string]*targetState
 	order   []string
+	// longest is the largest scrape_timeout of targets. Guarded by mu.
+	longest time.Duration
 
 	// closing counts pools of removed targets still closing.
 	closing sync.WaitGroup
@@ -102,9 +105,15 @@ func (a *Agent) Apply(cfg *config.Config) error {
 		next[t.Name] = st
 	}
 
+	var longest time.Duration
+	for _, st := range next {
+		longest = max(longest, st.cfg.ScrapeTimeout)
+	}
+
 	a.mu.Lock()
 	a.targets = next
 	a.order = order
+	a.longest = longest
 	for name, st := range old {
 		if next[name] != st {
 			st.retired.Store(true)
@@ -115,13 +124,16 @@ func (a *Agent) Apply(cfg *config.Config) error {
 	// Removed and changed targets' pools close in the background: their
 	// rounds' results are thrown away, and a hung round must not hold up
 	// the reload. Close waits for them.
+	var retired sync.WaitGroup
 	for name, st := range old {
 		if next[name] == st {
 			continue
 		}
 		a.closing.Add(1)
+		retired.Add(1)
 		go func() {
 			defer a.closing.Done()
+			defer retired.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
 			defer cancel()
 			if err := st.pool.Close(ctx); err != nil {
@@ -129,7 +141,28 @@ func (a *Agent) Apply(cfg *config.Config) error {
 			}
 		}()
 	}
+	if len(old) > len(next) {
+		// Fewer targets than before: once the retired pools are closed,
+		// hand the memory they held back to the operating system now
+		// rather than over the runtime's next minutes, so that a fleet
+		// that shrinks shows it in its RSS.
+		a.closing.Add(1)
+		go func() {
+			defer a.closing.Done()
+			retired.Wait()
+			debug.FreeOSMemory()
+		}()
+	}
 	return nil
+}
+
+// LongestScrapeTimeout returns the largest scrape_timeout of the
+// configured targets (0 when there are none): the longest a request for
+// fresh data can legitimately wait.
+func (a *Agent) LongestScrapeTimeout() time.Duration {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.longest
 }
 
 // Names returns the configured target names in config order.
@@ -151,11 +184,15 @@ func (a *Agent) Has(name string) bool {
 // returns their results in the order of names. Unknown names are skipped.
 // The results are shared with other requests: do not modify them.
 //
-// Each target's round is bounded by its scrape_timeout and by ctx's
-// deadline. A request that arrives while a round of the same target is in
-// flight joins it; the round keeps its first deadline. With
-// min_scrape_interval > 0, a round younger than that is served again. If ctx
-// ends before a round does, that target's result is a failure.
+// Each target's round is bounded by the target's scrape_timeout only,
+// never by a request: a request that arrives while a round of the same
+// target is in flight joins it, and no request can cut a round short (so
+// no request can make the agent drop its connection and dial again). With
+// min_scrape_interval > 0, a round younger than that is served again. ctx
+// bounds how long this request waits: a target whose round has not ended
+// when ctx does is down for this request only (RequestBudgetError, under
+// query "round"); its round goes on, and is counted, logged and served to
+// the requests that wait for it or come after.
 //
 // A reload (Apply) that changes or removes a target while its round runs
 // may close the pool under the round. A round that fails on a target
@@ -283,6 +320,27 @@ type targetState struct {
 	// limited is true while the postgres role cannot see other roles'
 	// backends.
 	limited bool
+	// failures is the rate limit of the target's failure lines.
+	failures failureLog
+}
+
+// FailureLogInterval is how often a target that keeps failing the same way
+// is logged again: a failed round is logged when the set of queries that
+// failed differs from the last line's, or when this long has passed since
+// it; the line then says how many failed rounds went unlogged. So a
+// thousand targets down log a thousand lines per interval, not per scrape.
+const FailureLogInterval = 5 * time.Minute
+
+// failureLog is one target's failure-line state. Only the round in flight
+// uses it (see targetState).
+type failureLog struct {
+	// queries names the failed queries of the last line logged, "" when the
+	// target is up (or was never logged failing).
+	queries string
+	// at is when the last line was logged.
+	at time.Time
+	// suppressed counts the failed rounds not logged since then.
+	suppressed int
 }
 
 type round struct {
@@ -335,29 +393,49 @@ func (s *targetState) scrape(ctx context.Context) *scrape.Result {
 	}
 	r := s.inflight
 	if r == nil {
+		// The target's own budget, whatever the request's: a round cut
+		// short by one request would fail for every request that joined
+		// it, and destroy the connection it was using.
 		deadline := time.Now().Add(s.cfg.ScrapeTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
 		r = &round{done: make(chan struct{})}
 		s.inflight = r
 		go s.run(r, deadline) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
 	}
 	s.mu.Unlock()
 
+	waitStart := s.now()
 	select {
 	case <-r.done:
 		return r.out
 	case <-ctx.Done():
-		return s.abandoned(ctx.Err())
+		return s.abandoned(ctx.Err(), waitStart)
 	}
 }
 
+// RequestBudgetError is the error of a target whose round had not ended
+// when the request waiting for it gave up (its context ended: Prometheus'
+// X-Prometheus-Scrape-Timeout-Seconds minus --scrape.timeout-offset, or the
+// client went away). It concerns that request only.
+type RequestBudgetError struct {
+	// Waited is how long the request waited for the round.
+	Waited time.Duration
+	Err    error
+}
+
+func (e *RequestBudgetError) Error() string {
+	return fmt.Sprintf("the request's time budget ended after %v, before the target's round (which goes on): %v", e.Waited.Round(time.Millisecond), e.Err)
+}
+
+func (e *RequestBudgetError) Unwrap() error { return e.Err }
+
 // abandoned is the result for a caller whose context ended before the
-// round it joined.
-func (s *targetState) abandoned(err error) *scrape.Result {
-	res := scrape.Failed(s.cfg, err)
-	res.Start = s.now()
+// round it joined: the target down for this caller only. It is neither
+// counted in the target's error counters nor logged (the round's own
+// outcome is), so that no request can inflate either.
+func (s *targetState) abandoned(err error, waitStart time.Time) *scrape.Result {
+	waited := s.now().Sub(waitStart)
+	res := scrape.Failed(s.cfg, &RequestBudgetError{Waited: waited, Err: err})
+	res.Start, res.Duration = waitStart, waited
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
@@ -401,17 +479,42 @@ func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 	return res
 }
 
-// logRound logs a failed round (one line), each new leak once, and the
+// logFailure logs a failed round in one line, rate-limited per target
+// (FailureLogInterval), and the first successful round after a logged
+// failure.
+func (s *targetState) logFailure(res *scrape.Result) {
+	f := &s.failures
+	if len(res.Errors) == 0 {
+		if f.queries != "" {
+			level.Info(s.logger).Log("msg", "target scrape succeeded again", "unlogged_failed_scrapes", f.suppressed)
+		}
+		*f = failureLog{}
+		return
+	}
+	names := make([]string, 0, len(res.Errors))
+	msgs := make([]string, 0, len(res.Errors))
+	for _, e := range res.Errors {
+		names = append(names, e.Query)
+		msgs = append(msgs, e.Query+": "+e.Err.Error())
+	}
+	queries, now := strings.Join(names, ","), s.now()
+	if queries == f.queries && now.Sub(f.at) < FailureLogInterval {
+		f.suppressed++
+		return
+	}
+	kv := []any{"msg", "target scrape failed", "err", strings.Join(msgs, "; ")}
+	if f.suppressed > 0 {
+		kv = append(kv, "unlogged_failed_scrapes", f.suppressed)
+	}
+	level.Warn(s.logger).Log(kv...)
+	*f = failureLog{queries: queries, at: now}
+}
+
+// logRound logs a failed round (rate-limited), each new leak once, and the
 // pool cap being hit and the role's limited view once each. Only the round
 // in flight calls it.
 func (s *targetState) logRound(res *scrape.Result) {
-	if len(res.Errors) > 0 {
-		msgs := make([]string, 0, len(res.Errors))
-		for _, e := range res.Errors {
-			msgs = append(msgs, e.Query+": "+e.Err.Error())
-		}
-		level.Warn(s.logger).Log("msg", "target scrape failed", "err", strings.Join(msgs, "; "))
-	}
+	s.logFailure(res)
 
 	s.leaks.Observe(res.Leaks)
 
