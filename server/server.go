@@ -79,19 +79,27 @@ func New(o Options) (http.Handler, error) {
 	return mux, nil
 }
 
+// maxBudgetSeconds is the largest X-Prometheus-Scrape-Timeout-Seconds
+// taken as a budget (a day); a larger value is ignored like a bad one.
+const maxBudgetSeconds = 86400
+
 type server struct {
 	o Options
 }
 
 // budget derives the request's scrape budget from Prometheus' header, minus
-// the offset. Without the header, only the targets' own timeouts apply.
+// the offset. Without the header, only the targets' own timeouts apply. The
+// budget bounds how long this request waits, never a round (agent.Scrape):
+// any client can send the header.
 func (s *server) budget(r *http.Request) (context.Context, context.CancelFunc) {
 	h := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
 	if h == "" {
 		return context.WithCancel(r.Context())
 	}
 	secs, err := strconv.ParseFloat(h, 64)
-	if err != nil || secs <= 0 {
+	// NaN, infinities and values past time.Duration's range are not a
+	// budget.
+	if err != nil || !(secs > 0) || secs > maxBudgetSeconds {
 		level.Debug(s.o.Logger).Log("msg", "ignoring bad scrape timeout header", "value", h)
 		return context.WithCancel(r.Context())
 	}
