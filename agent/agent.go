@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -40,6 +41,14 @@ type Agent struct {
 	// longest is the largest scrape_timeout of targets. Guarded by mu.
 	longest time.Duration
 
+	// slots bounds the rounds running at once: a round holds one of its
+	// MaxConcurrentRounds places while it runs; downSlots, of
+	// MaxConcurrentDownRounds places, is for the rounds of targets that
+	// were down at their last round.
+	slots, downSlots chan struct{}
+	// requests counts Scrape calls, to rotate the order rounds start in.
+	requests atomic.Uint64
+
 	// closing counts pools of removed targets still closing.
 	closing sync.WaitGroup
 	// closeGrace is how long a removed target's running round may go on
@@ -68,8 +77,34 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if closeGrace <= 0 {
 		closeGrace = DefaultCloseGrace
 	}
-	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now}
+	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now,
+		slots: make(chan struct{}, MaxConcurrentRounds), downSlots: make(chan struct{}, MaxConcurrentDownRounds)}
 }
+
+// Round health of a target, after its last round (targetState.health).
+const (
+	healthUnknown int32 = iota
+	healthUp
+	healthDown
+)
+
+// MaxConcurrentRounds bounds the rounds that run at once across all
+// targets. A round of a target that answers or refuses at once takes
+// milliseconds, so thousands of targets go through quickly; a round that
+// hangs holds its place for up to its scrape_timeout. When every place is
+// taken, a request waits for one, and a target whose round could not start
+// before the request's budget ended is down for that request only. The
+// bound keeps the goroutines, and the memory the Go runtime never gives
+// back for them, in proportion to it rather than to the number of targets
+// (docs/performance.md).
+const MaxConcurrentRounds = 1024
+
+// MaxConcurrentDownRounds bounds, apart, the rounds of targets that were
+// down at their last round. A target that refuses connections costs a
+// round of about a millisecond, so thousands go through these places in
+// well under a second; hung targets hold one each for their scrape_timeout
+// (docs/performance.md).
+const MaxConcurrentDownRounds = 64
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
 // unchanged keep their probe pool and its connections; removed or changed
@@ -150,6 +185,10 @@ func (a *Agent) Apply(cfg *config.Config) error {
 		go func() {
 			defer a.closing.Done()
 			retired.Wait()
+			// Two collections: the first moves what sync.Pools cached
+			// (encoding buffers of the last big answers) to their victim
+			// caches, the second, FreeOSMemory's, frees it.
+			runtime.GC()
 			debug.FreeOSMemory()
 		}()
 	}
@@ -211,28 +250,68 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 		a.afterSnapshot()
 	}
 
+	// Start (or join) every target's round first, then wait for them: no
+	// goroutine per target for the waiting, and rounds start only as
+	// round slots free up. The start rotates from request to request, so
+	// that when the slots run short it is not always the same targets that
+	// wait.
+	start := a.now()
 	out := make([]*scrape.Result, len(states))
-	var wg sync.WaitGroup
-	for i, st := range states {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = a.scrapeCurrent(ctx, st)
-		}()
+	rounds := make([]*round, len(states))
+	for _, i := range a.startOrder(states) {
+		rounds[i], out[i] = states[i].begin(ctx, a.slotsFor(states[i]), start)
 	}
-	wg.Wait()
+	for i, r := range rounds {
+		if r != nil {
+			out[i] = a.finish(ctx, states[i], r)
+		}
+	}
 	return slices.DeleteFunc(out, func(r *scrape.Result) bool { return r == nil })
+}
+
+// startOrder returns the order in which a request starts the rounds of
+// states, as indexes: the targets that were up at their last round first,
+// then those never scraped, then those that were down, each group from an
+// offset that moves with every request. It only matters when the round
+// slots run short: a fleet of dead targets then waits behind the live
+// ones, and not always the same ones wait.
+func (a *Agent) startOrder(states []*targetState) []int {
+	n := len(states)
+	order := make([]int, 0, n)
+	if n == 0 {
+		return order
+	}
+	offset := int(a.requests.Add(1) % uint64(n)) //nolint:gosec // bounded by n
+	for _, health := range []int32{healthUp, healthUnknown, healthDown} {
+		for k := range n {
+			if i := (offset + k) % n; states[i].health.Load() == health {
+				order = append(order, i)
+			}
+		}
+	}
+	return order
+}
+
+// slotsFor returns the round slots a round of st takes: the few kept for
+// targets that were down at their last round, or the main ones. So dead
+// targets, however many, never run more than MaxConcurrentDownRounds
+// rounds at once, and the live ones keep the CPU they need.
+func (a *Agent) slotsFor(st *targetState) chan struct{} {
+	if st.health.Load() == healthDown {
+		return a.downSlots
+	}
+	return a.slots
 }
 
 // maxReReads bounds how often one request follows a target through
 // reloads that retire it under its round.
 const maxReReads = 3
 
-// scrapeCurrent returns a round of st, or, when that round failed and a
-// reload has retired st meanwhile, a round of the target's current state:
-// nil if the reload removed the target.
-func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Result {
-	res := st.scrape(ctx)
+// finish waits for r, a round of st, and returns it; or, when that round
+// failed and a reload has retired st meanwhile, a round of the target's
+// current state: nil if the reload removed the target.
+func (a *Agent) finish(ctx context.Context, st *targetState, r *round) *scrape.Result {
+	res := st.wait(ctx, r, a.now())
 	for range maxReReads {
 		if res.Up() || !st.retired.Load() || ctx.Err() != nil {
 			return res
@@ -244,7 +323,12 @@ func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Resu
 			return nil
 		}
 		st = cur
-		res = st.scrape(ctx)
+		start := a.now()
+		r, done := st.begin(ctx, a.slotsFor(st), start)
+		if done != nil {
+			return done
+		}
+		res = st.wait(ctx, r, start)
 	}
 	return res
 }
@@ -300,6 +384,9 @@ type targetState struct {
 	// retired is set, before its pool starts closing, once a reload has
 	// removed or changed the target: the state is no longer in the agent.
 	retired atomic.Bool
+	// health is healthUp or healthDown after the last round that ended,
+	// healthUnknown before the first.
+	health atomic.Int32
 
 	mu sync.Mutex
 	// inflight is the round running now, nil when none. Guarded by mu.
@@ -382,33 +469,62 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	}, nil
 }
 
-// scrape returns a round of this target: a recent one
-// (min_scrape_interval), the one in flight, or a new one.
-func (s *targetState) scrape(ctx context.Context) *scrape.Result {
-	s.mu.Lock()
-	if s.cfg.MinScrapeInterval > 0 && s.last != nil && s.now().Sub(s.last.Start) < s.cfg.MinScrapeInterval {
-		last := s.last
+// begin returns the round of this target a request waits for: the one in
+// flight, or a new one. Or, instead, its result when the request needs no
+// round: a recent round (min_scrape_interval), or the target down for this
+// request (abandoned) when ctx ends while it waits for a round slot.
+//
+// A new round takes one of slots (a full channel blocks until a round
+// ends), which it gives back when it ends: so at most cap(slots) rounds
+// run at once, however many targets and requests. Its deadline is the
+// target's own scrape_timeout, from when it starts, whatever the request's:
+// a round cut short by one request would fail for every request that
+// joined it, and destroy the connection it was using.
+func (s *targetState) begin(ctx context.Context, slots chan struct{}, start time.Time) (*round, *scrape.Result) {
+	for pass := 0; ; pass++ {
+		s.mu.Lock()
+		if s.cfg.MinScrapeInterval > 0 && s.last != nil && s.now().Sub(s.last.Start) < s.cfg.MinScrapeInterval {
+			last := s.last
+			s.mu.Unlock()
+			if pass > 0 {
+				<-slots
+			}
+			return nil, last
+		}
+		if r := s.inflight; r != nil {
+			s.mu.Unlock()
+			if pass > 0 {
+				<-slots
+			}
+			return r, nil
+		}
+		if pass > 0 {
+			// This request holds a slot, and no round is in flight.
+			r := &round{done: make(chan struct{})}
+			s.inflight = r
+			go s.run(r, time.Now().Add(s.cfg.ScrapeTimeout), func() { <-slots }) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
+			s.mu.Unlock()
+			return r, nil
+		}
 		s.mu.Unlock()
-		return last
+		// Wait for a slot without holding mu, then look again: another
+		// request may have started a round meanwhile.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, s.abandoned(ctx.Err(), start)
+		}
 	}
-	r := s.inflight
-	if r == nil {
-		// The target's own budget, whatever the request's: a round cut
-		// short by one request would fail for every request that joined
-		// it, and destroy the connection it was using.
-		deadline := time.Now().Add(s.cfg.ScrapeTimeout)
-		r = &round{done: make(chan struct{})}
-		s.inflight = r
-		go s.run(r, deadline) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
-	}
-	s.mu.Unlock()
+}
 
-	waitStart := s.now()
+// wait waits for r or for ctx, whichever ends first; start is when the
+// request began to wait for this target.
+func (s *targetState) wait(ctx context.Context, r *round, start time.Time) *scrape.Result {
 	select {
 	case <-r.done:
 		return r.out
 	case <-ctx.Done():
-		return s.abandoned(ctx.Err(), waitStart)
+		return s.abandoned(ctx.Err(), start)
 	}
 }
 
@@ -443,8 +559,9 @@ func (s *targetState) abandoned(err error, waitStart time.Time) *scrape.Result {
 }
 
 // run performs one round under its own deadline, independent of the
-// callers waiting for it, and publishes its result.
-func (s *targetState) run(r *round, deadline time.Time) {
+// callers waiting for it, publishes its result, and calls release.
+func (s *targetState) run(r *round, deadline time.Time, release func()) {
+	defer release()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := s.now()
@@ -459,6 +576,11 @@ func (s *targetState) run(r *round, deadline time.Time) {
 	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
 	s.last = res
 	s.inflight = nil
+	if res.Up() {
+		s.health.Store(healthUp)
+	} else {
+		s.health.Store(healthDown)
+	}
 	r.out = res
 	s.mu.Unlock()
 	close(r.done)

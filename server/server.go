@@ -85,6 +85,9 @@ const maxBudgetSeconds = 86400
 
 type server struct {
 	o Options
+	// metricsCost and probeCost are the answer costs of the metrics path
+	// and of /probe (reserve.go).
+	metricsCost, probeCost answerCost
 }
 
 // budget derives the request's scrape budget from Prometheus' header, minus
@@ -113,13 +116,15 @@ func (s *server) budget(r *http.Request) (context.Context, context.CancelFunc) {
 func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.budget(r)
 	defer cancel()
+	ctx, cancelWait := s.metricsCost.waitContext(ctx)
+	defer cancelWait()
 	reg := prometheus.NewRegistry()
 	if s.o.MetricsTargets {
 		reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, s.o.Agent.Names())))
 	}
 	// Taken after the round, so the round's own connections are back.
 	reg.MustRegister(collector.NewProbePools(s.o.Agent.ProbePools()))
-	s.serve(w, r, prometheus.Gatherers{s.o.Gatherer, reg})
+	s.serve(w, r, s.metricsCost.gatherer(prometheus.Gatherers{s.o.Gatherer, reg}))
 }
 
 func (s *server) probe(w http.ResponseWriter, r *http.Request) {
@@ -134,9 +139,11 @@ func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.budget(r)
 	defer cancel()
+	ctx, cancelWait := s.probeCost.waitContext(ctx)
+	defer cancelWait()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, []string{name})))
-	s.serve(w, r, reg)
+	s.serve(w, r, s.probeCost.gatherer(reg))
 }
 
 func (s *server) serve(w http.ResponseWriter, r *http.Request, g prometheus.Gatherer) {
