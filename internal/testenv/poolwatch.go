@@ -43,6 +43,11 @@ func moduleRoot() (string, error) {
 	}
 }
 
+// RaceBuild reports whether the agent binary the tests run is built with
+// the race detector (as it is when the tests run with -race): its memory
+// and CPU figures are then the race detector's, not the agent's.
+func RaceBuild() bool { return raceEnabled && os.Getenv(BinaryEnv) == "" }
+
 // BinaryEnv names an environment variable that, when set, is the path of
 // the poolwatch binary the tests run instead of building one: to check that
 // a test fails on an older build (`go build` it from the older commit). It
