@@ -10,6 +10,7 @@ package collector
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,10 +31,38 @@ type Targets struct {
 // It only reads them; they must not be modified afterwards.
 func NewTargets(rounds []*scrape.Result) *Targets {
 	c := &Targets{rounds: rounds, descs: make([]*targetDescs, len(rounds))}
+	shared := map[string]*targetDescs{}
 	for i, r := range rounds {
-		c.descs[i] = newTargetDescs(r.Labels)
+		// Targets with the same static labels share their descriptors:
+		// thousands of targets, most with the same labels, would
+		// otherwise build thousands of identical sets per request.
+		k := labelsKey(r.Labels)
+		if shared[k] == nil {
+			shared[k] = newTargetDescs(r.Labels)
+		}
+		c.descs[i] = shared[k]
 	}
 	return c
+}
+
+// labelsKey identifies a set of static labels.
+func labelsKey(labels map[string]string) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // Describe sends nothing: the collector is unchecked.
@@ -188,8 +217,13 @@ func newProbeDescs(static map[string]string) *probeDescs {
 // afterwards.
 func NewProbePools(ps []scrape.ProbePool) *ProbePools {
 	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps))}
+	shared := map[string]*probeDescs{}
 	for i, p := range ps {
-		c.descs[i] = newProbeDescs(p.Labels)
+		k := labelsKey(p.Labels)
+		if shared[k] == nil {
+			shared[k] = newProbeDescs(p.Labels)
+		}
+		c.descs[i] = shared[k]
 	}
 	return c
 }

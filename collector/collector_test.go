@@ -173,3 +173,27 @@ func TestTargets_RoundThatReadNothingStillReportsUpAndErrors(t *testing.T) {
 	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))
 	require.Contains(t, string(out), `poolwatch_target_scrape_errors_total{query="round",target="x"} 1`)
 }
+
+func TestTargets_TargetsWithTheSameStaticLabelsShareDescriptorsAndKeepTheirLabels(t *testing.T) {
+	round := func(name string, labels map[string]string) *scrape.Result {
+		return &scrape.Result{Target: name, Kind: "postgres", Labels: labels, ScrapeErrors: map[string]float64{"connect": 0}}
+	}
+	c := NewTargets([]*scrape.Result{
+		round("a", map[string]string{"env": "prod"}),
+		round("b", map[string]string{"env": "prod"}),
+		round("c", map[string]string{"env": "dev"}),
+		round("d", nil),
+	})
+	require.Same(t, c.descs[0], c.descs[1])
+	require.NotSame(t, c.descs[0], c.descs[2])
+	out, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "poolwatch_target_up")
+	require.NoError(t, err)
+	for _, want := range []string{
+		`poolwatch_target_up{env="prod",target="a"} 1`,
+		`poolwatch_target_up{env="prod",target="b"} 1`,
+		`poolwatch_target_up{env="dev",target="c"} 1`,
+		`poolwatch_target_up{target="d"} 1`,
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
