@@ -62,6 +62,9 @@ type Agent struct {
 	// targets and starting their rounds: a test hook for what a reload can
 	// do in that window. Set before use, never changed after.
 	afterSnapshot func()
+
+	// addr holds the probe pools of /probe by address (address.go).
+	addr *addressPools
 }
 
 // DefaultCloseGrace is New's closeGrace when it is given 0.
@@ -77,8 +80,10 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if closeGrace <= 0 {
 		closeGrace = DefaultCloseGrace
 	}
-	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now,
+	a := &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now,
 		slots: make(chan struct{}, MaxConcurrentRounds), downSlots: make(chan struct{}, MaxConcurrentDownRounds)}
+	a.addr = newAddressPools(logger, func() time.Time { return a.now() }, func(n string, st *targetState) { a.retire(n, st) })
+	return a
 }
 
 // Round health of a target, after its last round (targetState.health).
@@ -132,7 +137,7 @@ func (a *Agent) Apply(cfg *config.Config) error {
 		st, err := newTargetState(t, a.logger, a.now)
 		if err != nil {
 			for _, c := range created {
-				_ = c.pool.Close(context.Background()) // never used: nothing to wait for
+				_ = c.close(context.Background()) // never used: nothing to wait for
 			}
 			return err
 		}
@@ -161,20 +166,10 @@ func (a *Agent) Apply(cfg *config.Config) error {
 	// the reload. Close waits for them.
 	var retired sync.WaitGroup
 	for name, st := range old {
-		if next[name] == st {
-			continue
+		if next[name] != st {
+			retired.Add(1)
+			a.retire(name, st, retired.Done)
 		}
-		a.closing.Add(1)
-		retired.Add(1)
-		go func() {
-			defer a.closing.Done()
-			defer retired.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
-			defer cancel()
-			if err := st.pool.Close(ctx); err != nil {
-				level.Warn(a.logger).Log("msg", "closing the probe pool of a removed target cancelled its queries", "target", name, "err", err)
-			}
-		}()
 	}
 	if len(old) > len(next) {
 		// Fewer targets than before: once the retired pools are closed,
@@ -192,6 +187,7 @@ func (a *Agent) Apply(cfg *config.Config) error {
 			debug.FreeOSMemory()
 		}()
 	}
+	a.addr.apply(cfg)
 	return nil
 }
 
@@ -263,9 +259,10 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 	}
 	for i, r := range rounds {
 		if r != nil {
-			out[i] = a.finish(ctx, states[i], r)
+			out[i] = a.finish(ctx, states[i], r, start)
 		}
 	}
+	a.crossCheck(ctx, states, out)
 	return slices.DeleteFunc(out, func(r *scrape.Result) bool { return r == nil })
 }
 
@@ -309,9 +306,10 @@ const maxReReads = 3
 
 // finish waits for r, a round of st, and returns it; or, when that round
 // failed and a reload has retired st meanwhile, a round of the target's
-// current state: nil if the reload removed the target.
-func (a *Agent) finish(ctx context.Context, st *targetState, r *round) *scrape.Result {
-	res := st.wait(ctx, r, a.now())
+// current state: nil if the reload removed the target. start is when the
+// request began.
+func (a *Agent) finish(ctx context.Context, st *targetState, r *round, start time.Time) *scrape.Result {
+	res := st.wait(ctx, r, start)
 	for range maxReReads {
 		if res.Up() || !st.retired.Load() || ctx.Err() != nil {
 			return res
@@ -323,7 +321,6 @@ func (a *Agent) finish(ctx context.Context, st *targetState, r *round) *scrape.R
 			return nil
 		}
 		st = cur
-		start := a.now()
 		r, done := st.begin(ctx, a.slotsFor(st), start)
 		if done != nil {
 			return done
@@ -333,27 +330,44 @@ func (a *Agent) finish(ctx context.Context, st *targetState, r *round) *scrape.R
 	return res
 }
 
+// scrapeCurrent is one target's part of Scrape: a round of st (joined,
+// reused or started), or of the target's current state if a reload retired
+// st under a failed round; nil if the reload removed the target.
+func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Result {
+	start := a.now()
+	r, done := st.begin(ctx, a.slotsFor(st), start)
+	if done != nil {
+		return done
+	}
+	return a.finish(ctx, st, r, start)
+}
+
 // ProbePools returns a snapshot of every target's probe pool, in config
-// order.
+// order, then those of probes by address, sorted by address. Targets
+// without one (kind application) are left out.
 func (a *Agent) ProbePools() []scrape.ProbePool {
 	a.mu.RLock()
-	defer a.mu.RUnlock()
 	ps := make([]scrape.ProbePool, 0, len(a.order))
 	for _, n := range a.order {
 		st := a.targets[n]
+		if st.pool == nil {
+			continue
+		}
 		ps = append(ps, scrape.ProbePool{Target: n, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
 	}
-	return ps
+	a.mu.RUnlock()
+	return append(ps, a.addr.snapshot()...)
 }
 
 // Close closes every probe pool, waiting for running rounds until ctx is
 // done and cancelling them then. The agent must not be used afterwards.
 func (a *Agent) Close(ctx context.Context) error {
 	a.mu.Lock()
-	states := a.targets
+	states := slices.Collect(maps.Values(a.targets))
 	a.targets = map[string]*targetState{}
 	a.order = nil
 	a.mu.Unlock()
+	states = append(states, a.addr.close()...)
 	var wg sync.WaitGroup
 	errs := make([]error, 0, len(states))
 	var mu sync.Mutex
@@ -361,7 +375,7 @@ func (a *Agent) Close(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := st.pool.Close(ctx); err != nil {
+			if err := st.close(ctx); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -375,7 +389,9 @@ func (a *Agent) Close(ctx context.Context) error {
 
 // targetState is one configured target: its pool, scraper and round state.
 type targetState struct {
-	cfg     config.Target
+	cfg config.Target
+	// pool is the target's probe pool; nil when its scraper is
+	// scrape.SelfContained (kind application).
 	pool    *pool.Pool
 	scraper scrape.Scraper
 	logger  log.Logger
@@ -441,17 +457,19 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	opts := pool.Options{
-		Target:    t.Name,
-		Kind:      t.Kind,
-		DSN:       t.ConnString(),
-		Password:  t.Password,
-		ProbePool: t.ProbePool,
-		Logger:    logger,
-	}
-	p, err := pool.New(opts)
-	if err != nil {
-		return nil, fmt.Errorf("target %q: %w", t.Name, err)
+	var p *pool.Pool
+	if _, self := scraper.(scrape.SelfContained); !self {
+		opts := pool.Options{
+			Target:    t.Name,
+			Kind:      t.Kind,
+			DSN:       t.ConnString(),
+			Password:  t.Password,
+			ProbePool: t.ProbePool,
+			Logger:    logger,
+		}
+		if p, err = pool.New(opts); err != nil {
+			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+		}
 	}
 	// Error counters start at zero, so that rate() sees the first error.
 	scrapeErrors := map[string]float64{}
@@ -476,7 +494,7 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 //
 // A new round takes one of slots (a full channel blocks until a round
 // ends), which it gives back when it ends: so at most cap(slots) rounds
-// run at once, however many targets and requests. Its deadline is the
+// run at once, however many targets and requests. Nil slots bound nothing. Its deadline is the
 // target's own scrape_timeout, from when it starts, whatever the request's:
 // a round cut short by one request would fail for every request that
 // joined it, and destroy the connection it was using.
@@ -498,11 +516,16 @@ func (s *targetState) begin(ctx context.Context, slots chan struct{}, start time
 			}
 			return r, nil
 		}
-		if pass > 0 {
-			// This request holds a slot, and no round is in flight.
+		if pass > 0 || slots == nil {
+			// This request holds a slot (or needs none), and no round is
+			// in flight.
+			release := func() {}
+			if slots != nil {
+				release = func() { <-slots }
+			}
 			r := &round{done: make(chan struct{})}
 			s.inflight = r
-			go s.run(r, time.Now().Add(s.cfg.ScrapeTimeout), func() { <-slots }) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
+			go s.run(r, time.Now().Add(s.cfg.ScrapeTimeout), release) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
 			s.mu.Unlock()
 			return r, nil
 		}
@@ -517,9 +540,27 @@ func (s *targetState) begin(ctx context.Context, slots chan struct{}, start time
 	}
 }
 
+// scrape returns a round of this target, outside the agent's round slots
+// (by-address probes, address.go, whose pools come and go on their own).
+func (s *targetState) scrape(ctx context.Context) *scrape.Result {
+	start := s.now()
+	r, done := s.begin(ctx, nil, start)
+	if done != nil {
+		return done
+	}
+	return s.wait(ctx, r, start)
+}
+
 // wait waits for r or for ctx, whichever ends first; start is when the
 // request began to wait for this target.
 func (s *targetState) wait(ctx context.Context, r *round, start time.Time) *scrape.Result {
+	// A round that has ended is the answer, even if ctx has ended too (a
+	// request waits for its targets one after the other).
+	select {
+	case <-r.done:
+		return r.out
+	default:
+	}
 	select {
 	case <-r.done:
 		return r.out
@@ -594,7 +635,7 @@ func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 			res = scrape.Failed(s.cfg, fmt.Errorf("panic: %v", v))
 		}
 	}()
-	res = s.scraper.Scrape(ctx, s.pool)
+	res = s.scraper.Scrape(ctx, s.querier())
 	if res == nil {
 		res = scrape.Failed(s.cfg, errors.New("scraper returned no result"))
 	}
@@ -651,4 +692,26 @@ func (s *targetState) logRound(res *scrape.Result) {
 		level.Warn(s.logger).Log("msg", "too many pools, dropping the rest", "max_pools", s.cfg.MaxPools, "dropped", res.PoolsDropped)
 	}
 	s.dropping = res.PoolsDropped > 0
+}
+
+// querier is what the target's rounds query through: its probe pool, or
+// nil for a self-contained scraper.
+func (s *targetState) querier() scrape.Querier {
+	if s.pool == nil {
+		return nil
+	}
+	return s.pool
+}
+
+// close closes the target's probe pool (see pool.Pool.Close: running rounds
+// get until ctx is done), or the self-contained scraper, whose running
+// round is cancelled at once.
+func (s *targetState) close(ctx context.Context) error {
+	if s.pool != nil {
+		return s.pool.Close(ctx)
+	}
+	if c, ok := s.scraper.(scrape.SelfContained); ok {
+		c.Close()
+	}
+	return nil
 }

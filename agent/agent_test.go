@@ -110,7 +110,9 @@ func TestScrape_ConcurrentRequestsJoinTheRoundInFlight(t *testing.T) {
 	proxy.ResetCounts()
 	first := make(chan *scrape.Result, 1)
 	go func() { first <- a.Scrape(context.Background(), []string{"b"})[0] }()
-	require.Eventually(t, func() bool { return proxy.QueryCount() > 0 }, 5*time.Second, time.Millisecond, "the first round started")
+	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+		return proxy.StatementCount() > 0, "the first round has not started"
+	})
 
 	var wg sync.WaitGroup
 	outs := make([]*scrape.Result, 20)
@@ -408,13 +410,14 @@ func TestScrape_ThousandFailedScrapesLeaveNoGoroutineOrDescriptor(t *testing.T) 
 func TestScrape_WarnsOnceWhenTheRoleCannotSeeOtherRoles(t *testing.T) {
 	checkGoroutines(t)
 	pg, _ := shared.Get(t)
-	pg.CreateRole(t, "pw_nomonitor", "NoMon-S3cret", "LOGIN")
+	role := fmt.Sprintf("pw_nomonitor_%d", time.Now().UnixNano()) // unique across -count runs on the shared cluster
+	pg.CreateRole(t, role, "NoMon-S3cret", "LOGIN")
 	var logs testenv.SyncBuffer
 	a := newAgent(t, fmt.Sprintf(`targets:
   - name: weak
     kind: postgres
-    dsn: postgres://pw_nomonitor:NoMon-S3cret@%s/postgres?sslmode=disable
-`, pg.Addr()), log.NewLogfmtLogger(&logs))
+    dsn: postgres://%s:NoMon-S3cret@%s/postgres?sslmode=disable
+`, role, pg.Addr()), log.NewLogfmtLogger(&logs))
 	for range 3 {
 		o := a.Scrape(context.Background(), []string{"weak"})[0]
 		require.True(t, o.Up(), "the target is reachable; only its view is limited")
@@ -518,4 +521,25 @@ func TestApply_LongestScrapeTimeoutFollowsTheConfig(t *testing.T) {
 	require.NoError(t, a.Apply(cfg))
 	require.Equal(t, 2*time.Second, a.LongestScrapeTimeout())
 	a.WaitClosing()
+}
+
+// TestScrape_ARoundThatEndedIsServedEvenAfterTheBudgetEnded: a request
+// waits for its targets one after the other; a live target's round that
+// ended while the request was still waiting for a hung one is served, not
+// marked down because the budget has ended since.
+func TestScrape_ARoundThatEndedIsServedEvenAfterTheBudgetEnded(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	p := testenv.StartProxy(t, pg.Addr())
+	p.Blackhole(true)
+	a := newAgent(t, "targets:"+postgresTarget("dead", p.Addr, "poolwatch", "    scrape_timeout: 3s")+
+		postgresTarget("live", pg.Addr(), "poolwatch", ""), nil)
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		outs := a.Scrape(ctx, []string{"dead", "live"})
+		cancel()
+		require.Len(t, outs, 2)
+		require.False(t, outs[0].Up())
+		require.True(t, outs[1].Up(), "the live target's round ended within the budget: %v", outs[1].Errors)
+	}
 }

@@ -82,6 +82,10 @@ type targetDescs struct {
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+	clientStates, serverStates                                       *prometheus.Desc
+	nodeUp, nodeInfo                                                 *prometheus.Desc
+	bouncer                                                          *bouncerDescs
+	acquireTimeouts, unaccounted                                     *prometheus.Desc
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -111,11 +115,20 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		oldest:   nd("pool_oldest_leak_seconds", "How long the oldest leaked connection has been held; 0 when there is none.", pl),
 		poolInfo: nd("pool_info", "Always 1; metadata of the pool for joins.", []string{"target", "pool", "kind", "database", "user", "mode"}),
 
+		acquireTimeouts: nd("pool_acquire_timeouts_total", "Requests for a connection that timed out or were refused, as the application's pool reports them. Absent where the pool does not report them.", pl),
+		unaccounted:     nd("pool_unaccounted_connections", "Connections the application counts in use that the server does not see at all: max(0, in use - seen as the application on the servers of seen_as). Absent without seen_as or when a side is unknown.", pl),
+
 		paused:       nd("pgbouncer_database_paused", "1 when the PgBouncer database is paused.", dl),
 		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
 		transactions: nd("pgbouncer_transactions_total", "Transactions pooled by PgBouncer for the database (SHOW STATS total_xact_count).", dl),
 		queries:      nd("pgbouncer_queries_total", "Queries pooled by PgBouncer for the database (SHOW STATS total_query_count).", dl),
 		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", dl),
+
+		clientStates: nd("pool_client_connections", "Client connections of the pool by state, as the pooler reports them (PgBouncer cl_*, Pgpool-II child states).", []string{"target", "pool", "state"}),
+		serverStates: nd("pool_server_connections", "Server connections of the pool by state, as the pooler reports them (PgBouncer sv_*).", []string{"target", "pool", "state"}),
+		nodeUp:       nd("pgpool_node_up", "1 when Pgpool-II uses the backend node (SHOW POOL_NODES status up or waiting), 0 when it is down, unused or quarantined.", []string{"target", "node"}),
+		nodeInfo:     nd("pgpool_node_info", "Always 1; the backend node's address and role (SHOW POOL_NODES).", []string{"target", "node", "address", "role"}),
+		bouncer:      newBouncerDescs(nd),
 	}
 }
 
@@ -162,9 +175,24 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.inUse, p.InUse, name, p.Name)
 		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
 		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
-		gauge(ch, d.leaked, p.Leaked, name, p.Name)
-		gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		if !p.NoLeakDetection {
+			gauge(ch, d.leaked, p.Leaked, name, p.Name)
+			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+		}
 		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
+		for _, st := range p.States {
+			desc := d.serverStates
+			if st.Side == scrape.SideClient {
+				desc = d.clientStates
+			}
+			gauge(ch, desc, st.Count, name, p.Name, st.State)
+		}
+		if p.AcquireTimeouts.Valid {
+			counter(ch, d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
+		}
+	}
+	for _, u := range r.Unaccounted {
+		gauge(ch, d.unaccounted, u.Value, name, u.Pool)
 	}
 	for _, db := range r.Databases {
 		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)
@@ -174,6 +202,11 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		counter(ch, d.transactions, s.Transactions, name, s.Database)
 		counter(ch, d.queries, s.Queries, name, s.Database)
 		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
+	}
+	d.bouncer.collect(ch, name, r)
+	for _, n := range r.Nodes {
+		gauge(ch, d.nodeUp, boolValue(n.Up), name, n.Name)
+		gauge(ch, d.nodeInfo, 1, name, n.Name, n.Address, n.Role)
 	}
 }
 

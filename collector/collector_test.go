@@ -197,3 +197,9 @@ func TestTargets_TargetsWithTheSameStaticLabelsShareDescriptorsAndKeepTheirLabel
 		require.Contains(t, string(out), want)
 	}
 }
+
+func TestAddressProbes_MatchGolden(t *testing.T) {
+	c := NewAddressProbes(scrape.AddressProbes{Pools: 3, MaxPools: 100,
+		Refused: map[string]uint64{"not_allowed": 2, "invalid": 0, "max_targets": 5}})
+	compareGolden(t, c, "address_probes.prom")
+}

@@ -5,10 +5,11 @@
 // offending key on one line (see Error). A *Config can only be obtained from
 // Load or Parse, so holding one means the configuration passed validation.
 //
-// The file has two top-level keys, defaults and targets. Every key under
-// defaults can be overridden per target; mappings (labels, tls, probe_pool)
-// merge key by key. config.yaml.example at the top of the repository
-// documents every key and its default.
+// The file has four top-level keys: defaults and targets; auth_modules and
+// probe, for /probe by address (probe.go). Every key under defaults can be
+// overridden per target; mappings (labels, tls, probe_pool) merge key by
+// key. config.yaml.example at the top of the repository documents every key
+// and its default.
 //
 // # How a setting is declared
 //
@@ -52,6 +53,17 @@
 // dsn.go is the one place that parses, rewrites (Target.ConnString) and
 // redacts (RedactDSN, RedactSecrets) a DSN.
 //
+// # Application targets
+//
+// A target of kind application is read over HTTP (url, format, pool_label,
+// http_client, body_size_limit) and has no DSN, password, tls, probe_pool,
+// application_pools or leak_threshold: set on the target, those are errors;
+// under defaults they are ignored for it. Its http_client is
+// prometheus/common's HTTPClientConfig, decoded strictly by that package's
+// own YAML methods and validated by it. Its seen_as entries name postgres
+// or pgbouncer targets of the same file; the load records on each such
+// server the application_name globs to count (Target.Applications).
+//
 // # Secrets
 //
 // No error produced by this package contains a password, whether it was
@@ -64,7 +76,10 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"time"
+
+	promconfig "github.com/prometheus/common/config"
 )
 
 // Kind is the kind of a target.
@@ -76,15 +91,47 @@ const (
 	KindPostgres Kind = "postgres"
 	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
 	KindPgBouncer Kind = "pgbouncer"
+	// KindPgpool is a Pgpool-II, watched through its SHOW POOL_* commands
+	// on one connection, which holds one of its child processes.
+	KindPgpool Kind = "pgpool"
+	// KindPgCat is a PgCat admin console (database "pgcat").
+	KindPgCat Kind = "pgcat"
+	// KindOdyssey is an Odyssey admin console (a route with storage
+	// "local", by convention database "console").
+	KindOdyssey Kind = "odyssey"
+	// KindApplication is an application whose own connection pool reports
+	// itself over HTTP: Prometheus metrics or a JSON status document.
+	KindApplication Kind = "application"
 )
 
+// AdminDatabases returns the databases a kind's DSN may name: its admin
+// console's (a PgBouncer-style console answers only there), or nil when
+// any database will do. Odyssey's console is whichever route the operator
+// gives storage "local" ("console" by convention), so any name will do.
+func (k Kind) AdminDatabases() []string {
+	switch k {
+	case KindPgBouncer:
+		return []string{"pgbouncer"}
+	case KindPgCat:
+		return []string{"pgcat", "pgbouncer"}
+	}
+	return nil
+}
+
+// PgpoolMaxProbeConnections is the most connections a pgpool target's
+// probe pool may hold: each takes one of Pgpool-II's child processes for as
+// long as it is open.
+const PgpoolMaxProbeConnections = 1
+
 // ReservedLabels are the label names that poolwatch sets itself, on pool
-// series (target, pool), on info metrics (kind, database, user, mode,
-// version), on error counters (query), or that Prometheus attaches at scrape
-// time (job, instance). A static label may not use one of them, nor a name
+// series (target, pool, state), on info metrics (kind, database, user, mode,
+// version), on error counters (query), on PgBouncer's lists and caches
+// (list, cache), on Pgpool-II's backend nodes (node, role, address), or
+// that Prometheus attaches at scrape time (job, instance). A static label may not use one of them, nor a name
 // starting with "__".
 func ReservedLabels() []string {
-	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version",
+		"state", "list", "cache", "node", "role", "address"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An
@@ -97,6 +144,11 @@ const ServerPoolName = "server"
 type Config struct {
 	targets []Target
 	index   map[string]int
+	// defaults are the defaults as written, the base of AddressTarget;
+	// modules and probe configure probes by address (probe.go).
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 // Load reads the file at path and parses it with Parse. Relative file paths
@@ -117,11 +169,12 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
-	targets, err := newParser(filename).parse(data)
+	p := newParser(filename)
+	targets, err := p.parse(data)
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{targets: targets, index: make(map[string]int, len(targets))}
+	c := &Config{targets: targets, index: make(map[string]int, len(targets)), defaults: p.defaults, modules: p.modules, probe: p.probe}
 	for i, t := range targets {
 		c.index[t.Name] = i
 	}
@@ -167,8 +220,9 @@ type Target struct {
 	// DSN is the connection string as written: a postgres:// or
 	// postgresql:// URL, or a keyword/value string, that pgx parses. It can
 	// contain a password: never log it; use RedactedDSN. The probe pool
-	// connects with ConnString, which adds the TLS files.
-	DSN string `yaml:"dsn" only:"target" check:"required,nonempty"`
+	// connects with ConnString, which adds the TLS files. Required for
+	// postgres and pgbouncer targets; empty for application targets.
+	DSN string `yaml:"dsn" only:"target" check:"nonempty"`
 	// Password is where the password comes from when it is not in the DSN.
 	// The zero value means none besides the DSN.
 	Password PasswordSource `yaml:",inline" only:"target"`
@@ -209,6 +263,37 @@ type Target struct {
 	TLS TLSFiles `yaml:"tls"`
 	// ProbePool configures the agent's own pool for this target.
 	ProbePool ProbePool `yaml:"probe_pool"`
+
+	// The keys below are for application targets (kind application) only,
+	// and hold their zero values on other targets.
+
+	// URL is the application's metrics or status endpoint: an http:// or
+	// https:// URL with a host and no user information.
+	URL string `yaml:"url" only:"target" check:"nonempty"`
+	// Format is what URL serves (default FormatAuto).
+	Format Format `yaml:"format" only:"target" default:"auto"`
+	// PoolLabel is the label of the exposition that names a pool. Empty:
+	// each dialect's own (pool, db_name, db_client_connection_pool_name...);
+	// an exposition whose dialect has none (pgxpool) then has one pool,
+	// named "default".
+	PoolLabel string `yaml:"pool_label" only:"target"`
+	// HTTPClient is prometheus/common's HTTP client configuration (TLS,
+	// basic auth, authorization, proxy...), with relative file paths
+	// resolved; DefaultHTTPClientConfig when not written. Shared between
+	// copies of the target: do not modify.
+	HTTPClient promconfig.HTTPClientConfig `yaml:"http_client" only:"target"`
+	// SeenAs says how server targets of this configuration see the
+	// application's connections, for the cross-check; nil when none.
+	SeenAs []SeenAs `yaml:"seen_as" only:"target" item:"a seen_as entry"`
+	// BodySizeLimit bounds the size of a response, decompressed (> 0;
+	// default 10MiB): a larger one fails the scrape.
+	BodySizeLimit ByteSize `yaml:"body_size_limit" default:"10MiB" check:"positive"`
+
+	// Applications, on postgres and pgbouncer targets, are the
+	// application_name globs that application targets' seen_as entries name
+	// on this target, sorted and unique: the server counts its connections
+	// per glob and client address for them. Derived at load, not a key.
+	Applications []string
 }
 
 // TLSFiles are optional files for TLS to a target, the equivalents of
@@ -302,6 +387,14 @@ func (t Target) clone() Target {
 	c.PinnedPools = nil
 	if len(t.PinnedPools) > 0 {
 		c.PinnedPools = append([]string(nil), t.PinnedPools...)
+	}
+	c.SeenAs = slices.Clone(t.SeenAs)
+	c.Applications = slices.Clone(t.Applications)
+	if len(c.SeenAs) == 0 {
+		c.SeenAs = nil
+	}
+	if len(c.Applications) == 0 {
+		c.Applications = nil
 	}
 	c.ApplicationPools = nil
 	for _, p := range t.ApplicationPools {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -31,6 +32,12 @@ type parser struct {
 	file string
 	dir  string         // of file: the base of relative paths
 	at   map[string]loc // every key written in the file, by YAML path
+
+	// What parse decoded besides the targets (probe.go): the defaults as
+	// written (before derive), the auth modules and the probe section.
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 func newParser(file string) *parser {
@@ -44,8 +51,10 @@ func (p *parser) errorf(line int, path, format string, args ...any) *Error {
 // document is the file's root mapping; its values are decoded later, the
 // targets over the defaults.
 type document struct {
-	Defaults *yaml.Node `yaml:"defaults"`
-	Targets  *yaml.Node `yaml:"targets"`
+	Defaults    *yaml.Node `yaml:"defaults"`
+	Targets     *yaml.Node `yaml:"targets"`
+	AuthModules *yaml.Node `yaml:"auth_modules"`
+	Probe       *yaml.Node `yaml:"probe"`
 }
 
 // parse decodes data strictly into targets, each decoded over a copy of the
@@ -81,6 +90,19 @@ func (p *parser) parse(data []byte) ([]Target, error) {
 			return p.mapping(reflect.ValueOf(&targets[len(targets)-1]).Elem(), item, line, path, false)
 		})
 		if err != nil {
+			return nil, err
+		}
+	}
+	if doc.AuthModules != nil {
+		if err := p.value(reflect.ValueOf(&p.modules).Elem(), doc.AuthModules, p.at["auth_modules"].val, "auth_modules", ""); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.builtin(reflect.ValueOf(&p.probe).Elem()); err != nil {
+		return nil, err
+	}
+	if doc.Probe != nil {
+		if err := p.value(reflect.ValueOf(&p.probe).Elem(), doc.Probe, p.at["probe"].val, "probe", ""); err != nil {
 			return nil, err
 		}
 	}
@@ -203,6 +225,7 @@ func (p *parser) list(n *yaml.Node, line int, path, noun string, each func(item 
 	}
 	for i, in := range n.Content {
 		item, ipath := deref(in), joinIndex(path, i)
+		p.at[ipath] = loc{key: in.Line, val: in.Line}
 		switch {
 		case item == nil:
 			return p.errorf(in.Line, path, "unsupported YAML value")
@@ -224,6 +247,8 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 	case v.Type() == reflect.TypeFor[*yaml.Node]():
 		v.Set(reflect.ValueOf(n))
 		return nil
+	case v.Type() == reflect.TypeFor[promconfig.HTTPClientConfig]():
+		return p.decodeHTTPClient(v.Addr().Interface().(*promconfig.HTTPClientConfig), n, line, path) //nolint:forcetypeassert // checked by the case
 	case v.Kind() == reflect.Struct || v.Kind() == reflect.Map:
 		if isNull(n) {
 			return nil
@@ -285,6 +310,15 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 			return p.errorf(line, path, "must be a whole number of milliseconds, got %s", s)
 		}
 		v.SetInt(int64(d))
+	case v.Type() == reflect.TypeFor[ByteSize]():
+		b, ok := parseByteSize(s)
+		switch {
+		case !ok:
+			return p.errorf(line, path, "invalid size %q: use a whole number of bytes with an optional unit, such as 512KiB, 10MiB or 1GiB", s)
+		case b == 0 && positive:
+			return p.errorf(line, path, "must be greater than 0")
+		}
+		v.SetInt(int64(b))
 	case v.Kind() == reflect.String:
 		if s == "" && slices.Contains(checks, "nonempty") {
 			return p.errorf(line, path, "must not be empty%s", tag.Get("hint"))
@@ -319,7 +353,7 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 }
 
 // scalars decodes the list n (null is empty) of single values into the
-// string slice v, each item checked by the field's rules.
+// slice v, each checked by the field's tag.
 func (p *parser) scalars(v reflect.Value, n *yaml.Node, line int, path string, tag reflect.StructTag) error {
 	v.SetLen(0)
 	if isNull(n) {
@@ -330,12 +364,10 @@ func (p *parser) scalars(v reflect.Value, n *yaml.Node, line int, path string, t
 	}
 	for i, in := range n.Content {
 		item, ipath := deref(in), joinIndex(path, i)
-		switch {
-		case item == nil:
+		if item == nil {
 			return p.errorf(in.Line, path, "unsupported YAML value")
-		case item.Kind != yaml.ScalarNode || isNull(item):
-			return p.errorf(in.Line, ipath, "%s must be a single value, not %s", tag.Get("item"), kindName(item))
 		}
+		p.at[ipath] = loc{key: in.Line, val: in.Line}
 		e := reflect.New(v.Type().Elem()).Elem()
 		if err := p.value(e, item, in.Line, ipath, tag); err != nil {
 			return err

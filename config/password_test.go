@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -177,33 +180,26 @@ func (h *hangingFS) unhang(t *testing.T) {
 // until the number of goroutines satisfies ok, for at most 5 s.
 func pollGoroutines(t *testing.T, ok func(int) bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for n := runtime.NumGoroutine(); !ok(n); n = runtime.NumGoroutine() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d goroutines", what, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+		n := runtime.NumGoroutine()
+		return ok(n), fmt.Sprintf("%s: %d goroutines", what, n)
+	})
 }
 
 // waitForJoiner polls until a goroutine waits in readFile for the read in
 // flight, as its stack shows.
 func waitForJoiner(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
 	buf := make([]byte, 1<<20)
-	for {
+	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, g := range strings.Split(stacks, "\n\n") {
 			if strings.Contains(g, "[select") && strings.Contains(g, "(*PasswordReader).readFile") {
-				return
+				return true, ""
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no read joined the one in flight:\n%s", stacks)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return false, "no read joined the one in flight:\n" + stacks
+	})
 }
 
 // TestPasswordReader_HungFileSystemCostsOneGoroutineAndEachReadItsDeadline:

@@ -74,6 +74,12 @@ type Config struct {
 	// ForecastFor is the `for:` of PoolExhaustionForecast.
 	ForecastFor time.Duration
 
+	// TimeWeightedWindow is the rate() window of the time-weighted
+	// utilization of PgBouncer's transaction-mode databases
+	// (timeweighted.go): the mean busy fraction over that window, from
+	// SHOW STATS total_xact_time. At least two scrape intervals.
+	TimeWeightedWindow time.Duration
+
 	// ClientsWaitingFor is how long waiting clients must stay above 0.
 	ClientsWaitingFor time.Duration
 	// LeakFor is how long leaked connections must stay above 0.
@@ -104,6 +110,10 @@ type Config struct {
 	DashboardRefresh string
 	// DashboardTimeFrom is the default time range start, e.g. "now-6h".
 	DashboardTimeFrom string
+	// DashboardTopK is how many series the overview's time series panels
+	// draw at each moment (topk), the highest, so that a fleet of pools
+	// stays readable.
+	DashboardTopK int
 	// DashboardUIDPrefix prefixes every dashboard uid.
 	DashboardUIDPrefix string
 	// Dashboard uids, without prefix; stable across renders.
@@ -132,6 +142,8 @@ func Default() Config {
 		ForecastMinRatio:  0.5,
 		ForecastFor:       15 * time.Minute,
 
+		TimeWeightedWindow: time.Minute,
+
 		ClientsWaitingFor:     5 * time.Minute,
 		LeakFor:               10 * time.Minute,
 		TargetDownFor:         5 * time.Minute,
@@ -146,6 +158,7 @@ func Default() Config {
 		DashboardTags:      []string{"poolwatch"},
 		DashboardRefresh:   "30s",
 		DashboardTimeFrom:  "now-6h",
+		DashboardTopK:      10,
 		DashboardUIDPrefix: "poolwatch-",
 		OverviewUID:        "overview",
 		DetailUID:          "pool-detail",
@@ -167,6 +180,7 @@ func Short() Config {
 	c.ForecastWindow = time.Minute
 	c.ForecastHorizon = time.Minute
 	c.ForecastFor = 10 * time.Second
+	c.TimeWeightedWindow = 5 * time.Second
 	c.ClientsWaitingFor = 5 * time.Second
 	c.LeakFor = 5 * time.Second
 	c.TargetDownFor = 10 * time.Second
@@ -205,6 +219,7 @@ func (c Config) Validate() error {
 		{"ForecastWindow", c.ForecastWindow},
 		{"ForecastHorizon", c.ForecastHorizon},
 		{"ForecastFor", c.ForecastFor},
+		{"TimeWeightedWindow", c.TimeWeightedWindow},
 		{"ClientsWaitingFor", c.ClientsWaitingFor},
 		{"LeakFor", c.LeakFor},
 		{"TargetDownFor", c.TargetDownFor},
@@ -254,6 +269,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.DashboardTags) == 0 {
 		return errors.New("mixin config: DashboardTags is empty")
+	}
+	if c.DashboardTopK <= 0 {
+		return fmt.Errorf("mixin config: DashboardTopK must be positive, is %d", c.DashboardTopK)
 	}
 	return nil
 }

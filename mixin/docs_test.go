@@ -122,14 +122,15 @@ func TestGithubAnchors_FollowGitHubRules(t *testing.T) {
 func TestExamples_PrometheusConfigIsValidAndLoadsTheRules(t *testing.T) {
 	promtool := requireTool(t, "promtool")
 	out, err := runTool(t, repoRoot, promtool, "check", "config", "prometheus.yml.example")
-	if err != nil || !strings.Contains(out, "SUCCESS: 1 rule files found") || !strings.Contains(out, "SUCCESS: 15 rules found") {
+	if err != nil || !strings.Contains(out, "SUCCESS: 2 rule files found") || !strings.Contains(out, "SUCCESS: 15 rules found") ||
+		!strings.Contains(out, "SUCCESS: 3 rules found") {
 		t.Errorf("promtool check config prometheus.yml.example: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(filepath.Join(repoRoot, "prometheus.yml.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"metrics_path: /probe", "target_label: __param_target", "job_name: poolwatch\n", RulesFile} {
+	for _, want := range []string{"metrics_path: /probe", "target_label: __param_target", "job_name: poolwatch\n", RulesFile, TimeWeightedRulesFile} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("prometheus.yml.example lacks %q", want)
 		}

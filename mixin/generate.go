@@ -24,6 +24,9 @@ func Files(c Config, variant string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("render dashboards: %w", err)
 	}
 	files[RulesFile] = rules
+	if files[TimeWeightedRulesFile], err = RenderTimeWeightedRules(c, variant); err != nil {
+		return nil, fmt.Errorf("render time-weighted rules: %w", err)
+	}
 	return files, nil
 }
 

@@ -59,7 +59,10 @@ func TestFault_BackendKilledDuringHealthCheckIsDestroyedAndRetried(t *testing.T)
 		})
 	}()
 	// In use while no callback has run: the health check is in flight.
-	require.Eventually(t, func() bool { return p.Stats().InUse == 1 }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+		s := p.Stats()
+		return s.InUse == 1, fmt.Sprintf("in use %d", s.InUse)
+	})
 	require.Empty(t, called)
 	require.Equal(t, 1, pgServer(t).TerminateBackends(t, appName(t)))
 	proxy.SetLatency(0)
@@ -120,7 +123,9 @@ func TestFault_ConnectionsResetByTheNetworkAreReplaced(t *testing.T) {
 		})
 	}()
 	<-started
-	require.Eventually(t, func() bool { return proxy.ResetAll() > 0 }, 5*time.Second, 10*time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return proxy.ResetAll() > 0, "no connection through the proxy to reset"
+	})
 	require.Error(t, <-done)
 	require.NoError(t, ping(context.Background(), p))
 	verifyNoLeaks(t, p, 2)
@@ -158,7 +163,10 @@ func TestFault_BlackholedTargetIsBoundedByTheTimeout(t *testing.T) {
 	// leaves no goroutine behind (checked by goleak above).
 	pinged := make(chan error, 1)
 	go func() { pinged <- ping(context.Background(), p) }()
-	require.Eventually(t, func() bool { return p.Stats().Open > 0 }, 5*time.Second, time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+		s := p.Stats()
+		return s.Open > 0, fmt.Sprintf("open %d", s.Open)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()

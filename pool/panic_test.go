@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/poolwatch/poolwatch/config"
+	"github.com/poolwatch/poolwatch/internal/testenv"
 	"github.com/poolwatch/poolwatch/pool"
 )
 
@@ -71,11 +73,11 @@ func TestDo_PanicAtAnyPointLosesNoConnection(t *testing.T) {
 				})
 				require.Zero(t, p.Stats().InUse)
 				admin := pgServer(t).AdminConn(t)
-				require.Eventually(t, func() bool {
+				testenv.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
 					var n int
 					err := admin.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int64(pid)).Scan(&n)
-					return err == nil && n == 0
-				}, 10*time.Second, 10*time.Millisecond, "the destroyed connection's backend %d is gone", pid)
+					return err == nil && n == 0, fmt.Sprintf("the destroyed connection's backend %d: %d rows, err %v", pid, n, err)
+				})
 				waitStats(t, p, "replaced", func(s pool.Stats) bool { return s.Open == 1 && s.Idle == 1 })
 				pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 1 }, 10*time.Second)
 			}

@@ -58,20 +58,14 @@ func (q *connPerDo) Do(ctx context.Context, fn func(ctx context.Context, conn *p
 // test with the last Result after livePollTimeout.
 func pollScrape(t *testing.T, s Scraper, q Querier, what string, cond func(*Result) bool) *Result {
 	t.Helper()
-	deadline := time.Now().Add(livePollTimeout)
 	var last *Result
-	for polls := 1; ; polls++ {
+	testenv.Eventually(t, livePollTimeout, 50*time.Millisecond, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		last = s.Scrape(ctx, q)
 		cancel()
-		if cond(last) {
-			return last
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v (%d scrapes); last result:\n%s", what, livePollTimeout, polls, dump(last))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return cond(last), what + "; last result:\n" + dump(last)
+	})
+	return last
 }
 
 func dump(r *Result) string {
@@ -140,6 +134,7 @@ func TestPgBouncer_Live_PoolExhaustionShowsInUseWaitingAndMaxWait(t *testing.T) 
 		Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
 		Min: Some(0), Max: Some(3), Reserve: Some(0),
 		Open: 3, InUse: 3, Waiting: Some(2), MaxWaitSeconds: p.MaxWaitSeconds,
+		States: bouncerStates([4]float64{3, 2, 0, 0}, [7]float64{3, 0, 0, 0, 0, 0, 0}),
 	}, p)
 	assert.True(t, p.MaxWaitSeconds.Valid)
 	assert.Less(t, p.MaxWaitSeconds.Value, livePollTimeout.Seconds()+5)
@@ -580,7 +575,7 @@ func TestPgBouncer_Live_CancelledRoundRecordsEachQuery(t *testing.T) {
 	}
 	// SHOW POOLS failed, so whether a leak is possible is unknown: SHOW
 	// CLIENTS is tried too.
-	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_clients"}, names)
+	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_mem", "show_clients"}, names)
 	assert.Equal(t, "1.18.0", res.Version)
 	assert.Empty(t, res.Pools)
 }

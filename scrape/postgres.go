@@ -32,13 +32,28 @@ func newPostgres(t config.Target) *postgres {
 		s.users = append(s.users, globToLike(ap.User))
 		s.dbs = append(s.dbs, globToLike(ap.Database))
 	}
+	for _, g := range t.Applications {
+		s.seenLikes = append(s.seenLikes, globToLike(g))
+	}
 	return s
 }
 
 type postgres struct {
 	cfg                     config.Target
 	names, apps, users, dbs []string
+	// seenLikes are the LIKE patterns of cfg.Applications, in order.
+	seenLikes []string
 }
+
+// applicationsSQL counts, for the cross-checks of application targets, the
+// client backends whose application_name matches each pattern ($1, in
+// order), by client address, in any state; the agent's own backend is left
+// out. A backend is counted under every pattern it matches.
+const applicationsSQL = `SELECT g.ord::int8, host(a.client_addr), count(*)
+FROM unnest($1::text[]) WITH ORDINALITY AS g(app_like, ord)
+JOIN pg_stat_activity a ON a.application_name LIKE g.app_like ESCAPE E'\\'
+WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+GROUP BY 1, 2`
 
 // activitySQL is the one statement a postgres round sends: PostgreSQL
 // aggregates pg_stat_activity and answers one small row, whatever the
@@ -135,13 +150,17 @@ type leakRow struct {
 func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
 	res := newResult(config.KindPostgres, &s.cfg)
 	var row activityRow
-	var queryErr error
+	var queryErr, appsErr error
+	var apps []ApplicationConnections
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		res.Version = postgresVersion(conn.PgConn().ParameterStatus("server_version"))
 		queryErr = conn.QueryRow(ctx, activitySQL,
 			s.names, s.apps, s.users, s.dbs, s.cfg.LeakThreshold.Seconds(), MaxLeaks, s.cfg.LogQueryText,
 		).Scan(&row.maxConnections, &row.superuserReserved, &row.reserved,
 			&row.open, &row.leaked, &row.oldest, &row.appsJSON, &row.leaksJSON, &row.seesAll)
+		if queryErr == nil && len(s.seenLikes) > 0 {
+			apps, appsErr = s.countApplications(ctx, conn)
+		}
 		return nil
 	})
 	if err != nil {
@@ -155,7 +174,42 @@ func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
 	if err := s.fill(res, &row); err != nil {
 		res.Errors = append(res.Errors, QueryError{Query: QueryActivity, Err: err})
 	}
+	if appsErr != nil {
+		res.Errors = append(res.Errors, QueryError{Query: QueryActivity, Err: fmt.Errorf("count connections by application_name: %w", appsErr)})
+	}
+	res.Applications = apps
 	return res
+}
+
+// countApplications runs applicationsSQL.
+func (s *postgres) countApplications(ctx context.Context, conn *pgx.Conn) ([]ApplicationConnections, error) {
+	rows, err := conn.Query(ctx, applicationsSQL, s.seenLikes)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]ApplicationConnections, len(s.cfg.Applications))
+	for i, g := range s.cfg.Applications {
+		out[i] = ApplicationConnections{ApplicationName: g, ByAddress: map[string]float64{}}
+	}
+	for rows.Next() {
+		var ord, n int64
+		var addr *string
+		if err := rows.Scan(&ord, &addr, &n); err != nil {
+			return nil, err
+		}
+		if ord < 1 || int(ord) > len(out) {
+			continue
+		}
+		ac := &out[ord-1]
+		ac.Total += float64(n)
+		if addr != nil {
+			if a, ok := canonicalIP(*addr); ok {
+				ac.ByAddress[a] += float64(n)
+			}
+		}
+	}
+	return out, rows.Err()
 }
 
 // fill maps the statement's row into res. It is pure.

@@ -47,15 +47,23 @@ const (
 )
 
 // RefusalReasons lists the reasons exported for a target of kind, each
-// as a 0/1 series, in a fixed order. A postgres target can sit behind a
-// PgBouncer, so it gets PgBouncer's reasons too; a pgbouncer target
-// (the admin console) gets only PgBouncer's.
+// as a 0/1 series, in a fixed order: none for a kind whose refusals are
+// not mapped. A postgres target can sit behind a PgBouncer, so it gets
+// PgBouncer's reasons too; a pgbouncer target (the admin console) gets only
+// PgBouncer's; a pgpool target server_slots, which Pgpool-II answers
+// ("sorry, too many clients already", 53300) when every child is busy and
+// reserved_connections is set.
 func RefusalReasons(kind config.Kind) []string {
 	bouncer := []string{RefusedPgBouncerMaxClientConn, RefusedPgBouncerMaxDBConnections}
-	if kind == config.KindPgBouncer {
+	switch kind {
+	case config.KindPostgres:
+		return append([]string{RefusedServerSlots, RefusedReservedSlots, RefusedRoleLimit, RefusedDatabaseLimit}, bouncer...)
+	case config.KindPgBouncer:
 		return bouncer
+	case config.KindPgpool:
+		return []string{RefusedServerSlots}
 	}
-	return append([]string{RefusedServerSlots, RefusedReservedSlots, RefusedRoleLimit, RefusedDatabaseLimit}, bouncer...)
+	return nil
 }
 
 // sqlstateTooManyConnections is PostgreSQL's too_many_connections.

@@ -1,5 +1,6 @@
-// Package scrape queries one monitored target (a PgBouncer admin console or a
-// PostgreSQL server) and turns what it answers into the uniform pool model:
+// Package scrape queries one monitored target (a PgBouncer admin console, a
+// PostgreSQL server, or an application that reports its own connection
+// pool over HTTP) and turns what it answers into the uniform pool model:
 // every pool, whatever its kind, has a floor, a ceiling, a reserve, open and
 // in-use connections, waiting clients and leaked connections.
 //
@@ -7,7 +8,9 @@
 // the agent completes (timing, error counters) and the collector turns into
 // metrics as it is; and ProbePool, a snapshot of the agent's own pool for a
 // target. New is the one place that picks the code for a kind of target;
-// leaks.go the one place for leak detection and its log-once dedup.
+// leaks.go the one place for leak detection and its log-once dedup;
+// crosscheck.go the one place that compares what an application counts
+// with what the server sees of it.
 //
 // The package knows nothing about Prometheus (package collector turns a
 // Result into metrics) and nothing about connection management (a Querier,
@@ -39,7 +42,15 @@ const (
 	QueryShowClients   = "show_clients"
 	QueryShowServers   = "show_servers"
 	QueryShowVersion   = "show_version"
+	QueryShowMem       = "show_mem"
 	QueryActivity      = "activity"
+)
+
+// Query names of application targets: the HTTP request (its transport,
+// status and size limit), and the parsing and mapping of the response.
+const (
+	QueryHTTP  = "http"
+	QueryParse = "parse"
 )
 
 // QueryRound names a round that failed as a whole: cut short before it
@@ -49,9 +60,17 @@ const QueryRound = "round"
 // Queries lists every query name a scraper of kind can report in
 // Result.Errors, so that error counters can start at zero.
 func Queries(kind config.Kind) []string {
-	if kind == config.KindPgBouncer {
+	switch kind {
+	case config.KindPgBouncer:
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
-			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+			QueryShowLists, QueryShowStats, QueryShowMem, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	case config.KindPgpool:
+		return []string{QueryConnect, QueryShowPoolVersion, QueryPgpoolShow, QueryShowPoolProcesses, QueryShowPoolPools,
+			QueryShowPoolNodes, QueryActivity, QueryRound}
+	case config.KindPgCat, config.KindOdyssey:
+		return consoleQueries()
+	case config.KindApplication:
+		return []string{QueryHTTP, QueryParse, QueryRound}
 	}
 	return []string{QueryConnect, QueryActivity, QueryRound}
 }
@@ -88,16 +107,36 @@ type Scraper interface {
 	Scrape(ctx context.Context, q Querier) *Result
 }
 
+// SelfContained is a Scraper that reaches its target by itself (an HTTP
+// client of its own) rather than through a probe pool: the agent creates no
+// probe pool for it and passes a nil Querier to Scrape. Close releases what
+// it holds (idle HTTP connections); a round running at that moment still
+// ends by its own deadline. Scrape may still be called after Close.
+type SelfContained interface {
+	Scraper
+	Close()
+}
+
 // New returns the scraper for t's kind, configured by t: its leak
-// threshold, pool cap, session-mode leaks (pgbouncer) and application pools
-// (postgres). It is the only switch on the kind of target. It fails for a
-// kind it does not know.
+// threshold, pool cap, session-mode leaks (pgbouncer), application pools
+// (postgres), the application_name globs to count for cross-checks
+// (postgres and pgbouncer), and the URL, format and HTTP client of an
+// application target, whose scraper is SelfContained. It is the only
+// switch on the kind of target. It fails for a kind it does not know, and
+// for an HTTP client configuration that cannot be built (a CA file that
+// does not parse).
 func New(t config.Target) (Scraper, error) {
 	switch t.Kind {
 	case config.KindPgBouncer:
 		return newPgBouncer(t), nil
 	case config.KindPostgres:
 		return newPostgres(t), nil
+	case config.KindPgpool:
+		return newPgpool(t), nil
+	case config.KindPgCat, config.KindOdyssey:
+		return newConsole(t), nil
+	case config.KindApplication:
+		return newApplication(t)
 	default:
 		return nil, fmt.Errorf("target %q: no scraper for kind %q", t.Name, t.Kind)
 	}
@@ -147,6 +186,49 @@ type Pool struct {
 	// activity; OldestLeakSeconds is the age of the oldest, 0 when none.
 	Leaked            float64
 	OldestLeakSeconds float64
+	// NoLeakDetection is set where poolwatch cannot see leaks (an
+	// application's own pool, which reports no such thing; a PgCat or
+	// Odyssey pool, whose console does not show idle transactions): Leaked
+	// and OldestLeakSeconds are then absent, not 0.
+	NoLeakDetection bool
+	// AcquireTimeouts counts, since the application started, the requests
+	// for a connection that timed out or were refused (application pools
+	// that report it); absent elsewhere.
+	AcquireTimeouts Optional
+	// States counts the pool's connections by state as the pooler reports
+	// them (PgBouncer's cl_* and sv_* columns, Pgpool-II's child states), in
+	// a fixed order per kind; a state the pooler does not report is left
+	// out, never 0. nil where the kind reports no states.
+	States []StateCount
+}
+
+// Sides of a StateCount.
+const (
+	SideClient = "client"
+	SideServer = "server"
+)
+
+// StateCount is the number of a pool's connections on one side (SideClient
+// or SideServer) in one state ("active", "waiting", "idle"...).
+type StateCount struct {
+	Side, State string
+	Count       float64
+}
+
+// ListCount is one row of PgBouncer's SHOW LISTS: the number of items in
+// one of its internal lists (used_clients, free_servers...).
+type ListCount struct {
+	List  string
+	Items float64
+}
+
+// MemoryCache is one row of PgBouncer's SHOW MEM: a slab cache of fixed-size
+// objects. A value the console does not report is absent.
+type MemoryCache struct {
+	Name string
+	// ObjectBytes is the size of one object; Used and Free count objects;
+	// TotalBytes is the memory the cache holds.
+	ObjectBytes, Used, Free, TotalBytes Optional
 }
 
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
@@ -162,6 +244,27 @@ type DatabaseStats struct {
 	Transactions      float64
 	Queries           float64
 	ClientWaitSeconds float64
+	// The other counters of SHOW STATS, absent where this version has no
+	// such column: total_xact_time and total_query_time (µs, here
+	// seconds), total_received and total_sent (bytes),
+	// total_server_assignment_count (1.23+), total_client_parse_count,
+	// total_server_parse_count and total_bind_count (1.21+).
+	TransactionSeconds, QuerySeconds  Optional
+	ReceivedBytes, SentBytes          Optional
+	ServerAssignments                 Optional
+	ClientParses, ServerParses, Binds Optional
+}
+
+// BackendNode is one of Pgpool-II's backend nodes.
+type BackendNode struct {
+	// Name is "node" + node_id, the name of the node's pool.
+	Name string
+	// Address is hostname:port; Status Pgpool-II's status of the node (up,
+	// waiting, down, unused, quarantine); Role its role (primary, standby,
+	// main, replica).
+	Address, Status, Role string
+	// Up reports whether Pgpool-II uses the node: status up or waiting.
+	Up bool
 }
 
 // QueryError is one failed query of a round.
@@ -206,6 +309,13 @@ type Result struct {
 	// capped with the pools (cap.go).
 	Databases []DatabaseState
 	Stats     []DatabaseStats
+	// Lists and Memory are PgBouncer's SHOW LISTS and SHOW MEM, in its
+	// order; nil on other kinds or when the command failed.
+	Lists  []ListCount
+	Memory []MemoryCache
+	// Nodes are Pgpool-II's backend nodes (SHOW POOL_NODES), sorted by
+	// Name; nil on other kinds or when the command failed.
+	Nodes []BackendNode
 	// Leaks are the current leaks, oldest first, at most MaxLeaks.
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.
@@ -214,6 +324,16 @@ type Result struct {
 	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
 	// then invisible and every count is too low.
 	LimitedVisibility bool
+
+	// Applications (postgres, pgbouncer) counts the server's connections
+	// for each glob of the target's config.Target.Applications, sorted by
+	// glob; nil when the target has none or when counting failed.
+	Applications []ApplicationConnections
+	// Unaccounted (application) is the cross-check of this round against
+	// the servers named in seen_as, sorted by pool; the agent fills it in
+	// (see CrossCheck). Nil when the target has no seen_as or when a side
+	// of the comparison is unknown.
+	Unaccounted []Unaccounted
 }
 
 // Up reports whether every query of the round succeeded.

@@ -94,7 +94,7 @@ func TestScale_ThousandsOfTargetsFitTheScrapeAndGiveMemoryBack(t *testing.T) {
 		StatsUsers: []string{"stats"},
 	})
 	closedPort := testenv.FreePort(t) // nothing listens there
-	pw := testenv.StartPoolwatch(t, scaleConfig(pg, pgb, closedPort, 2))
+	pw := testenv.StartPoolwatch(t, scaleConfig(pg, pgb, closedPort, 2), "--web.enable-lifecycle")
 	header := []string{"X-Prometheus-Scrape-Timeout-Seconds", "3"}
 	for range 3 {
 		sampleSelf(t, pw, header...)

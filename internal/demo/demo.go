@@ -335,7 +335,8 @@ func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
 		Args: func(addr string) []string {
 			// Prometheus sends a 900ms scrape timeout; the default offset of
 			// 500ms would leave too little of it.
-			return []string{"--config.file=" + cfg, "--web.listen-address=" + addr, "--scrape.timeout-offset=200ms"}
+			// --web.enable-lifecycle: the demo prints the reload command.
+			return []string{"--config.file=" + cfg, "--web.listen-address=" + addr, "--scrape.timeout-offset=200ms", "--web.enable-lifecycle"}
 		},
 		ProcessOptions: daemonProcess(),
 	})
@@ -460,7 +461,9 @@ func (d *demo) showWhereToLook() {
 	sort.Strings(dashboards)
 	d.scr.line("")
 	d.scr.line("Where to look while it runs:")
+	d.scr.line("  poolwatch targets    %s/", d.pw.URL)
 	d.scr.line("  poolwatch metrics    %s/metrics", d.pw.URL)
+	d.scr.line("  reload its config    curl -X POST %s/-/reload", d.pw.URL)
 	d.scr.line("  Prometheus alerts    %s/alerts", d.promUI)
 	d.scr.line("  pool utilization     %s", graph)
 	d.scr.line("  Alertmanager         %s/#/alerts", d.am.URL)

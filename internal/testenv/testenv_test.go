@@ -247,12 +247,19 @@ func TestDependencies_MakeDepsInstallsEveryAptPackage(t *testing.T) {
 	if strings.Contains(string(makefile), `missing="$$missing postgresql-15"`) {
 		installed = append(installed, "postgresql-15") // deps-apt checks it by its binary's path
 	}
+	if strings.Contains(string(makefile), `missing="$$missing npm"`) {
+		installed = append(installed, "npm") // deps-apt checks it by its binary: NodeSource's nodejs has it
+	}
 	for _, d := range launch.Dependencies() {
 		if d.Name == "make" {
 			continue
 		}
 		for _, pkg := range d.Apt {
 			require.Contains(t, installed, pkg, "dependency %s: make deps does not install apt package %s", d.Name, pkg)
+		}
+		if d.GoInstall != "" {
+			require.Contains(t, string(makefile), strings.Split(d.GoInstall, "@")[0], "dependency %s: make deps does not go install it", d.Name)
+			require.Contains(t, string(makefile), strings.Split(d.GoInstall, "@")[1], "dependency %s: make deps installs another version", d.Name)
 		}
 	}
 }

@@ -4,7 +4,9 @@
 //	go run ./mixin/cmd/mixin -out .                  # the shipped files (make mixin)
 //	go run ./mixin/cmd/mixin -variant short -out DIR # short durations, for e2e and demo
 //
-// It writes DIR/alerts/poolwatch.rules.yml and DIR/dashboards/*.json.
+// It writes DIR/alerts/poolwatch.rules.yml and DIR/dashboards/*.json; the
+// default variant also DIR/mixin/generated/*.json, which mixin.libsonnet
+// imports.
 package main
 
 import (
@@ -37,6 +39,10 @@ func run(args []string) error {
 		return err
 	}
 	files, err := mixin.Files(cfg, *variant)
+	if *variant == "default" {
+		// The shipped files: the jsonnet mixin's generated JSON too.
+		files, err = mixin.ShippedFiles()
+	}
 	if err != nil {
 		return err
 	}
