@@ -28,7 +28,8 @@ type pgBouncer struct {
 }
 
 // Scrape runs one round: the commands of bouncerCommands (SHOW POOLS,
-// DATABASES, USERS (1.23+), CONFIG, LISTS, STATS and MEM); then SHOW
+// DATABASES, USERS (1.23+), CONFIG, LISTS, STATS and MEM), sent at once on
+// the probe connection and answered in one round trip; then SHOW
 // CLIENTS only if a leak is possible or an application target's seen_as
 // names this target (its clients are then counted by application_name for
 // the cross-check), and SHOW SERVERS only if there is a leak to attribute.
@@ -40,7 +41,16 @@ func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
 			return showQuery(ctx, conn, sql, mapFn)
 		}
 		r.version = s.version(ctx, conn.PgConn().ParameterStatus("server_version"), conn.PgConn(), cons, r)
-		s.collect(ctx, cons, ownClientOf(conn), r)
+		// The fixed commands go out at once: one round trip, not one per
+		// command (consolePipeline).
+		cmds := roundCommands(r.version)
+		sqls := make([]string, len(cmds))
+		for i, c := range cmds {
+			sqls[i] = c.sql
+		}
+		p := newConsolePipeline(conn, sqls)
+		defer p.close(ctx)
+		s.collect(ctx, p.run, ownClientOf(conn), r)
 		return nil
 	})
 	if err != nil {
@@ -93,6 +103,18 @@ var bouncerCommands = []bouncerCommand{
 	}},
 }
 
+// roundCommands returns the commands of bouncerCommands that a PgBouncer of
+// that version has, in order.
+func roundCommands(version string) []bouncerCommand {
+	cmds := make([]bouncerCommand, 0, len(bouncerCommands))
+	for _, cmd := range bouncerCommands {
+		if cmd.minMajor == 0 || versionAtLeast(version, cmd.minMajor, cmd.minMinor) {
+			cmds = append(cmds, cmd)
+		}
+	}
+	return cmds
+}
+
 // console runs one admin console command and hands its rows to mapFn, which
 // consumes them. Live, it is showQuery on the probe connection; in tests it
 // serves recorded output.
@@ -110,10 +132,7 @@ func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r 
 		return true
 	}
 
-	for _, cmd := range bouncerCommands {
-		if cmd.minMajor > 0 && !versionAtLeast(r.version, cmd.minMajor, cmd.minMinor) {
-			continue
-		}
+	for _, cmd := range roundCommands(r.version) {
 		ok := run(cmd.query, cmd.sql, func(src rowSource) error { return cmd.mapInto(src, r) })
 		if cmd.query == QueryShowPools {
 			r.poolsOK = ok
