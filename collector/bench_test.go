@@ -59,3 +59,21 @@ func BenchmarkTargets_GatherAndEncode1000Pools(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTargets_Text1000Pools measures what a request that negotiates
+// the text format pays for the same series: Text, written (no registry, no
+// dto.MetricFamily).
+func BenchmarkTargets_Text1000Pools(b *testing.B) {
+	ts := thousandPools()
+	txt := NewText()
+	b.ReportAllocs()
+	for b.Loop() {
+		txt.Reset()
+		if err := NewTargets(ts).WriteText(txt); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := txt.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -23,14 +23,16 @@ const namespace = "poolwatch"
 // Targets collects the target and pool series of a set of rounds.
 type Targets struct {
 	rounds []*scrape.Result
-	// descs[i] are the descriptors of rounds[i], built once.
+	// descs[i] are the descriptors of rounds[i], built once; set holds
+	// them all.
 	descs []*targetDescs
+	set   *familySet
 }
 
 // NewTargets returns a collector of the series of rounds, one per target.
 // It only reads them; they must not be modified afterwards.
 func NewTargets(rounds []*scrape.Result) *Targets {
-	c := &Targets{rounds: rounds, descs: make([]*targetDescs, len(rounds))}
+	c := &Targets{rounds: rounds, descs: make([]*targetDescs, len(rounds)), set: newFamilySet()}
 	shared := map[string]*targetDescs{}
 	for i, r := range rounds {
 		// Targets with the same static labels share their descriptors:
@@ -38,7 +40,7 @@ func NewTargets(rounds []*scrape.Result) *Targets {
 		// otherwise build thousands of identical sets per request.
 		k := labelsKey(r.Labels)
 		if shared[k] == nil {
-			shared[k] = newTargetDescs(r.Labels)
+			shared[k] = newTargetDescs(c.set, r.Labels)
 		}
 		c.descs[i] = shared[k]
 	}
@@ -68,35 +70,57 @@ func labelsKey(labels map[string]string) string {
 // Describe sends nothing: the collector is unchecked.
 func (*Targets) Describe(chan<- *prometheus.Desc) {}
 
-// Collect sends every series of every target.
+// Collect sends every series of every target. A pool's series share their
+// label pairs.
 func (c *Targets) Collect(ch chan<- prometheus.Metric) {
+	e := &emitter{ch: ch}
 	for i, r := range c.rounds {
-		collectTarget(ch, c.descs[i], r)
+		collectTarget(e, c.descs[i], r)
 	}
+}
+
+// WriteText writes the series Collect sends into t (see Text). It returns
+// an error, and writes nothing, when the rounds hold what the registry's
+// checks would reject (a label value that is not UTF-8, two pools of one
+// name): gather them through a registry then, which reports it.
+func (c *Targets) WriteText(t *Text) error {
+	if err := c.textSafe(); err != nil {
+		return err
+	}
+	sink, err := newTextSink(t, c.set)
+	if err != nil {
+		return err
+	}
+	e := &emitter{text: sink}
+	for i, r := range c.rounds {
+		collectTarget(e, c.descs[i], r)
+	}
+	return nil
 }
 
 // targetDescs are the descriptors of one target's series. The static labels
 // are constant labels, so they differ between targets.
 type targetDescs struct {
-	up, duration, info, errors, dropped, refused                     *prometheus.Desc
-	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
-	poolInfo                                                         *prometheus.Desc
-	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
-	clientStates, serverStates                                       *prometheus.Desc
-	nodeUp, nodeInfo                                                 *prometheus.Desc
+	up, duration, info, errors, dropped, refused                     *family
+	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *family
+	poolInfo                                                         *family
+	paused, disabled, transactions, queries, clientWait              *family
+	clientStates, serverStates                                       *family
+	nodeUp, nodeInfo                                                 *family
 	bouncer                                                          *bouncerDescs
-	acquireTimeouts, unaccounted                                     *prometheus.Desc
+	acquireTimeouts, unaccounted                                     *family
 	// Alerting: the agent's view and the link to the server behind.
-	limited, upstream *prometheus.Desc
+	limited, upstream *family
 }
 
-func newTargetDescs(static map[string]string) *targetDescs {
-	cl := prometheus.Labels(static)
+// newTargetDescs adds the families of targets with these static labels to
+// set.
+func newTargetDescs(set *familySet, static map[string]string) *targetDescs {
 	tl := []string{"target"}
 	pl := []string{"target", "pool"}
 	dl := []string{"target", "database"}
-	nd := func(name, help string, labels []string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, cl)
+	nd := func(name, help string, labels []string) *family {
+		return set.add(prometheus.BuildFQName(namespace, "", name), help, isCounter(name), labels, static)
 	}
 	return &targetDescs{
 		up:       nd("target_up", "1 when every query of this scrape of the target succeeded, else 0.", tl),
@@ -137,13 +161,9 @@ func newTargetDescs(static map[string]string) *targetDescs {
 	}
 }
 
-func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
-	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-}
-
-func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
-	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-}
+// isCounter tells a counter family by its name: _total is on counters
+// only, and on every counter (docs/metrics.md).
+func isCounter(name string) bool { return strings.HasSuffix(name, "_total") }
 
 func boolValue(b bool) float64 {
 	if b {
@@ -152,96 +172,98 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result) {
+func collectTarget(e *emitter, d *targetDescs, r *scrape.Result) {
 	name, kind := r.Target, string(r.Kind)
-	gauge(ch, d.up, boolValue(r.Up()), name)
-	gauge(ch, d.duration, r.Duration.Seconds(), name)
+	e.gauge(d.up, boolValue(r.Up()), name)
+	e.gauge(d.duration, r.Duration.Seconds(), name)
 	queries := make([]string, 0, len(r.ScrapeErrors))
 	for q := range r.ScrapeErrors {
 		queries = append(queries, q)
 	}
 	sort.Strings(queries)
 	for _, q := range queries {
-		counter(ch, d.errors, r.ScrapeErrors[q], name, q)
+		e.counter(d.errors, r.ScrapeErrors[q], name, q)
 	}
 	if r.Version != "" {
-		gauge(ch, d.info, 1, name, kind, r.Version)
+		e.gauge(d.info, 1, name, kind, r.Version)
 	}
-	gauge(ch, d.dropped, float64(r.PoolsDropped), name)
+	e.gauge(d.dropped, float64(r.PoolsDropped), name)
 	if limited, ok := r.Visibility(); ok {
-		gauge(ch, d.limited, boolValue(limited), name)
+		e.gauge(d.limited, boolValue(limited), name)
 	}
 	if r.Upstream != "" {
-		gauge(ch, d.upstream, 1, name, r.Upstream)
+		e.gauge(d.upstream, 1, name, r.Upstream)
 	}
 	refused := r.Refused()
 	for _, reason := range scrape.RefusalReasons(r.Kind) {
-		gauge(ch, d.refused, boolValue(reason == refused), name, reason)
+		e.gauge(d.refused, boolValue(reason == refused), name, reason)
 	}
 	for _, p := range r.Pools {
-		optionalGauge(ch, d.min, p.Min, name, p.Name)
-		optionalGauge(ch, d.max, p.Max, name, p.Name)
-		optionalGauge(ch, d.reserve, p.Reserve, name, p.Name)
-		gauge(ch, d.open, p.Open, name, p.Name)
-		gauge(ch, d.inUse, p.InUse, name, p.Name)
-		optionalGauge(ch, d.waiting, p.Waiting, name, p.Name)
-		optionalGauge(ch, d.maxWait, p.MaxWaitSeconds, name, p.Name)
+		optionalGauge(e, d.min, p.Min, name, p.Name)
+		optionalGauge(e, d.max, p.Max, name, p.Name)
+		optionalGauge(e, d.reserve, p.Reserve, name, p.Name)
+		e.gauge(d.open, p.Open, name, p.Name)
+		e.gauge(d.inUse, p.InUse, name, p.Name)
+		optionalGauge(e, d.waiting, p.Waiting, name, p.Name)
+		optionalGauge(e, d.maxWait, p.MaxWaitSeconds, name, p.Name)
 		if !p.NoLeakDetection {
-			gauge(ch, d.leaked, p.Leaked, name, p.Name)
-			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
+			e.gauge(d.leaked, p.Leaked, name, p.Name)
+			e.gauge(d.oldest, p.OldestLeakSeconds, name, p.Name)
 		}
-		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
+		e.gauge(d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
 		for _, st := range p.States {
 			desc := d.serverStates
 			if st.Side == scrape.SideClient {
 				desc = d.clientStates
 			}
-			gauge(ch, desc, st.Count, name, p.Name, st.State)
+			e.gauge(desc, st.Count, name, p.Name, st.State)
 		}
 		if p.AcquireTimeouts.Valid {
-			counter(ch, d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
+			e.counter(d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
 		}
 	}
 	for _, u := range r.Unaccounted {
-		gauge(ch, d.unaccounted, u.Value, name, u.Pool)
+		e.gauge(d.unaccounted, u.Value, name, u.Pool)
 	}
 	for _, db := range r.Databases {
-		gauge(ch, d.paused, boolValue(db.Paused), name, db.Name)
-		gauge(ch, d.disabled, boolValue(db.Disabled), name, db.Name)
+		e.gauge(d.paused, boolValue(db.Paused), name, db.Name)
+		e.gauge(d.disabled, boolValue(db.Disabled), name, db.Name)
 	}
 	for _, s := range r.Stats {
-		counter(ch, d.transactions, s.Transactions, name, s.Database)
-		counter(ch, d.queries, s.Queries, name, s.Database)
-		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
+		e.counter(d.transactions, s.Transactions, name, s.Database)
+		e.counter(d.queries, s.Queries, name, s.Database)
+		e.counter(d.clientWait, s.ClientWaitSeconds, name, s.Database)
 	}
-	d.bouncer.collect(ch, name, r)
+	d.bouncer.collect(e, name, r)
 	for _, n := range r.Nodes {
-		gauge(ch, d.nodeUp, boolValue(n.Up), name, n.Name)
-		gauge(ch, d.nodeInfo, 1, name, n.Name, n.Address, n.Role)
+		e.gauge(d.nodeUp, boolValue(n.Up), name, n.Name)
+		e.gauge(d.nodeInfo, 1, name, n.Name, n.Address, n.Role)
 	}
 }
 
-func optionalGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Optional, labels ...string) {
+func optionalGauge(e *emitter, f *family, o scrape.Optional, labels ...string) {
 	if o.Valid {
-		gauge(ch, d, o.Value, labels...)
+		e.gauge(f, o.Value, labels...)
 	}
 }
 
 // ProbePools collects the agent's own probe pool series.
 type ProbePools struct {
 	pools []scrape.ProbePool
-	// descs[i] are the descriptors of pools[i], built once.
+	// descs[i] are the descriptors of pools[i], built once; set holds them
+	// all.
 	descs []*probeDescs
+	set   *familySet
 }
 
 type probeDescs struct {
-	min, max, open, inUse, idle, leaked, retries, errors, healthFailures, newConns *prometheus.Desc
+	min, max, open, inUse, idle, leaked, retries, errors, healthFailures, newConns *family
 }
 
-func newProbeDescs(static map[string]string) *probeDescs {
-	cl := prometheus.Labels(static)
-	nd := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "probe_pool", name), help, []string{"target"}, cl)
+func newProbeDescs(set *familySet, static map[string]string) *probeDescs {
+	nd := func(name, help string) *family {
+		fq := prometheus.BuildFQName(namespace, "probe_pool", name)
+		return set.add(fq, help, isCounter(fq), []string{"target"}, static)
 	}
 	return &probeDescs{
 		min:            nd("min_connections", "Configured minimum of the agent's probe pool."),
@@ -260,12 +282,12 @@ func newProbeDescs(static map[string]string) *probeDescs {
 // NewProbePools returns a collector of ps's series. ps must not be modified
 // afterwards.
 func NewProbePools(ps []scrape.ProbePool) *ProbePools {
-	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps))}
+	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps)), set: newFamilySet()}
 	shared := map[string]*probeDescs{}
 	for i, p := range ps {
 		k := labelsKey(p.Labels)
 		if shared[k] == nil {
-			shared[k] = newProbeDescs(p.Labels)
+			shared[k] = newProbeDescs(c.set, p.Labels)
 		}
 		c.descs[i] = shared[k]
 	}
@@ -277,17 +299,34 @@ func (*ProbePools) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends every probe pool's series.
 func (c *ProbePools) Collect(ch chan<- prometheus.Metric) {
+	c.collect(&emitter{ch: ch})
+}
+
+// WriteText writes the series Collect sends into t (see Targets.WriteText).
+func (c *ProbePools) WriteText(t *Text) error {
+	if err := c.textSafe(); err != nil {
+		return err
+	}
+	sink, err := newTextSink(t, c.set)
+	if err != nil {
+		return err
+	}
+	c.collect(&emitter{text: sink})
+	return nil
+}
+
+func (c *ProbePools) collect(e *emitter) {
 	for i, p := range c.pools {
 		d, s := c.descs[i], p.Stats
-		gauge(ch, d.min, float64(s.Min), p.Target)
-		gauge(ch, d.max, float64(s.Max), p.Target)
-		gauge(ch, d.open, float64(s.Open), p.Target)
-		gauge(ch, d.inUse, float64(s.InUse), p.Target)
-		gauge(ch, d.idle, float64(s.Idle), p.Target)
-		gauge(ch, d.leaked, float64(s.Leaked), p.Target)
-		counter(ch, d.retries, float64(s.AcquireRetries), p.Target)
-		counter(ch, d.errors, float64(s.AcquireErrors), p.Target)
-		counter(ch, d.healthFailures, float64(s.HealthCheckFailures), p.Target)
-		counter(ch, d.newConns, float64(s.NewConnections), p.Target)
+		e.gauge(d.min, float64(s.Min), p.Target)
+		e.gauge(d.max, float64(s.Max), p.Target)
+		e.gauge(d.open, float64(s.Open), p.Target)
+		e.gauge(d.inUse, float64(s.InUse), p.Target)
+		e.gauge(d.idle, float64(s.Idle), p.Target)
+		e.gauge(d.leaked, float64(s.Leaked), p.Target)
+		e.counter(d.retries, float64(s.AcquireRetries), p.Target)
+		e.counter(d.errors, float64(s.AcquireErrors), p.Target)
+		e.counter(d.healthFailures, float64(s.HealthCheckFailures), p.Target)
+		e.counter(d.newConns, float64(s.NewConnections), p.Target)
 	}
 }

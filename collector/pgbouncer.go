@@ -1,8 +1,6 @@
 package collector
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/poolwatch/poolwatch/scrape"
 )
 
@@ -10,12 +8,12 @@ import (
 // model: the rest of SHOW STATS, SHOW LISTS and SHOW MEM (docs/metrics.md,
 // "Statistics", "Lists" and "Memory").
 type bouncerDescs struct {
-	xactTime, queryTime, received, sent, assignments, clientParses, serverParses, binds *prometheus.Desc
-	listItems                                                                           *prometheus.Desc
-	memBytes, memObjects, memObjectSize                                                 *prometheus.Desc
+	xactTime, queryTime, received, sent, assignments, clientParses, serverParses, binds *family
+	listItems                                                                           *family
+	memBytes, memObjects, memObjectSize                                                 *family
 }
 
-func newBouncerDescs(nd func(name, help string, labels []string) *prometheus.Desc) *bouncerDescs {
+func newBouncerDescs(nd func(name, help string, labels []string) *family) *bouncerDescs {
 	dl := []string{"target", "database"}
 	cl := []string{"target", "cache"}
 	return &bouncerDescs{
@@ -38,22 +36,22 @@ func newBouncerDescs(nd func(name, help string, labels []string) *prometheus.Des
 
 // collect sends the PgBouncer series of r: nothing for other kinds, whose
 // Results carry none of these.
-func (d *bouncerDescs) collect(ch chan<- prometheus.Metric, name string, r *scrape.Result) {
+func (d *bouncerDescs) collect(e *emitter, name string, r *scrape.Result) {
 	for _, s := range r.Stats {
-		optionalCounter(ch, d.xactTime, s.TransactionSeconds, name, s.Database)
-		optionalCounter(ch, d.queryTime, s.QuerySeconds, name, s.Database)
-		optionalCounter(ch, d.received, s.ReceivedBytes, name, s.Database)
-		optionalCounter(ch, d.sent, s.SentBytes, name, s.Database)
-		optionalCounter(ch, d.assignments, s.ServerAssignments, name, s.Database)
-		optionalCounter(ch, d.clientParses, s.ClientParses, name, s.Database)
-		optionalCounter(ch, d.serverParses, s.ServerParses, name, s.Database)
-		optionalCounter(ch, d.binds, s.Binds, name, s.Database)
+		optionalCounter(e, d.xactTime, s.TransactionSeconds, name, s.Database)
+		optionalCounter(e, d.queryTime, s.QuerySeconds, name, s.Database)
+		optionalCounter(e, d.received, s.ReceivedBytes, name, s.Database)
+		optionalCounter(e, d.sent, s.SentBytes, name, s.Database)
+		optionalCounter(e, d.assignments, s.ServerAssignments, name, s.Database)
+		optionalCounter(e, d.clientParses, s.ClientParses, name, s.Database)
+		optionalCounter(e, d.serverParses, s.ServerParses, name, s.Database)
+		optionalCounter(e, d.binds, s.Binds, name, s.Database)
 	}
 	seen := make(map[string]bool, len(r.Lists))
 	for _, l := range r.Lists {
 		if !seen[l.List] { // a duplicate row would be a duplicate series
 			seen[l.List] = true
-			gauge(ch, d.listItems, l.Items, name, l.List)
+			e.gauge(d.listItems, l.Items, name, l.List)
 		}
 	}
 	clear(seen)
@@ -62,15 +60,15 @@ func (d *bouncerDescs) collect(ch chan<- prometheus.Metric, name string, r *scra
 			continue
 		}
 		seen[m.Name] = true
-		optionalGauge(ch, d.memBytes, m.TotalBytes, name, m.Name)
-		optionalGauge(ch, d.memObjects, m.Used, name, m.Name, "used")
-		optionalGauge(ch, d.memObjects, m.Free, name, m.Name, "free")
-		optionalGauge(ch, d.memObjectSize, m.ObjectBytes, name, m.Name)
+		optionalGauge(e, d.memBytes, m.TotalBytes, name, m.Name)
+		optionalGauge(e, d.memObjects, m.Used, name, m.Name, "used")
+		optionalGauge(e, d.memObjects, m.Free, name, m.Name, "free")
+		optionalGauge(e, d.memObjectSize, m.ObjectBytes, name, m.Name)
 	}
 }
 
-func optionalCounter(ch chan<- prometheus.Metric, d *prometheus.Desc, o scrape.Optional, labels ...string) {
+func optionalCounter(e *emitter, f *family, o scrape.Optional, labels ...string) {
 	if o.Valid {
-		counter(ch, d, o.Value, labels...)
+		e.counter(f, o.Value, labels...)
 	}
 }
