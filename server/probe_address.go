@@ -4,10 +4,7 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/poolwatch/poolwatch/agent"
-	"github.com/poolwatch/poolwatch/collector"
 	"github.com/poolwatch/poolwatch/config"
 	"github.com/poolwatch/poolwatch/scrape"
 )
@@ -35,9 +32,7 @@ func (s *server) probeAddress(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), addressStatus(err))
 		return
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector.NewTargets([]*scrape.Result{res}))
-	s.serve(w, r, reg)
+	s.serveTargets(w, r, nil, []*scrape.Result{res})
 }
 
 // addressStatus is the HTTP status of a refused probe by address.
@@ -51,12 +46,4 @@ func addressStatus(err error) int {
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
-}
-
-// addressMetrics registers the probes-by-address series on the metrics
-// path while they are enabled.
-func (s *server) addressMetrics(reg *prometheus.Registry) {
-	if st, on := s.o.Agent.AddressProbes(); on {
-		reg.MustRegister(collector.NewAddressProbes(st))
-	}
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/poolwatch/poolwatch/agent"
 	"github.com/poolwatch/poolwatch/collector"
+	"github.com/poolwatch/poolwatch/scrape"
 )
 
 // Options configure the handler.
@@ -55,6 +55,7 @@ func New(o Options) (http.Handler, error) {
 		o.Logger = log.NewNopLogger()
 	}
 	s := &server{o: o}
+	s.build = s.newBuilder()
 	mux := http.NewServeMux()
 	mux.HandleFunc(o.TelemetryPath, s.metrics)
 	mux.HandleFunc("/probe", s.probe)
@@ -78,6 +79,10 @@ type server struct {
 	// metricsCost and probeCost are the answer costs of the metrics path
 	// and of /probe (reserve.go).
 	metricsCost, probeCost answerCost
+	// answers shares the metrics path's answers between the requests a
+	// round serves; build builds answers (answer.go).
+	answers answerCache
+	build   *builder
 }
 
 // budget derives the request's scrape budget from Prometheus' header, minus
@@ -108,14 +113,43 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ctx, cancelWait := s.metricsCost.waitContext(ctx)
 	defer cancelWait()
-	reg := prometheus.NewRegistry()
+	key := negotiate(r)
+	var rounds []*scrape.Result
 	if s.o.MetricsTargets {
-		reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, s.o.Agent.Names())))
+		rounds = s.o.Agent.Scrape(ctx, s.o.Agent.Names())
+	}
+	if len(rounds) == 0 {
+		// Nothing a round decides: every request builds its own.
+		a := &answer{ready: make(chan struct{}), key: key}
+		timed(&s.metricsCost, s.build, a, s.metricsSources(rounds))
+		a.write(w)
+		return
+	}
+	a, build := s.answers.get(rounds, key)
+	if build {
+		timed(&s.metricsCost, s.build, a, s.metricsSources(rounds))
+	} else {
+		select {
+		case <-a.ready:
+		case <-r.Context().Done():
+			return // the client went away; the answer is built for the others
+		}
+	}
+	a.write(w)
+}
+
+// metricsSources are the sources of the metrics path's answer to rounds.
+func (s *server) metricsSources(rounds []*scrape.Result) sources {
+	src := sources{agent: s.o.Gatherer}
+	if s.o.MetricsTargets {
+		src.targets = collector.NewTargets(rounds)
 	}
 	// Taken after the round, so the round's own connections are back.
-	reg.MustRegister(collector.NewProbePools(s.o.Agent.ProbePools()))
-	s.addressMetrics(reg)
-	s.serve(w, r, s.metricsCost.gatherer(prometheus.Gatherers{s.o.Gatherer, reg}))
+	src.probes = collector.NewProbePools(s.o.Agent.ProbePools())
+	if st, on := s.o.Agent.AddressProbes(); on {
+		src.address = collector.NewAddressProbes(st)
+	}
+	return src
 }
 
 func (s *server) probe(w http.ResponseWriter, r *http.Request) {
@@ -140,16 +174,20 @@ func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ctx, cancelWait := s.probeCost.waitContext(ctx)
 	defer cancelWait()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, []string{name})))
-	s.serve(w, r, s.probeCost.gatherer(reg))
+	s.serveTargets(w, r, &s.probeCost, s.o.Agent.Scrape(ctx, []string{name}))
 }
 
-func (s *server) serve(w http.ResponseWriter, r *http.Request, g prometheus.Gatherer) {
-	promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorLog:      promLogger{s.o.Logger},
-		ErrorHandling: promhttp.ContinueOnError,
-	}).ServeHTTP(w, r)
+// serveTargets answers r with the series of rounds alone (/probe), timed
+// into cost when cost is not nil.
+func (s *server) serveTargets(w http.ResponseWriter, r *http.Request, cost *answerCost, rounds []*scrape.Result) {
+	a := &answer{ready: make(chan struct{}), key: negotiate(r)}
+	src := sources{targets: collector.NewTargets(rounds)}
+	if cost != nil {
+		timed(cost, s.build, a, src)
+	} else {
+		s.build.build(a, src)
+	}
+	a.write(w)
 }
 
 func (s *server) ready(w http.ResponseWriter, _ *http.Request) {
@@ -179,11 +217,4 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = fmt.Fprintln(w, "Reloaded")
-}
-
-// promLogger adapts go-kit's logger to promhttp's error log.
-type promLogger struct{ l log.Logger }
-
-func (p promLogger) Println(v ...any) {
-	level.Error(p.l).Log("msg", "metrics handler error", "err", fmt.Sprint(v...))
 }
