@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,9 +61,25 @@ func BenchmarkMetricsHandler(b *testing.B) {
 	for range 5 {
 		get()
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		get()
-	}
+	b.Run("sequential", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			get()
+		}
+	})
+	// The storm, over a real HTTP server: BENCH_STORM_SCRAPERS (20)
+	// scrapers with keep-alive connections, b.N requests in all.
+	b.Run("storm", func(b *testing.B) {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		s := newScraper()
+		scrapers := envInt(b, "BENCH_STORM_SCRAPERS", 20)
+		b.SetParallelism(max(1, scrapers/runtime.GOMAXPROCS(0)))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				s.get(b, srv.URL+"/metrics")
+			}
+		})
+	})
 }

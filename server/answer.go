@@ -199,7 +199,10 @@ func (b *builder) compressor(buf *bytes.Buffer, encoding string) (interface{ Wri
 	}
 	gz, _ := b.gzips.Get().(*gzip.Writer)
 	if gz == nil {
-		gz = gzip.NewWriter(buf)
+		// The fastest level: at 1,000 pools it compresses 2.5 MB of text
+		// in about a third of the time of the default level, for about a
+		// fifth more bytes (docs/performance.md).
+		gz, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
 	} else {
 		gz.Reset(buf)
 	}
