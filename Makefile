@@ -206,7 +206,7 @@ readme-flags:
 SCREENSHOT      ?=
 DEMO_SCREENSHOT ?= docs/img/prometheus-alerts.png
 DEMO_WANTS_SHOT := $(filter 1 true yes,$(SCREENSHOT))
-DEMO_APT_PACKAGES := $(SERVER_APT_PACKAGES) $(if $(DEMO_WANTS_SHOT),chromium)
+DEMO_APT_PACKAGES := $(SERVER_APT_PACKAGES) python3-psycopg2 $(if $(DEMO_WANTS_SHOT),chromium)
 
 .PHONY: demo deps-demo
 
