@@ -18,6 +18,9 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
              -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=poolwatch-make -X $(VPKG).BuildDate=$(BUILDDATE)
 
 STATICCHECK_VERSION   := v0.8.2
+# The chart's tests render it with the real helm; internal/launch names the
+# same version (its Dependencies).
+HELM_VERSION          := v3.22.0
 GOLANGCI_LINT_VERSION := v2.15.0
 # The servers the tests and the demo run (PostgreSQL 15 is checked by its
 # path, see deps-apt); make test also needs chromium, for the screenshot of
@@ -31,11 +34,11 @@ SERVER_APT_PACKAGES   := pgbouncer prometheus prometheus-alertmanager
 # checked by its binary (see deps-apt).
 APP_APT_PACKAGES      := python3-psycopg2 python3-psycopg-pool default-jdk-headless libhikaricp-java \
                          libpostgresql-jdbc-java libslf4j-java nodejs
-APT_PACKAGES          := $(SERVER_APT_PACKAGES) chromium $(APP_APT_PACKAGES)
+APT_PACKAGES          := $(SERVER_APT_PACKAGES) pgpool2 chromium $(APP_APT_PACKAGES)
 # Coverage floor for the probe pool, in percent.
 POOL_COVERAGE_MIN     := 95
 
-.PHONY: all build test test-go test-unit test-e2e check-fmt vet staticcheck coverage deps deps-apt deps-go \
+.PHONY: all build test test-go test-unit test-e2e test-conformance check-fmt vet staticcheck coverage deps deps-apt deps-go deps-helm \
         lint mixin e2e bench fuzz clean docker docker-test deps-buildah vuln readme-flags founding-bug
 
 all: build
@@ -65,9 +68,19 @@ deps-apt:
 
 deps-go:
 	$(GO) mod download
+	cd conformance && $(GO) mod download
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@$(MAKE) --no-print-directory deps-helm
 
-## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage, e2e
+# helm compiles for minutes from an empty build cache: installed once, only
+# when missing or of another version (read from the binary's build info: a
+# go-installed helm reports no patch version).
+deps-helm:
+	@$(GO) version -m $(GOBIN)/helm 2>/dev/null | grep -Eq '^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$(HELM_VERSION)[[:space:]]' || \
+		{ echo ">> installing helm $(HELM_VERSION) (go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION))"; \
+		  $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+
+## test: the whole suite: format, vet, staticcheck, race tests against real servers, coverage, conformance, e2e
 # A missing server or runtime fails the tests that need it, with how to
 # install it; POOLWATCH_TEST_SKIP=NAME,... skips them instead (never in CI).
 test: deps check-fmt vet staticcheck test-go
@@ -76,11 +89,16 @@ check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# conformance/ is a module of its own (the Kubernetes, Grafana and jsonnet
+# types stay out of the product's go.mod and of make vuln): ./... does not
+# reach it.
 vet:
 	$(GO) vet ./...
+	cd conformance && $(GO) vet ./...
 
 staticcheck:
 	$(GOBIN)/staticcheck ./...
+	cd conformance && $(GOBIN)/staticcheck ./...
 
 # Two suites, each with its time budget (-timeout applies per package):
 # the packages' own tests, against real PostgreSQL and PgBouncer, with the
@@ -91,6 +109,7 @@ staticcheck:
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e/)
 test-go:
 	@unit=0; $(MAKE) --no-print-directory test-unit coverage || unit=$$?; \
+	$(MAKE) --no-print-directory test-conformance || unit=$$?; \
 	$(MAKE) --no-print-directory test-e2e || exit $$?; exit $$unit
 
 test-unit:
@@ -98,6 +117,12 @@ test-unit:
 
 test-e2e:
 	$(GO) test -race -count=1 -timeout 6m ./e2e/...
+
+# The shipped artifacts against the real tools' types: the Helm chart
+# (helm template, k8s.io/api and prometheus-operator's monitoring/v1), the
+# jsonnet mixin (go-jsonnet) and the dashboards (grafana-foundation-sdk).
+test-conformance:
+	cd conformance && $(GO) test -race -count=1 -timeout 4m ./...
 
 coverage:
 	@$(GO) tool cover -func=coverage.out | tail -1 | awk -v min=$(POOL_COVERAGE_MIN) \
@@ -108,7 +133,7 @@ lint:
 	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	$(GOBIN)/golangci-lint run ./...
 
-## mixin: regenerate alerts/ and dashboards/ from mixin/
+## mixin: regenerate alerts/, dashboards/ and alertmanager.yml.example from mixin/
 mixin:
 	$(GO) run ./mixin/cmd/mixin -out .
 

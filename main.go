@@ -35,11 +35,17 @@ type cli struct {
 
 	Version kong.VersionFlag `name:"version" help:"Print version information and exit."`
 
+	// The run flags are the application's own, not the run command's, so
+	// that `poolwatch --help` lists them: run is the default command, and
+	// kong's help for the application shows only the application's flags.
+	runFlags `embed:""`
+
 	Run         runCmd         `cmd:"" default:"withargs" help:"Run the exporter (the default command)."`
 	CheckConfig checkConfigCmd `cmd:"" name:"check-config" help:"Validate the configuration file and exit."`
 }
 
-type runCmd struct {
+// runFlags configure the exporter that the run command starts.
+type runFlags struct {
 	ListenAddress   []string      `name:"web.listen-address" default:":9648" env:"POOLWATCH_WEB_LISTEN_ADDRESS" help:"Addresses to listen on for the web interface and telemetry; repeat for several."`
 	WebConfigFile   string        `name:"web.config.file" env:"POOLWATCH_WEB_CONFIG_FILE" help:"Path to an exporter-toolkit web configuration file that enables TLS or basic authentication."`
 	SystemdSocket   bool          `name:"web.systemd-socket" help:"Use systemd socket activation listeners instead of port listeners (Linux only)."`
@@ -47,7 +53,11 @@ type runCmd struct {
 	TimeoutOffset   time.Duration `name:"scrape.timeout-offset" default:"500ms" env:"POOLWATCH_SCRAPE_TIMEOUT_OFFSET" help:"Subtracted from Prometheus' scrape timeout to leave time to answer."`
 	MetricsTargets  bool          `name:"metrics.targets" default:"true" negatable:"" env:"POOLWATCH_METRICS_TARGETS" help:"Put every target's series on the metrics path (default: true); --no-metrics.targets leaves them to /probe."`
 	ShutdownTimeout time.Duration `name:"web.shutdown-timeout" default:"10s" help:"How long a graceful shutdown waits for requests and probe pools."`
+	EnableLifecycle bool          `name:"web.enable-lifecycle" env:"POOLWATCH_WEB_ENABLE_LIFECYCLE" help:"Enable configuration reload over HTTP (POST /-/reload). SIGHUP always reloads."`
 }
+
+// runCmd runs the exporter with the application's run flags.
+type runCmd struct{}
 
 type checkConfigCmd struct{}
 
@@ -103,7 +113,8 @@ func (checkConfigCmd) Run(c *cli, _ *logging.Logger) error {
 
 // Run serves until SIGTERM or SIGINT. It returns an error when the
 // configuration cannot be loaded at start-up or the web server fails.
-func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
+func (runCmd) Run(c *cli, lg *logging.Logger) error {
+	r := &c.runFlags
 	logger := lg.Log
 	level.Info(logger).Log("msg", "starting poolwatch", "version", version.Info(), "build_context", version.BuildContext())
 
@@ -126,6 +137,7 @@ func (r *runCmd) Run(c *cli, lg *logging.Logger) error {
 		ScrapeTimeoutOffset: r.TimeoutOffset,
 		MetricsTargets:      r.MetricsTargets,
 		Reload:              reloader.Reload,
+		EnableLifecycle:     r.EnableLifecycle,
 		Ready:               reloader.Loaded,
 		Logger:              logger,
 		Version:             version.Version,

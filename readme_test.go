@@ -53,9 +53,10 @@ func TestREADME_FlagsTableShowsEveryKindOfFlag(t *testing.T) {
 	for _, row := range []string{
 		"| `--config.file` | `POOLWATCH_CONFIG_FILE` | `poolwatch.yml` | all | Path to the configuration file. |",
 		"| `--log.level` | `POOLWATCH_LOG_LEVEL` | `info` | all | Only log messages with the given severity or above: one of debug,info,warn,error. |",
-		"| `--web.listen-address` (repeatable) | `POOLWATCH_WEB_LISTEN_ADDRESS` | `:9648` | `run` |",
-		"| `--web.config.file=STRING` | `POOLWATCH_WEB_CONFIG_FILE` |  | `run` |",
-		"| `--[no-]metrics.targets` | `POOLWATCH_METRICS_TARGETS` | `true` | `run` |",
+		"| `--web.listen-address` (repeatable) | `POOLWATCH_WEB_LISTEN_ADDRESS` | `:9648` | all |",
+		"| `--web.config.file=STRING` | `POOLWATCH_WEB_CONFIG_FILE` |  | all |",
+		"| `--[no-]metrics.targets` | `POOLWATCH_METRICS_TARGETS` | `true` | all |",
+		"| `--web.enable-lifecycle` | `POOLWATCH_WEB_ENABLE_LIFECYCLE` |  | all |",
 		"| `--version` |  |  | all |",
 	} {
 		if !strings.Contains(table, row) {
@@ -113,7 +114,7 @@ func flagsTable(t *testing.T) string {
 
 	var b strings.Builder
 	b.WriteString("<!-- Generated from main.go's command line (kong's model) by `make readme-flags`: do not edit by hand. -->\n")
-	b.WriteString("`run` is the default command, so its flags can be given without it. ")
+	b.WriteString("`run` is the default command: `poolwatch --config.file=poolwatch.yml` runs the exporter, and `poolwatch --help` lists every flag. ")
 	b.WriteString("A flag given on the command line overrides its environment variable.\n\n")
 	b.WriteString("| Flag | Environment variable | Default | Commands | Description |\n")
 	b.WriteString("|---|---|---|---|---|\n")

@@ -50,6 +50,9 @@ type Agent struct {
 	// targets and starting their rounds: a test hook for what a reload can
 	// do in that window. Set before use, never changed after.
 	afterSnapshot func()
+
+	// addr holds the probe pools of /probe by address (address.go).
+	addr *addressPools
 }
 
 // DefaultCloseGrace is New's closeGrace when it is given 0.
@@ -65,7 +68,9 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if closeGrace <= 0 {
 		closeGrace = DefaultCloseGrace
 	}
-	return &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now}
+	a := &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now}
+	a.addr = newAddressPools(logger, func() time.Time { return a.now() }, a.retire)
+	return a
 }
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
@@ -116,19 +121,11 @@ func (a *Agent) Apply(cfg *config.Config) error {
 	// rounds' results are thrown away, and a hung round must not hold up
 	// the reload. Close waits for them.
 	for name, st := range old {
-		if next[name] == st {
-			continue
+		if next[name] != st {
+			a.retire(name, st)
 		}
-		a.closing.Add(1)
-		go func() {
-			defer a.closing.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
-			defer cancel()
-			if err := st.close(ctx); err != nil {
-				level.Warn(a.logger).Log("msg", "closing the probe pool of a removed target cancelled its queries", "target", name, "err", err)
-			}
-		}()
 	}
+	a.addr.apply(cfg)
 	return nil
 }
 
@@ -214,10 +211,10 @@ func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Resu
 }
 
 // ProbePools returns a snapshot of every target's probe pool, in config
-// order. Targets without one (kind application) are left out.
+// order, then those of probes by address, sorted by address. Targets
+// without one (kind application) are left out.
 func (a *Agent) ProbePools() []scrape.ProbePool {
 	a.mu.RLock()
-	defer a.mu.RUnlock()
 	ps := make([]scrape.ProbePool, 0, len(a.order))
 	for _, n := range a.order {
 		st := a.targets[n]
@@ -226,17 +223,19 @@ func (a *Agent) ProbePools() []scrape.ProbePool {
 		}
 		ps = append(ps, scrape.ProbePool{Target: n, Labels: st.cfg.Labels, Stats: st.pool.Stats()})
 	}
-	return ps
+	a.mu.RUnlock()
+	return append(ps, a.addr.snapshot()...)
 }
 
 // Close closes every probe pool, waiting for running rounds until ctx is
 // done and cancelling them then. The agent must not be used afterwards.
 func (a *Agent) Close(ctx context.Context) error {
 	a.mu.Lock()
-	states := a.targets
+	states := slices.Collect(maps.Values(a.targets))
 	a.targets = map[string]*targetState{}
 	a.order = nil
 	a.mu.Unlock()
+	states = append(states, a.addr.close()...)
 	var wg sync.WaitGroup
 	errs := make([]error, 0, len(states))
 	var mu sync.Mutex

@@ -54,6 +54,18 @@ func rssKB(b *testing.B, pid int) int64 {
 	return v
 }
 
+// seriesIn counts the samples of a text exposition: its lines that are not
+// comments.
+func seriesIn(body string) int {
+	n := 0
+	for _, line := range strings.Split(body, "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			n++
+		}
+	}
+	return n
+}
+
 // BenchmarkMetricsEndpoint measures sequential /metrics requests against an
 // agent watching 4 PgBouncers with 30 pools each (plus their clients pools)
 // and one PostgreSQL. One request is one b.N iteration; p50 and p99 are
@@ -136,6 +148,7 @@ func BenchmarkMetricsEndpoint(b *testing.B) {
 	b.ReportMetric(float64(cpu)*10/float64(b.N), "cpu-ms/scrape")
 	b.ReportMetric(float64(rssKB(b, pw.PID()))/1024, "rss-MB")
 	b.ReportMetric(float64(pools), "pools")
+	b.ReportMetric(float64(seriesIn(after)), "series")
 
 	// Connections the agent holds on each PgBouncer: bounded by the probe
 	// pool's max, not one per scrape.

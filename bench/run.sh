@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs poolwatch's benchmarks and writes their output to bench/out/.
-#   micro.txt   - Go benchmarks: collecting 1,000 pools, mapping 5,000 SHOW CLIENTS rows
+#   micro.txt   - Go benchmarks: collecting 1,000 pools, mapping 5,000 SHOW CLIENTS rows,
+#                 live rounds: PgBouncer with 2,000 clients and with 30 pools (with and
+#                 without SHOW MEM), Pgpool-II with 32 children and two nodes
 #   micro.txt also maps each recorded application exposition (scrape/)
 #   metrics.txt - /metrics latency (p50, p99), CPU per scrape and RSS of the real
 #                 agent in front of 4 PgBouncers (125 pools) and PostgreSQL,

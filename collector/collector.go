@@ -53,7 +53,12 @@ type targetDescs struct {
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
+	clientStates, serverStates                                       *prometheus.Desc
+	nodeUp, nodeInfo                                                 *prometheus.Desc
+	bouncer                                                          *bouncerDescs
 	acquireTimeouts, unaccounted                                     *prometheus.Desc
+	// Alerting: the agent's view and the link to the server behind.
+	limited, upstream *prometheus.Desc
 }
 
 func newTargetDescs(static map[string]string) *targetDescs {
@@ -89,7 +94,16 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		disabled:     nd("pgbouncer_database_disabled", "1 when the PgBouncer database is disabled.", dl),
 		transactions: nd("pgbouncer_transactions_total", "Transactions pooled by PgBouncer for the database (SHOW STATS total_xact_count).", dl),
 		queries:      nd("pgbouncer_queries_total", "Queries pooled by PgBouncer for the database (SHOW STATS total_query_count).", dl),
-		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", dl),
+		clientWait:   nd("pgbouncer_client_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time), credited when a waiting client is served.", dl),
+
+		limited:  nd("target_limited_visibility", "1 when the agent's role cannot see other roles' connections (no pg_monitor), so every count is too low; postgres only, absent when the round could not tell.", tl),
+		upstream: nd("target_upstream_info", "Always 1; the postgres target whose server this target's connections end on (the target itself on postgres, the upstream key elsewhere).", []string{"target", "upstream"}),
+
+		clientStates: nd("pool_client_connections", "Client connections of the pool by state, as the pooler reports them (PgBouncer cl_*, Pgpool-II child states).", []string{"target", "pool", "state"}),
+		serverStates: nd("pool_server_connections", "Server connections of the pool by state, as the pooler reports them (PgBouncer sv_*).", []string{"target", "pool", "state"}),
+		nodeUp:       nd("pgpool_node_up", "1 when Pgpool-II uses the backend node (SHOW POOL_NODES status up or waiting), 0 when it is down, unused or quarantined.", []string{"target", "node"}),
+		nodeInfo:     nd("pgpool_node_info", "Always 1; the backend node's address and role (SHOW POOL_NODES).", []string{"target", "node", "address", "role"}),
+		bouncer:      newBouncerDescs(nd),
 	}
 }
 
@@ -124,6 +138,12 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		gauge(ch, d.info, 1, name, kind, r.Version)
 	}
 	gauge(ch, d.dropped, float64(r.PoolsDropped), name)
+	if limited, ok := r.Visibility(); ok {
+		gauge(ch, d.limited, boolValue(limited), name)
+	}
+	if r.Upstream != "" {
+		gauge(ch, d.upstream, 1, name, r.Upstream)
+	}
 	for _, p := range r.Pools {
 		optionalGauge(ch, d.min, p.Min, name, p.Name)
 		optionalGauge(ch, d.max, p.Max, name, p.Name)
@@ -137,6 +157,13 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 			gauge(ch, d.oldest, p.OldestLeakSeconds, name, p.Name)
 		}
 		gauge(ch, d.poolInfo, 1, name, p.Name, kind, p.Database, p.User, p.Mode)
+		for _, st := range p.States {
+			desc := d.serverStates
+			if st.Side == scrape.SideClient {
+				desc = d.clientStates
+			}
+			gauge(ch, desc, st.Count, name, p.Name, st.State)
+		}
 		if p.AcquireTimeouts.Valid {
 			counter(ch, d.acquireTimeouts, p.AcquireTimeouts.Value, name, p.Name)
 		}
@@ -152,6 +179,11 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 		counter(ch, d.transactions, s.Transactions, name, s.Database)
 		counter(ch, d.queries, s.Queries, name, s.Database)
 		counter(ch, d.clientWait, s.ClientWaitSeconds, name, s.Database)
+	}
+	d.bouncer.collect(ch, name, r)
+	for _, n := range r.Nodes {
+		gauge(ch, d.nodeUp, boolValue(n.Up), name, n.Name)
+		gauge(ch, d.nodeInfo, 1, name, n.Name, n.Address, n.Role)
 	}
 }
 

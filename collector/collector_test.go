@@ -29,6 +29,7 @@ func pgbouncerTarget() *scrape.Result {
 		Target:   "bouncer-1",
 		Kind:     "pgbouncer",
 		Labels:   map[string]string{"env": "prod"},
+		Upstream: "orders-db",
 		Duration: 12 * time.Millisecond,
 		Version:  "1.18.0",
 		Pools: []scrape.Pool{
@@ -47,13 +48,15 @@ func pgbouncerTarget() *scrape.Result {
 
 // postgresTarget is a PostgreSQL round whose server pool and one
 // application pool are read, and whose application pools have no declared
-// min (absent series).
+// min (absent series), by a role without pg_monitor.
 func postgresTarget() *scrape.Result {
 	return &scrape.Result{
-		Target:   "orders-db",
-		Kind:     "postgres",
-		Duration: 3 * time.Millisecond,
-		Version:  "15.18",
+		Target:            "orders-db",
+		Kind:              "postgres",
+		Upstream:          "orders-db",
+		LimitedVisibility: true,
+		Duration:          3 * time.Millisecond,
+		Version:           "15.18",
 		Pools: []scrape.Pool{
 			{Name: "orders-api", Max: scrape.Some(20), Open: 7, InUse: 2, Leaked: 1, OldestLeakSeconds: 310},
 			{Name: "server", Max: scrape.Some(97), Reserve: scrape.Some(3), Open: 9, InUse: 9, Leaked: 1, OldestLeakSeconds: 310},
@@ -67,6 +70,7 @@ func downTarget() *scrape.Result {
 	return &scrape.Result{
 		Target:       "down-db",
 		Kind:         "postgres",
+		Upstream:     "down-db",
 		Duration:     2 * time.Second,
 		Errors:       []scrape.QueryError{{Query: "connect", Err: errors.New("connection refused")}},
 		ScrapeErrors: map[string]float64{"activity": 0, "connect": 7},
@@ -111,6 +115,27 @@ func TestTargets_DownTargetHasUpZeroAndNoPoolSeries(t *testing.T) {
 	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_open_connections"))
 }
 
+// The upstream link is configuration: it is there while the target is
+// down, which is when a leak alert on another view may still fire. The
+// visibility flag is there only when the round read pg_stat_activity.
+func TestTargets_UpstreamAlwaysVisibilityOnlyWhenKnown(t *testing.T) {
+	down := NewTargets([]*scrape.Result{downTarget()})
+	require.Equal(t, 1, testutil.CollectAndCount(down, "poolwatch_target_upstream_info"))
+	require.Equal(t, 0, testutil.CollectAndCount(down, "poolwatch_target_limited_visibility"), "no activity read: absent")
+	bouncer := NewTargets([]*scrape.Result{pgbouncerTarget()})
+	require.Equal(t, 0, testutil.CollectAndCount(bouncer, "poolwatch_target_limited_visibility"), "pgbouncer: absent")
+	seesAll := postgresTarget()
+	seesAll.LimitedVisibility = false
+	require.NoError(t, testutil.CollectAndCompare(NewTargets([]*scrape.Result{seesAll}), strings.NewReader(`
+# HELP poolwatch_target_limited_visibility 1 when the agent's role cannot see other roles' connections (no pg_monitor), so every count is too low; postgres only, absent when the round could not tell.
+# TYPE poolwatch_target_limited_visibility gauge
+poolwatch_target_limited_visibility{target="orders-db"} 0
+`), "poolwatch_target_limited_visibility"))
+	lone := pgbouncerTarget()
+	lone.Upstream = ""
+	require.Equal(t, 0, testutil.CollectAndCount(NewTargets([]*scrape.Result{lone}), "poolwatch_target_upstream_info"), "no upstream configured: absent")
+}
+
 func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {
 	c := NewTargets([]*scrape.Result{pgbouncerTarget(), postgresTarget(), downTarget()})
 	require.Equal(t, 3, testutil.CollectAndCount(c, "poolwatch_target_up"))
@@ -151,4 +176,10 @@ func TestTargets_RoundThatReadNothingStillReportsUpAndErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))
 	require.Contains(t, string(out), `poolwatch_target_scrape_errors_total{query="round",target="x"} 1`)
+}
+
+func TestAddressProbes_MatchGolden(t *testing.T) {
+	c := NewAddressProbes(scrape.AddressProbes{Pools: 3, MaxPools: 100,
+		Refused: map[string]uint64{"not_allowed": 2, "invalid": 0, "max_targets": 5}})
+	compareGolden(t, c, "address_probes.prom")
 }

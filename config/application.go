@@ -101,12 +101,15 @@ type SeenAs struct {
 }
 
 // Kinds returns the known kinds of target, in the order errors list them.
-func Kinds() []Kind { return []Kind{KindPostgres, KindPgBouncer, KindApplication} }
+func Kinds() []Kind {
+	return []Kind{KindPostgres, KindPgBouncer, KindPgpool, KindPgCat, KindOdyssey, KindApplication}
+}
 
 // knownKind reports whether k is one of Kinds.
 func knownKind(k Kind) bool { return slices.Contains(Kinds(), k) }
 
-// kindList words Kinds for an error: "postgres, pgbouncer or application".
+// kindList words Kinds for an error: "postgres, pgbouncer, ... or
+// application".
 func kindList() string {
 	ks := Kinds()
 	s := make([]string, len(ks))

@@ -5,10 +5,11 @@
 // offending key on one line (see Error). A *Config can only be obtained from
 // Load or Parse, so holding one means the configuration passed validation.
 //
-// The file has two top-level keys, defaults and targets. Every key under
-// defaults can be overridden per target; mappings (labels, tls, probe_pool)
-// merge key by key. config.yaml.example at the top of the repository
-// documents every key and its default.
+// The file has four top-level keys: defaults and targets; auth_modules and
+// probe, for /probe by address (probe.go). Every key under defaults can be
+// overridden per target; mappings (labels, tls, probe_pool) merge key by
+// key. config.yaml.example at the top of the repository documents every key
+// and its default.
 //
 // # How a setting is declared
 //
@@ -90,18 +91,47 @@ const (
 	KindPostgres Kind = "postgres"
 	// KindPgBouncer is a PgBouncer admin console (database "pgbouncer").
 	KindPgBouncer Kind = "pgbouncer"
+	// KindPgpool is a Pgpool-II, watched through its SHOW POOL_* commands
+	// on one connection, which holds one of its child processes.
+	KindPgpool Kind = "pgpool"
+	// KindPgCat is a PgCat admin console (database "pgcat").
+	KindPgCat Kind = "pgcat"
+	// KindOdyssey is an Odyssey admin console (a route with storage
+	// "local", by convention database "console").
+	KindOdyssey Kind = "odyssey"
 	// KindApplication is an application whose own connection pool reports
 	// itself over HTTP: Prometheus metrics or a JSON status document.
 	KindApplication Kind = "application"
 )
 
+// AdminDatabases returns the databases a kind's DSN may name: its admin
+// console's (a PgBouncer-style console answers only there), or nil when
+// any database will do. Odyssey's console is whichever route the operator
+// gives storage "local" ("console" by convention), so any name will do.
+func (k Kind) AdminDatabases() []string {
+	switch k {
+	case KindPgBouncer:
+		return []string{"pgbouncer"}
+	case KindPgCat:
+		return []string{"pgcat", "pgbouncer"}
+	}
+	return nil
+}
+
+// PgpoolMaxProbeConnections is the most connections a pgpool target's
+// probe pool may hold: each takes one of Pgpool-II's child processes for as
+// long as it is open.
+const PgpoolMaxProbeConnections = 1
+
 // ReservedLabels are the label names that poolwatch sets itself, on pool
-// series (target, pool), on info metrics (kind, database, user, mode,
-// version), on error counters (query), or that Prometheus attaches at scrape
-// time (job, instance). A static label may not use one of them, nor a name
-// starting with "__".
+// series (target, pool, state), on info metrics (kind, database, user, mode,
+// version, upstream), on error counters (query), on PgBouncer's lists and
+// caches (list, cache), on Pgpool-II's backend nodes (node, role, address),
+// or that Prometheus attaches at scrape time (job, instance). A static label
+// may not use one of them, nor a name starting with "__".
 func ReservedLabels() []string {
-	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version"}
+	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version",
+		"state", "list", "cache", "node", "role", "address", "upstream"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An
@@ -114,6 +144,11 @@ const ServerPoolName = "server"
 type Config struct {
 	targets []Target
 	index   map[string]int
+	// defaults are the defaults as written, the base of AddressTarget;
+	// modules and probe configure probes by address (probe.go).
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 // Load reads the file at path and parses it with Parse. Relative file paths
@@ -134,11 +169,12 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
-	targets, err := newParser(filename).parse(data)
+	p := newParser(filename)
+	targets, err := p.parse(data)
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{targets: targets, index: make(map[string]int, len(targets))}
+	c := &Config{targets: targets, index: make(map[string]int, len(targets)), defaults: p.defaults, modules: p.modules, probe: p.probe}
 	for i, t := range targets {
 		c.index[t.Name] = i
 	}
@@ -217,6 +253,15 @@ type Target struct {
 	TLS TLSFiles `yaml:"tls"`
 	// ProbePool configures the agent's own pool for this target.
 	ProbePool ProbePool `yaml:"probe_pool"`
+	// Upstream names the postgres target of this configuration whose server
+	// this target's connections end on: for a pgbouncer target, the server
+	// behind it. It links the target's leak alerts to that server's, so that
+	// Alertmanager sends every view of one leaked connection as one
+	// notification (poolwatch_target_upstream_info). Empty: no link. A
+	// postgres target is its own upstream and may not set it; an
+	// application target that does not set it gets the one its seen_as
+	// targets agree on (derived at load). See upstream.go.
+	Upstream string `yaml:"upstream" only:"target"`
 
 	// The keys below are for application targets (kind application) only,
 	// and hold their zero values on other targets.

@@ -32,6 +32,12 @@ type parser struct {
 	file string
 	dir  string         // of file: the base of relative paths
 	at   map[string]loc // every key written in the file, by YAML path
+
+	// What parse decoded besides the targets (probe.go): the defaults as
+	// written (before derive), the auth modules and the probe section.
+	defaults Target
+	modules  map[string]AuthModule
+	probe    Probe
 }
 
 func newParser(file string) *parser {
@@ -45,8 +51,10 @@ func (p *parser) errorf(line int, path, format string, args ...any) *Error {
 // document is the file's root mapping; its values are decoded later, the
 // targets over the defaults.
 type document struct {
-	Defaults *yaml.Node `yaml:"defaults"`
-	Targets  *yaml.Node `yaml:"targets"`
+	Defaults    *yaml.Node `yaml:"defaults"`
+	Targets     *yaml.Node `yaml:"targets"`
+	AuthModules *yaml.Node `yaml:"auth_modules"`
+	Probe       *yaml.Node `yaml:"probe"`
 }
 
 // parse decodes data strictly into targets, each decoded over a copy of the
@@ -82,6 +90,19 @@ func (p *parser) parse(data []byte) ([]Target, error) {
 			return p.mapping(reflect.ValueOf(&targets[len(targets)-1]).Elem(), item, line, path, false)
 		})
 		if err != nil {
+			return nil, err
+		}
+	}
+	if doc.AuthModules != nil {
+		if err := p.value(reflect.ValueOf(&p.modules).Elem(), doc.AuthModules, p.at["auth_modules"].val, "auth_modules", ""); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.builtin(reflect.ValueOf(&p.probe).Elem()); err != nil {
+		return nil, err
+	}
+	if doc.Probe != nil {
+		if err := p.value(reflect.ValueOf(&p.probe).Elem(), doc.Probe, p.at["probe"].val, "probe", ""); err != nil {
 			return nil, err
 		}
 	}
@@ -252,6 +273,8 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 			v.SetMapIndex(reflect.ValueOf(key), e)
 			return err
 		})
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		return p.scalars(v, n, line, path, tag)
 	case v.Kind() == reflect.Slice:
 		v.SetLen(0)
 		return p.list(n, line, path, tag.Get("item"), func(item *yaml.Node, iline int, ipath string) error {
@@ -325,6 +348,31 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 		v.SetInt(i)
 	default:
 		return p.errorf(line, path, "internal error: cannot decode into %s", v.Type())
+	}
+	return nil
+}
+
+// scalars decodes the list n (null is empty) of single values into the
+// slice v, each checked by the field's tag.
+func (p *parser) scalars(v reflect.Value, n *yaml.Node, line int, path string, tag reflect.StructTag) error {
+	v.SetLen(0)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return p.errorf(line, path, "must be a list, not %s", kindName(n))
+	}
+	for i, in := range n.Content {
+		item, ipath := deref(in), joinIndex(path, i)
+		if item == nil {
+			return p.errorf(in.Line, path, "unsupported YAML value")
+		}
+		p.at[ipath] = loc{key: in.Line, val: in.Line}
+		e := reflect.New(v.Type().Elem()).Elem()
+		if err := p.value(e, item, in.Line, ipath, tag); err != nil {
+			return err
+		}
+		v.Set(reflect.Append(v, e))
 	}
 	return nil
 }

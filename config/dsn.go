@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -111,8 +112,12 @@ func checkDSN(dsn string, kind Kind) (dsnInfo, string) {
 	if len(hosts) > 1 {
 		return dsnInfo{}, fmt.Sprintf("the DSN lists %d hosts: a target is one server, give each its own target", len(hosts))
 	}
-	if kind == KindPgBouncer && cfg.Database != "pgbouncer" {
-		return dsnInfo{}, fmt.Sprintf("a pgbouncer target connects to the admin console: the DSN's database must be \"pgbouncer\", not %q", cfg.Database)
+	if dbs := kind.AdminDatabases(); len(dbs) > 0 && !slices.Contains(dbs, cfg.Database) {
+		want := make([]string, len(dbs))
+		for i, d := range dbs {
+			want[i] = strconv.Quote(d)
+		}
+		return dsnInfo{}, fmt.Sprintf("a %s target connects to the admin console: the DSN's database must be %s, not %q", kind, strings.Join(want, " or "), cfg.Database)
 	}
 	return dsnInfo{settings: settings, usesTLS: usesTLS}, ""
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -66,8 +67,10 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		switch {
 		case seen[tg.Name] || !targetNameRE.MatchString(tg.Name):
 			t.Fatalf("bad or duplicate name %q", tg.Name)
-		case tg.Kind != KindPostgres && tg.Kind != KindPgBouncer:
+		case !slices.Contains(Kinds(), tg.Kind):
 			t.Fatalf("bad kind %q", tg.Kind)
+		case tg.Kind == KindPgpool && pp.MaxConnections > PgpoolMaxProbeConnections:
+			t.Fatalf("%s: a pgpool probe pool of %d connections", tg.Name, pp.MaxConnections)
 		case tg.DSN == "" || tg.Labels == nil:
 			t.Fatalf("%s: empty DSN or nil labels", tg.Name)
 		case tg.ScrapeTimeout <= 0 || tg.LeakThreshold <= 0 || tg.MinScrapeInterval < 0 || tg.MaxPools < 1:
@@ -80,8 +83,8 @@ func checkInvariants(t *testing.T, cfg *Config) {
 			t.Fatalf("%s: bad probe pool durations: %+v", tg.Name, pp)
 		case tg.Kind == KindPostgres && pp.StatementTimeout <= 0:
 			t.Fatalf("%s: postgres target without statement timeout", tg.Name)
-		case tg.Kind == KindPgBouncer && (pp.StatementTimeout != 0 || pp.LockTimeout != 0 || tg.ApplicationPools != nil):
-			t.Fatalf("%s: postgres-only settings on a pgbouncer target", tg.Name)
+		case tg.Kind != KindPostgres && (pp.StatementTimeout != 0 || pp.LockTimeout != 0 || tg.ApplicationPools != nil):
+			t.Fatalf("%s: postgres-only settings on a %s target", tg.Name, tg.Kind)
 		case (tg.TLS.CertFile == "") != (tg.TLS.KeyFile == ""):
 			t.Fatalf("%s: cert without key", tg.Name)
 		case tg.Password.File != "" && tg.Password.Env != "":

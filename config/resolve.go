@@ -94,7 +94,16 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 	if err := p.checkShared(&base, "defaults"); err != nil {
 		return nil, err
 	}
-	if len(targets) == 0 {
+	p.defaults = base.clone()
+	if err := p.resolveProbes(); err != nil {
+		return nil, err
+	}
+	// A configuration for probes by address only needs no target.
+	switch {
+	case len(targets) > 0 || p.probe.Enabled() && len(p.modules) > 0:
+	case p.probe.Enabled() || len(p.modules) > 0:
+		return nil, p.errorf(targetsLine, "targets", "at least one target is required, unless auth_modules and probe.allowed_targets are both set for probes by address")
+	default:
 		return nil, p.errorf(targetsLine, "targets", "at least one target is required")
 	}
 	names := map[string]int{}
@@ -104,6 +113,9 @@ func (p *parser) resolve(base Target, targets []Target, targetsLine int) ([]Targ
 		}
 	}
 	if err := p.resolveSeenAs(targets); err != nil {
+		return nil, err
+	}
+	if err := p.checkUpstreams(targets); err != nil {
 		return nil, err
 	}
 	return targets, nil
@@ -150,18 +162,26 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 
 	// Keys that only one kind of target understands, set on the target
 	// itself. (Set under defaults, they apply to the targets of that kind.)
-	if t.Kind == KindPgBouncer {
+	if t.Kind != KindPostgres {
 		if l, ok := p.at[tpath+".application_pools"]; ok {
 			return p.errorf(l.key, tpath+".application_pools", "application_pools are for postgres targets only")
 		}
 		for _, key := range []string{".probe_pool.statement_timeout", ".probe_pool.lock_timeout"} {
 			if o, ok := p.set(tpath + key); ok {
-				return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				if t.Kind == KindPgBouncer {
+					return p.errorAt(o, "applies to postgres targets only: the PgBouncer console rejects it")
+				}
+				return p.errorAt(o, "applies to postgres targets only")
 			}
 		}
 	}
-	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind == KindPostgres {
+	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind != KindPgBouncer {
 		return p.errorAt(o, "applies to pgbouncer targets only")
+	}
+	if t.Kind == KindPgpool {
+		if err := p.resolvePgpoolProbePool(t, tpath); err != nil {
+			return err
+		}
 	}
 
 	if err := p.checkShared(t, tpath); err != nil {
@@ -188,6 +208,17 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 		}
 	}
 
+	t.derive()
+	return nil
+}
+
+// derive fills in what a server target's settings derive from others: it
+// drops labels given the empty value, clears session_mode_leaks on a
+// postgres target and the application keys, sets the probe pool's timeouts
+// left at zero from the scrape timeout, and clears the session timeouts of
+// a kind that does not take them. Configured targets and targets probed by
+// address (AddressTarget) go through it alike.
+func (t *Target) derive() {
 	resolveLabels(t)
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
 	t.Format, t.BodySizeLimit = "", 0
@@ -204,6 +235,23 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	if t.Kind != KindPostgres {
 		pp.StatementTimeout, pp.LockTimeout = 0, 0
 	}
+}
+
+// resolvePgpoolProbePool holds a pgpool target's probe pool to
+// PgpoolMaxProbeConnections: each connection takes one of Pgpool-II's
+// children. A larger max_connections set on the target itself is an error;
+// one inherited from defaults (meant for the other kinds) is lowered, and
+// min_connections with it.
+func (p *parser) resolvePgpoolProbePool(t *Target, tpath string) error {
+	pp := &t.ProbePool
+	if pp.MaxConnections <= PgpoolMaxProbeConnections {
+		return nil
+	}
+	if o, ok := p.set(tpath + ".probe_pool.max_connections"); ok {
+		return p.errorAt(o, "a pgpool target holds at most %d connection: each takes one of Pgpool-II's child processes (num_init_children)", PgpoolMaxProbeConnections)
+	}
+	pp.MaxConnections = PgpoolMaxProbeConnections
+	pp.MinConnections = min(pp.MinConnections, PgpoolMaxProbeConnections)
 	return nil
 }
 

@@ -32,10 +32,14 @@ type Config struct {
 	// example `job="poolwatch"`. Empty means no matcher.
 	PoolSelector string
 	// AgentSelector selects the agent's own series (poolwatch_probe_pool_*,
-	// poolwatch_build_info, process and Go metrics) and its `up`. It must
-	// use equality matchers only if PoolwatchDown's absent() branch is to
-	// carry the job label.
+	// poolwatch_build_info, poolwatch_config_*, process and Go metrics) and
+	// its `up`. It must use equality matchers only if PoolwatchDown's
+	// absent() branch (AlertWhenNotScraped) is to carry the job label.
 	AgentSelector string
+	// ProbeSelector selects the `up` series of the /probe scrape job (the
+	// multi-target mode of prometheus.yml.example, where relabelling makes
+	// `instance` the target's name). PoolwatchProbeDown fires on it.
+	ProbeSelector string
 
 	// RuleInterval is the evaluation interval of the rule groups. Zero
 	// leaves it to Prometheus' global evaluation_interval.
@@ -74,12 +78,55 @@ type Config struct {
 	// ForecastFor is the `for:` of PoolExhaustionForecast.
 	ForecastFor time.Duration
 
-	// ClientsWaitingFor is how long waiting clients must stay above 0.
-	ClientsWaitingFor time.Duration
+	// TimeWeightedWindow is the rate() window of the time-weighted
+	// utilization of PgBouncer's transaction-mode databases
+	// (timeweighted.go): the mean busy fraction over that window, from
+	// SHOW STATS total_xact_time. At least two scrape intervals.
+	TimeWeightedWindow time.Duration
+
+	// Sustained queueing, gaps allowed: PoolClientsWaiting fires when
+	// clients have been waiting in at least ClientsWaitingRatio of the
+	// rule evaluations of the last ClientsWaitingWindow, and in at least one
+	// of the last ClientsWaitingGap (so it resolves at most that long after
+	// the queue is gone), for ClientsWaitingFor. Queueing without a break
+	// therefore fires after about ClientsWaitingRatio × ClientsWaitingWindow
+	// + ClientsWaitingFor; one zero sample does not reset it.
+	ClientsWaitingWindow time.Duration
+	ClientsWaitingRatio  float64
+	ClientsWaitingGap    time.Duration
+	ClientsWaitingFor    time.Duration
+	// AcquireTimeoutsWindow is the window over which acquire timeouts and
+	// refusals reported by a pool (poolwatch_pool_acquire_timeouts_total)
+	// are counted; PoolExhausted{reason="acquire_timeouts"} fires when some
+	// happened in every such window for AcquireTimeoutsFor. A For longer
+	// than the window ignores one short burst.
+	AcquireTimeoutsWindow time.Duration
+	AcquireTimeoutsFor    time.Duration
 	// LeakFor is how long leaked connections must stay above 0.
 	LeakFor time.Duration
-	// TargetDownFor is how long poolwatch_target_up must stay 0.
+	// UnaccountedFor is how long an application must count connections in
+	// use that no server sees (poolwatch_pool_unaccounted_connections > 0).
+	// It absorbs the normal lag between a backend dying and the
+	// application's pool noticing, plus the offset between the scrapes of
+	// the application and of the server.
+	UnaccountedFor time.Duration
+	// TargetDownFor is how long the agent must see none of a target's pools
+	// (poolwatch_target_up 0 and no pool series) before PoolwatchTargetDown.
 	TargetDownFor time.Duration
+	// QueryFailingWindow and QueryFailingFor: PoolwatchTargetQueryFailing
+	// fires when one query of a target failed in every QueryFailingWindow
+	// for QueryFailingFor while the target's pools were still seen.
+	QueryFailingWindow time.Duration
+	QueryFailingFor    time.Duration
+	// ProbeDownFor is how long a /probe scrape must fail (up 0 in the
+	// ProbeSelector job) before PoolwatchProbeDown.
+	ProbeDownFor time.Duration
+	// LimitedVisibilityFor is how long a postgres target must report that
+	// the agent's role cannot see every connection.
+	LimitedVisibilityFor time.Duration
+	// ReloadFailedFor is how long the last configuration reload must have
+	// failed before PoolwatchConfigReloadFailed.
+	ReloadFailedFor time.Duration
 	// ProbeLeakFor is how long the agent's probe pool must report a leak.
 	ProbeLeakFor time.Duration
 	// ProbeRetriesWindow is the window over which probe-pool acquire
@@ -92,6 +139,12 @@ type Config struct {
 	ProbeRetriesFor       time.Duration
 	// AgentDownFor is how long the agent must be unscraped or absent.
 	AgentDownFor time.Duration
+	// AlertWhenNotScraped adds PoolwatchDown's absent() branch: it then
+	// also fires when Prometheus has no `up` series of the agent's job at
+	// all. Off by default: a Prometheus that loads the shared rules but
+	// does not scrape poolwatch would page forever. Turn it on where every
+	// Prometheus that loads these rules must scrape poolwatch.
+	AlertWhenNotScraped bool
 
 	// RunbookURL is the address of docs/runbooks.md; each alert links to
 	// RunbookURL + "#" + its anchor.
@@ -104,6 +157,10 @@ type Config struct {
 	DashboardRefresh string
 	// DashboardTimeFrom is the default time range start, e.g. "now-6h".
 	DashboardTimeFrom string
+	// DashboardTopK is how many series the overview's time series panels
+	// draw at each moment (topk), the highest, so that a fleet of pools
+	// stays readable.
+	DashboardTopK int
 	// DashboardUIDPrefix prefixes every dashboard uid.
 	DashboardUIDPrefix string
 	// Dashboard uids, without prefix; stable across renders.
@@ -117,6 +174,7 @@ func Default() Config {
 	return Config{
 		PoolSelector:  `job=~"poolwatch|poolwatch-probe"`,
 		AgentSelector: `job="poolwatch"`,
+		ProbeSelector: `job="poolwatch-probe"`,
 
 		ExhaustedRatio:       1,
 		ExhaustedFor:         2 * time.Minute,
@@ -132,9 +190,22 @@ func Default() Config {
 		ForecastMinRatio:  0.5,
 		ForecastFor:       15 * time.Minute,
 
-		ClientsWaitingFor:     5 * time.Minute,
+		TimeWeightedWindow: time.Minute,
+
+		ClientsWaitingWindow:  10 * time.Minute,
+		ClientsWaitingRatio:   0.4,
+		ClientsWaitingGap:     2 * time.Minute,
+		ClientsWaitingFor:     time.Minute,
+		AcquireTimeoutsWindow: 2 * time.Minute,
+		AcquireTimeoutsFor:    3 * time.Minute,
 		LeakFor:               10 * time.Minute,
+		UnaccountedFor:        time.Minute,
 		TargetDownFor:         5 * time.Minute,
+		QueryFailingWindow:    5 * time.Minute,
+		QueryFailingFor:       10 * time.Minute,
+		ProbeDownFor:          5 * time.Minute,
+		LimitedVisibilityFor:  10 * time.Minute,
+		ReloadFailedFor:       5 * time.Minute,
 		ProbeLeakFor:          5 * time.Minute,
 		ProbeRetriesWindow:    5 * time.Minute,
 		ProbeRetriesThreshold: 0,
@@ -146,6 +217,7 @@ func Default() Config {
 		DashboardTags:      []string{"poolwatch"},
 		DashboardRefresh:   "30s",
 		DashboardTimeFrom:  "now-6h",
+		DashboardTopK:      10,
 		DashboardUIDPrefix: "poolwatch-",
 		OverviewUID:        "overview",
 		DetailUID:          "pool-detail",
@@ -167,9 +239,20 @@ func Short() Config {
 	c.ForecastWindow = time.Minute
 	c.ForecastHorizon = time.Minute
 	c.ForecastFor = 10 * time.Second
-	c.ClientsWaitingFor = 5 * time.Second
+	c.TimeWeightedWindow = 5 * time.Second
+	c.ClientsWaitingWindow = 20 * time.Second
+	c.ClientsWaitingGap = 3 * time.Second
+	c.ClientsWaitingFor = 2 * time.Second
+	c.AcquireTimeoutsWindow = 5 * time.Second
+	c.AcquireTimeoutsFor = 8 * time.Second
 	c.LeakFor = 5 * time.Second
+	c.UnaccountedFor = 5 * time.Second
 	c.TargetDownFor = 10 * time.Second
+	c.QueryFailingWindow = 5 * time.Second
+	c.QueryFailingFor = 10 * time.Second
+	c.ProbeDownFor = 5 * time.Second
+	c.LimitedVisibilityFor = 5 * time.Second
+	c.ReloadFailedFor = 2 * time.Second
 	c.ProbeLeakFor = 5 * time.Second
 	c.ProbeRetriesWindow = 10 * time.Second
 	c.ProbeRetriesFor = 15 * time.Second
@@ -205,9 +288,20 @@ func (c Config) Validate() error {
 		{"ForecastWindow", c.ForecastWindow},
 		{"ForecastHorizon", c.ForecastHorizon},
 		{"ForecastFor", c.ForecastFor},
+		{"TimeWeightedWindow", c.TimeWeightedWindow},
+		{"ClientsWaitingWindow", c.ClientsWaitingWindow},
+		{"ClientsWaitingGap", c.ClientsWaitingGap},
 		{"ClientsWaitingFor", c.ClientsWaitingFor},
+		{"AcquireTimeoutsWindow", c.AcquireTimeoutsWindow},
+		{"AcquireTimeoutsFor", c.AcquireTimeoutsFor},
 		{"LeakFor", c.LeakFor},
+		{"UnaccountedFor", c.UnaccountedFor},
 		{"TargetDownFor", c.TargetDownFor},
+		{"QueryFailingWindow", c.QueryFailingWindow},
+		{"QueryFailingFor", c.QueryFailingFor},
+		{"ProbeDownFor", c.ProbeDownFor},
+		{"LimitedVisibilityFor", c.LimitedVisibilityFor},
+		{"ReloadFailedFor", c.ReloadFailedFor},
 		{"ProbeLeakFor", c.ProbeLeakFor},
 		{"ProbeRetriesWindow", c.ProbeRetriesWindow},
 		{"ProbeRetriesFor", c.ProbeRetriesFor},
@@ -234,11 +328,18 @@ func (c Config) Validate() error {
 		{"ExhaustedRatio", c.ExhaustedRatio},
 		{"NearExhaustionRatio", c.NearExhaustionRatio},
 		{"ForecastMinRatio", c.ForecastMinRatio},
+		{"ClientsWaitingRatio", c.ClientsWaitingRatio},
 	}
 	for _, r := range ratios {
 		if r.v <= 0 {
 			return fmt.Errorf("mixin config: %s must be positive, is %v", r.name, r.v)
 		}
+	}
+	if c.ClientsWaitingRatio > 1 {
+		return fmt.Errorf("mixin config: ClientsWaitingRatio must be at most 1, is %v", c.ClientsWaitingRatio)
+	}
+	if c.ClientsWaitingGap > c.ClientsWaitingWindow {
+		return fmt.Errorf("mixin config: ClientsWaitingGap (%s) must not exceed ClientsWaitingWindow (%s)", c.ClientsWaitingGap, c.ClientsWaitingWindow)
 	}
 	if c.ExhaustedWaitSeconds <= 0 {
 		return fmt.Errorf("mixin config: ExhaustedWaitSeconds must be positive, is %v", c.ExhaustedWaitSeconds)
@@ -254,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.DashboardTags) == 0 {
 		return errors.New("mixin config: DashboardTags is empty")
+	}
+	if c.DashboardTopK <= 0 {
+		return fmt.Errorf("mixin config: DashboardTopK must be positive, is %d", c.DashboardTopK)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func newDashboard(c Config, uid, title, description string, vars []Variable, row
 		Editable:     false,
 		GraphTooltip: 1,
 		Links: []Link{{
-			AsDropdown: true, IncludeVars: true, KeepTime: true,
+			AsDropdown: true, Icon: "external link", IncludeVars: true, KeepTime: true,
 			Tags: []string{c.DashboardTags[0]}, Title: "poolwatch dashboards", Type: "dashboards",
 		}},
 		Panels:        grid(rows...),
@@ -99,19 +99,31 @@ func newDashboard(c Config, uid, title, description string, vars []Variable, row
 }
 
 // gridRow is one row of panels of equal height; widths default to an equal
-// share of the 24 columns.
+// share of the 24 columns. A gridRow with a title is a collapsible row
+// header instead (section).
 type gridRow struct {
 	h      int
 	panels []Panel
+	title  string
 }
 
 func row(h int, panels ...Panel) gridRow { return gridRow{h: h, panels: panels} }
+
+// section starts a collapsible row of the dashboard: the panels after it,
+// up to the next section, fold under it.
+func section(title string) gridRow { return gridRow{title: title} }
 
 // grid lays rows out top to bottom and numbers the panels.
 func grid(rows ...gridRow) []Panel {
 	var out []Panel
 	y, id := 0, 1
 	for _, r := range rows {
+		if r.title != "" {
+			out = append(out, Panel{Type: "row", Title: r.title, ID: id, GridPos: GridPos{H: 1, W: 24, X: 0, Y: y}})
+			id++
+			y++
+			continue
+		}
 		x := 0
 		for i, p := range r.panels {
 			if p.GridPos.W == 0 {
@@ -137,10 +149,30 @@ func width(w int, p Panel) Panel {
 	return p
 }
 
+// noSelection is a variable's current value before Grafana picks one: the
+// first value, or the default data source.
+func noSelection() map[string]any { return map[string]any{"text": "", "value": ""} }
+
+// allSelected is a multi-select variable's current value All.
+func allSelected() map[string]any {
+	return map[string]any{"selected": true, "text": []string{"All"}, "value": []string{"$__all"}}
+}
+
 func datasourceVariable() Variable {
 	return Variable{
-		Current: map[string]any{}, Hide: 0, Label: "Data source", Name: "datasource",
+		Current: noSelection(), Hide: 0, Label: "Data source", Name: "datasource",
 		Options: []any{}, Query: "prometheus", Refresh: 1, Type: "datasource",
+	}
+}
+
+// filtersVariable is the ad-hoc filters variable: label filters that
+// Grafana adds to every query of the dashboard, to pick a cluster, an
+// environment or any static label the targets carry.
+func filtersVariable() Variable {
+	return Variable{
+		Current: noSelection(), Datasource: datasource, Label: "Filters", Name: "filters",
+		Description: "Label filters applied to every query, e.g. cluster, env or any static label of the targets.",
+		Options:     []any{}, Type: "adhoc",
 	}
 }
 
@@ -148,7 +180,7 @@ func datasourceVariable() Variable {
 // dashboard-linter: multi-select with an All value of ".+".
 func queryVariable(name, label, query string, multi bool) Variable {
 	v := Variable{
-		Current:    map[string]any{},
+		Current:    noSelection(),
 		Datasource: datasource,
 		Definition: query,
 		Label:      label,
@@ -161,6 +193,7 @@ func queryVariable(name, label, query string, multi bool) Variable {
 	}
 	if multi {
 		v.Multi, v.IncludeAll, v.AllValue = true, true, ".+"
+		v.Current = allSelected()
 	}
 	return v
 }
@@ -236,7 +269,10 @@ func stat(title, description, unit string, t Target) Panel {
 		"reduceOptions": map[string]any{
 			"calcs": []string{"lastNotNull"}, "fields": "", "values": false,
 		},
-		"textMode": "auto",
+		"percentChangeColorMode": "standard",
+		"showPercentChange":      false,
+		"textMode":               "auto",
+		"wideLayout":             true,
 	})
 	return p
 }
@@ -245,6 +281,7 @@ func table(title, description, unit string, targets ...Target) Panel {
 	return panel("table", title, description, unit, targets, map[string]any{
 		"cellHeight": "sm",
 		"footer":     map[string]any{"countRows": false, "fields": "", "reducer": []string{"sum"}, "show": false},
+		"frameIndex": 0,
 		"showHeader": true,
 	})
 }
@@ -269,9 +306,20 @@ func maybeEmpty(t Target) Target {
 	return t
 }
 
+// withThresholds sets a panel's thresholds; a time series panel also draws
+// them, as dashed lines.
 func withThresholds(p Panel, t Thresholds) Panel {
 	p.FieldConfig.Defaults.Thresholds = t
+	if p.Type == "timeseries" {
+		p.FieldConfig.Defaults.Custom["thresholdsStyle"] = map[string]any{"mode": "dashed"}
+	}
 	return p
+}
+
+// topk keeps the c.DashboardTopK highest series of expr, for time series
+// panels that would otherwise draw every pool.
+func topk(c Config, expr string) string {
+	return fmt.Sprintf("topk(%d, %s)", c.DashboardTopK, expr)
 }
 
 func withOverride(p Panel, field string, props ...Property) Panel {
@@ -340,7 +388,7 @@ func overview(c Config) Dashboard {
 	// (no pool series) can still be picked.
 	vars := append([]Variable{datasourceVariable()}, jobInstanceVariables("poolwatch_target_up", c.PoolSelector)...)
 	vars = append(vars, queryVariable("target", "Target",
-		`label_values(poolwatch_target_up{job=~"$job", instance=~"$instance"}, target)`, true))
+		`label_values(poolwatch_target_up{job=~"$job", instance=~"$instance"}, target)`, true), filtersVariable())
 
 	worst := table("Pools, worst first",
 		"Every pool of every selected target, sorted by utilization (in use / max; empty for pools without a max). Click a pool for its detail.",
@@ -388,9 +436,9 @@ func overview(c Config) Dashboard {
 	forecast = withOverride(forecast, "pool", Property{ID: "links", Value: []DataLink{detailLink(c)}})
 
 	firing := table("Firing pool alerts",
-		"poolwatch alerts that are firing now for the selected jobs and instances (the ALERTS series of Prometheus). Empty is good.",
+		"poolwatch alerts that are firing now for the selected jobs, instances and targets (the ALERTS series of Prometheus). Empty is good.",
 		"none",
-		maybeEmpty(instantQuery(`ALERTS{alertstate="firing", alertname=~"Pool.*", job=~"$job", instance=~"$instance"}`)),
+		maybeEmpty(instantQuery(`ALERTS{alertstate="firing", alertname=~"Pool.*", job=~"$job", instance=~"$instance", target=~"$target"}`)),
 	)
 	firing = withTransformations(firing, Transformation{ID: "organize", Options: map[string]any{
 		"excludeByName": map[string]any{"Time": true, "Value": true, "__name__": true, "alertstate": true},
@@ -400,6 +448,7 @@ func overview(c Config) Dashboard {
 	return newDashboard(c, c.OverviewUID, "poolwatch / Pool health overview",
 		"Every connection pool of every target watched by poolwatch: how full, who waits, what leaks, what will run dry.",
 		vars,
+		section("Now"),
 		row(4,
 			stat("Targets", "Targets reporting.", "none", statQuery(fmt.Sprintf("count(%s)", q("poolwatch_target_up", m)), "")),
 			withThresholds(stat("Targets down", "Targets whose last scrape failed (poolwatch_target_up == 0).", "none",
@@ -412,25 +461,36 @@ func overview(c Config) Dashboard {
 			withThresholds(stat("Leaked connections now", "Connections held past their target's leak threshold with no activity, over every pool.", "none",
 				statQuery(fmt.Sprintf("sum(%s)", q("poolwatch_pool_leaked_connections", m)), "")), nonZeroRed()),
 		),
+		section("Worst pools and forecasts"),
 		row(10, worst),
 		row(8, width(14, forecast), width(10, firing)),
+		section("Over time"),
 		row(8,
-			withThresholds(timeseries("Utilization", "In use / max, per pool. Pools without a max (unlimited) have none.", "percentunit",
-				rangeQuery(util, "{{target}} {{pool}}")), utilizationThresholds(c)),
-			timeseries("Waiting clients", "Clients queued for a connection, per pool (PgBouncer cl_waiting).", "short",
-				rangeQuery(q("poolwatch_pool_waiting_clients", m), "{{target}} {{pool}}")),
+			withThresholds(timeseries("Utilization", fmt.Sprintf("In use / max, per pool: the %d highest at each moment. Pools without a max (unlimited) have none. The dashed lines are the PoolNearExhaustion and PoolExhausted thresholds.", c.DashboardTopK), "percentunit",
+				rangeQuery(topk(c, util), "{{target}} {{pool}}")), utilizationThresholds(c)),
+			withThresholds(timeseries("Waiting clients", fmt.Sprintf("Clients queued for a connection, per pool (PgBouncer cl_waiting): the %d highest at each moment.", c.DashboardTopK), "short",
+				rangeQuery(topk(c, q("poolwatch_pool_waiting_clients", m)), "{{target}} {{pool}}")), nonZeroRed()),
 		),
 		row(8,
-			timeseries("Longest wait", "Age of the oldest queued client, per pool (PgBouncer maxwait, microsecond precision).", "s",
-				rangeQuery(q("poolwatch_pool_max_wait_seconds", m), "{{target}} {{pool}}")),
-			timeseries("Leaked connections", "Connections held past the leak threshold with no activity, per pool.", "short",
-				rangeQuery(q("poolwatch_pool_leaked_connections", m), "{{target}} {{pool}}")),
+			withThresholds(timeseries("Longest wait", fmt.Sprintf("Age of the oldest queued client, per pool (PgBouncer maxwait, microsecond precision): the %d highest at each moment. The dashed line is PoolExhausted's wait threshold.", c.DashboardTopK), "s",
+				rangeQuery(topk(c, q("poolwatch_pool_max_wait_seconds", m)), "{{target}} {{pool}}")), thresholds(step("green", nil), step("red", f64(c.ExhaustedWaitSeconds)))),
+			withThresholds(timeseries("Leaked connections", fmt.Sprintf("Connections held past the leak threshold with no activity, per pool: the %d highest at each moment.", c.DashboardTopK), "short",
+				rangeQuery(topk(c, q("poolwatch_pool_leaked_connections", m)), "{{target}} {{pool}}")), nonZeroRed()),
 		),
+		section("Application pools"),
 		row(8,
-			timeseries("PgBouncer client wait time", "Seconds clients spent waiting for a server connection, per second, per PgBouncer database (SHOW STATS total_wait_time): shows waiting that happens between scrapes.", "s",
-				rangeQuery(rate("poolwatch_pgbouncer_client_wait_seconds_total", m), "{{target}} {{database}}")),
-			timeseries("PgBouncer transactions", "Transactions per second, per PgBouncer database (SHOW STATS total_xact_count).", "ops",
-				rangeQuery(rate("poolwatch_pgbouncer_transactions_total", m), "{{target}} {{database}}")),
+			withNoValue(timeseries("Application pools in use",
+				fmt.Sprintf("Connections in use per application pool (application_pools of postgres targets, and application targets), the %d highest at each moment, against the max each declares. Empty where no application pool is declared.", c.DashboardTopK), "short",
+				maybeEmpty(rangeQuery(topk(c, q("poolwatch_pool_in_use_connections", m)+" and on(job, instance, target, pool) "+q("poolwatch_pool_info", m+`, kind=~"postgres|application", pool!="server"`)), "{{target}} {{pool}} in use")),
+				maybeEmpty(rangeQuery(q("poolwatch_pool_max_connections", m)+" and on(job, instance, target, pool) "+q("poolwatch_pool_info", m+`, kind=~"postgres|application", pool!="server"`), "{{target}} {{pool}} max"))),
+				"no application pools"),
+		),
+		section("PgBouncer"),
+		row(8,
+			timeseries("PgBouncer client wait time", fmt.Sprintf("Seconds clients spent waiting for a server connection, per second, per PgBouncer database (SHOW STATS total_wait_time). PgBouncer credits it only when a waiting client is finally served, so it lags live queueing: the waiting-clients and max-wait panels show queueing as it happens. The %d highest at each moment.", c.DashboardTopK), "s",
+				rangeQuery(topk(c, rate("poolwatch_pgbouncer_client_wait_seconds_total", m)), "{{target}} {{database}}")),
+			timeseries("PgBouncer transactions", fmt.Sprintf("Transactions per second, per PgBouncer database (SHOW STATS total_xact_count): the %d busiest at each moment.", c.DashboardTopK), "ops",
+				rangeQuery(topk(c, rate("poolwatch_pgbouncer_transactions_total", m)), "{{target}} {{database}}")),
 			timeseries("PgBouncer databases paused or disabled", "1 while a PgBouncer database is PAUSEd or DISABLEd: its clients wait or are refused whatever the pool sizes.", "none",
 				rangeQuery(q("poolwatch_pgbouncer_database_paused", m), "{{target}} {{database}} paused"),
 				rangeQuery(q("poolwatch_pgbouncer_database_disabled", m), "{{target}} {{database}} disabled")),
@@ -444,6 +504,7 @@ func poolDetail(c Config) Dashboard {
 	vars = append(vars,
 		queryVariable("target", "Target", `label_values(poolwatch_pool_info{job=~"$job", instance=~"$instance"}, target)`, false),
 		queryVariable("pool", "Pool", `label_values(poolwatch_pool_info{job=~"$job", instance=~"$instance", target="$target"}, pool)`, false),
+		filtersVariable(),
 	)
 	inUse := q("poolwatch_pool_in_use_connections", m)
 	open := q("poolwatch_pool_open_connections", m)
@@ -482,10 +543,18 @@ func poolDetail(c Config) Dashboard {
 	info = withTransformations(info, Transformation{ID: "organize", Options: map[string]any{
 		"excludeByName": map[string]any{"Time": true, "Value": true, "__name__": true},
 	}})
+	alerts := table("Firing alerts of this target",
+		"poolwatch alerts firing now for the selected target: this pool's, the target's own (PoolwatchTargetDown) and its other pools'. Empty is good.", "none",
+		maybeEmpty(instantQuery(`ALERTS{alertstate="firing", job=~"$job", instance=~"$instance", target="$target"}`)))
+	alerts = withTransformations(alerts, Transformation{ID: "organize", Options: map[string]any{
+		"excludeByName": map[string]any{"Time": true, "Value": true, "__name__": true, "alertstate": true},
+		"indexByName":   map[string]any{"alertname": 0, "severity": 1, "pool": 2},
+	}})
 
 	return newDashboard(c, c.DetailUID, "poolwatch / Pool detail",
 		"One pool of one target over time: connections against min and max, waiting clients, leaks and the exhaustion forecast.",
 		vars,
+		section("Now"),
 		row(4,
 			withNoValue(withThresholds(stat("Utilization now", "In use / max now. No value: the pool has no max (unlimited).", "percentunit",
 				statQuery(q(RecordUtilization, m), "")), utilizationThresholds(c)), "no max"),
@@ -498,20 +567,24 @@ func poolDetail(c Config) Dashboard {
 			withThresholds(stat("Leaked connections now", "Connections held past the leak threshold with no activity now.", "none",
 				statQuery(q("poolwatch_pool_leaked_connections", m), "")), nonZeroRed()),
 		),
+		section("Connections over time"),
 		row(9, conns),
+		section("Queue and leaks"),
 		row(8,
-			timeseries("Waiting clients", "Clients queued for a connection (PgBouncer cl_waiting). PostgreSQL has no queue: there is no such series for postgres targets.", "short",
-				rangeQuery(q("poolwatch_pool_waiting_clients", m), "waiting")),
+			withThresholds(timeseries("Waiting clients", "Clients queued for a connection (PgBouncer cl_waiting). PostgreSQL has no queue: there is no such series for postgres targets.", "short",
+				rangeQuery(q("poolwatch_pool_waiting_clients", m), "waiting")), nonZeroRed()),
 			withThresholds(timeseries("Longest wait", "Age of the oldest queued client (PgBouncer maxwait and maxwait_us).", "s",
 				rangeQuery(q("poolwatch_pool_max_wait_seconds", m), "longest wait")), thresholds(step("green", nil), step("red", f64(c.ExhaustedWaitSeconds)))),
 		),
 		row(8,
-			timeseries("Leaked connections", "Connections held past the target's leak threshold with no activity: idle in transaction, or a PgBouncer client holding a server with no query in flight. The agent's log names each culprit.", "short",
-				rangeQuery(q("poolwatch_pool_leaked_connections", m), "leaked")),
+			withThresholds(timeseries("Leaked connections", "Connections held past the target's leak threshold with no activity: idle in transaction, or a PgBouncer client holding a server with no query in flight. The agent's log names each culprit.", "short",
+				rangeQuery(q("poolwatch_pool_leaked_connections", m), "leaked")), nonZeroRed()),
 			timeseries("Oldest leak age", "How long the oldest leaked connection has been held; 0 when there is none.", "s",
 				rangeQuery(q("poolwatch_pool_oldest_leak_seconds", m), "oldest leak")),
 		),
+		section("Forecast and alerts"),
 		row(9, width(16, forecast), width(8, info)),
+		row(6, alerts),
 	)
 }
 
@@ -530,6 +603,7 @@ func selfMonitoring(c Config) Dashboard {
 		withDescription(allOfValues(queryVariable("target", "Target",
 			`label_values(poolwatch_probe_pool_max_connections{job=~"$job", instance=~"$instance"}, target)`, true)),
 			"The targets configured on the selected agents (those they keep a probe pool for)."),
+		filtersVariable(),
 	)
 	build := stat("Version", "The running poolwatch version (poolwatch_build_info).", "none", statQuery(q("poolwatch_build_info", a), "{{version}}"))
 	build.Options["textMode"] = "name"
@@ -547,6 +621,7 @@ func selfMonitoring(c Config) Dashboard {
 	return newDashboard(c, c.SelfUID, "poolwatch / Self-monitoring",
 		"The poolwatch agent itself: its probe pools (in use, leaks, retries), whether it reaches its targets and how long that takes, and its memory and CPU. Job and Instance pick the agents; the target panels read the Target job (in the multi-target mode, the /probe job).",
 		vars,
+		section("Agent health"),
 		row(4,
 			upMappings(stat("Agent", "Whether Prometheus scrapes the agent (up).", "none", statQuery(fmt.Sprintf("min(%s)", q("up", a)), ""))),
 			build,
@@ -558,6 +633,7 @@ func selfMonitoring(c Config) Dashboard {
 			withThresholds(stat("Probe connections leaked", "The agent's own connections held past probe_pool.leak_threshold. Anything but 0 is a poolwatch bug.", "none",
 				statQuery(fmt.Sprintf("sum(%s)", q("poolwatch_probe_pool_leaked_connections", pp)), "")), nonZeroRed()),
 		),
+		section("Probe pools"),
 		row(8,
 			timeseries("Probe pool connections", "The agent's own connections to each target: in use (during a scrape), open, and the probe pool's max. A healthy idle agent shows 0 in use.", "short",
 				rangeQuery(q("poolwatch_probe_pool_in_use_connections", pp), "{{target}} in use"),
@@ -571,6 +647,7 @@ func selfMonitoring(c Config) Dashboard {
 				rangeQuery(rate("poolwatch_probe_pool_health_check_failures_total", pp), "{{target}} health-check failures"),
 				rangeQuery(rate("poolwatch_probe_pool_new_connections_total", pp), "{{target}} new connections")),
 		),
+		section("Targets"),
 		row(8,
 			upMappings(timeseries("Target up", "1 when every query of the last scrape of the target succeeded.", "none",
 				rangeQuery(q("poolwatch_target_up", ts), "{{target}}"))),
@@ -581,6 +658,7 @@ func selfMonitoring(c Config) Dashboard {
 			timeseries("Pools dropped", "Pools dropped by the per-target max_pools cap, per target. Must stay 0.", "short",
 				rangeQuery(q("poolwatch_target_pools_dropped", ts), "{{target}}")),
 		),
+		section("Process"),
 		row(8,
 			timeseries("Agent scrape duration", "How long Prometheus took to scrape the agent's metrics path.", "s",
 				rangeQuery(q("scrape_duration_seconds", a), "{{instance}} scrape")),

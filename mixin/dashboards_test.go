@@ -50,7 +50,11 @@ type jsonDashboard struct {
 		} `json:"gridPos"`
 		FieldConfig struct {
 			Defaults struct {
-				Unit string `json:"unit"`
+				Unit       string `json:"unit"`
+				Custom     map[string]any
+				Thresholds struct {
+					Steps []any `json:"steps"`
+				} `json:"thresholds"`
 			} `json:"defaults"`
 		} `json:"fieldConfig"`
 		Targets []struct {
@@ -141,6 +145,12 @@ func TestDashboards_FollowDashboardLinterConventions(t *testing.T) {
 				}
 				continue
 			}
+			if v.Type == "adhoc" {
+				if v.Name != "filters" || v.Datasource == nil || v.Datasource.UID != "${datasource}" {
+					t.Errorf("%s: ad-hoc variable %q must be named filters and use ${datasource}", file, v.Name)
+				}
+				continue
+			}
 			if v.Type != "query" {
 				t.Errorf("%s: variable %s has type %s", file, v.Name, v.Type)
 			}
@@ -183,6 +193,12 @@ func TestDashboards_FollowDashboardLinterConventions(t *testing.T) {
 				t.Errorf("%s: duplicate id %d", where, p.ID)
 			}
 			ids[p.ID] = true
+			if p.Type == "row" {
+				if g := p.GridPos; g.W != 24 || g.H != 1 || g.X != 0 || p.Title == "" {
+					t.Errorf("%s: a row spans the grid (w 24, h 1, x 0) and has a title, got %+v", where, g)
+				}
+				continue
+			}
 			switch p.Type {
 			case "timeseries", "table", "stat":
 			default:
@@ -444,7 +460,7 @@ func TestCheckMetricNames_DashboardsAndRulesUseExportedMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(PanelQueries(Default())) + 15; len(queries) < want {
+	if want := len(PanelQueries(Default())) + ruleCount(); len(queries) < want {
 		t.Fatalf("Queries returned %d expressions, want at least %d", len(queries), want)
 	}
 	if err := CheckMetricNames(queries, goldenExposition(t)); err != nil {
@@ -565,6 +581,56 @@ func TestSplitLabelValues_RejectsOtherQueries(t *testing.T) {
 	for _, q := range []string{`label_values(x)`, `query_result(x)`, `label_values(x, )`, `label_values(x, job`} {
 		if _, _, err := splitLabelValues(q); err == nil {
 			t.Errorf("splitLabelValues(%s) succeeded", q)
+		}
+	}
+}
+
+// Fleet conventions: every dashboard folds into rows and offers ad-hoc
+// filters (a cluster, an environment, any static label); time series with
+// thresholds draw them; the overview's time series show the top k pools
+// only; alert panels follow the selected target.
+func TestDashboards_FoldIntoRowsFilterAdHocDrawThresholdsAndShowTheTopK(t *testing.T) {
+	c := Default()
+	for file, d := range committedDashboards(t) {
+		if len(d.Panels) == 0 || d.Panels[0].Type != "row" {
+			t.Errorf("%s: the first panel must be a row, so that every panel folds under one", file)
+		}
+		rows := 0
+		for _, p := range d.Panels {
+			if p.Type == "row" {
+				rows++
+			}
+		}
+		if rows < 3 {
+			t.Errorf("%s: %d rows, want at least 3", file, rows)
+		}
+		adhoc := 0
+		for _, v := range d.Templating.List {
+			if v.Type == "adhoc" {
+				adhoc++
+			}
+		}
+		if adhoc != 1 {
+			t.Errorf("%s: %d ad-hoc filter variables, want 1", file, adhoc)
+		}
+		for _, p := range d.Panels {
+			where := fmt.Sprintf("%s panel %q", file, p.Title)
+			if p.Type == "timeseries" && len(p.FieldConfig.Defaults.Thresholds.Steps) > 1 {
+				style, _ := p.FieldConfig.Defaults.Custom["thresholdsStyle"].(map[string]any)
+				if mode, _ := style["mode"].(string); mode == "" || mode == "off" {
+					t.Errorf("%s: has thresholds but does not draw them (custom.thresholdsStyle)", where)
+				}
+			}
+			for _, tg := range p.Targets {
+				if strings.Contains(tg.Expr, "ALERTS{") && !strings.Contains(tg.Expr, "target=") {
+					t.Errorf("%s: an alert panel must filter on the selected target: %s", where, tg.Expr)
+				}
+				if d.UID == c.DashboardUIDPrefix+c.OverviewUID && p.Type == "timeseries" &&
+					!strings.HasPrefix(tg.Expr, fmt.Sprintf("topk(%d, ", c.DashboardTopK)) && !strings.Contains(tg.Expr, "poolwatch_pool_max_connections") &&
+					!strings.Contains(tg.Expr, "paused") && !strings.Contains(tg.Expr, "disabled") {
+					t.Errorf("%s: the overview's time series show the top %d only: %s", where, c.DashboardTopK, tg.Expr)
+				}
+			}
 		}
 	}
 }

@@ -2,8 +2,10 @@ package mixin
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,14 +124,15 @@ func TestGithubAnchors_FollowGitHubRules(t *testing.T) {
 func TestExamples_PrometheusConfigIsValidAndLoadsTheRules(t *testing.T) {
 	promtool := requireTool(t, "promtool")
 	out, err := runTool(t, repoRoot, promtool, "check", "config", "prometheus.yml.example")
-	if err != nil || !strings.Contains(out, "SUCCESS: 1 rule files found") || !strings.Contains(out, "SUCCESS: 15 rules found") {
+	if err != nil || !strings.Contains(out, "SUCCESS: 2 rule files found") || !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", ruleCount())) ||
+		!strings.Contains(out, "SUCCESS: 3 rules found") {
 		t.Errorf("promtool check config prometheus.yml.example: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(filepath.Join(repoRoot, "prometheus.yml.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"metrics_path: /probe", "target_label: __param_target", "job_name: poolwatch\n", RulesFile} {
+	for _, want := range []string{"metrics_path: /probe", "target_label: __param_target", "job_name: poolwatch\n", RulesFile, TimeWeightedRulesFile} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("prometheus.yml.example lacks %q", want)
 		}
@@ -152,6 +155,53 @@ func TestExamples_AlertmanagerPagesOnCriticalAndTicketsOnWarning(t *testing.T) {
 				"severity="+severity, "alertname="+r.Alert, "target=db", "pool=app")
 			if err != nil {
 				t.Errorf("%s (%s) is not routed to %s: %v\n%s", r.Alert, severity, receiver, err, out)
+			}
+		}
+	}
+}
+
+// The routing tree and inhibition rules name alerts and labels: every name
+// must be an alert of the rules, and the configuration the end-to-end test
+// and the demo run (ShortAlertmanager) must be valid too.
+func TestExamples_AlertmanagerNamesExistingAlertsAndTestConfigIsValid(t *testing.T) {
+	amtool := requireTool(t, "amtool")
+	b := readTestFile(t, filepath.Join(repoRoot, AlertmanagerFile))
+	alerts := map[string]bool{}
+	for _, r := range alertRules(Default()) {
+		alerts[r.Alert] = true
+	}
+	names := regexp.MustCompile(`\b(Pool[A-Za-z]+)\b`).FindAllString(string(b), -1)
+	if len(names) < 5 {
+		t.Fatalf("%s names only %v", AlertmanagerFile, names)
+	}
+	for _, n := range names {
+		if !alerts[n] {
+			t.Errorf("%s names %s, which is not an alert", AlertmanagerFile, n)
+		}
+	}
+	short, err := RenderAlertmanager(ShortAlertmanager("http://127.0.0.1:1/alerts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "am.yml"), short, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runTool(t, dir, amtool, "check-config", "am.yml")
+	if err != nil || !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("amtool check-config (short): %v\n%s", err, out)
+	}
+	// The leak alerts route by their server, whatever their severity.
+	for _, alert := range IncidentAlerts {
+		for _, r := range alertRules(Default()) {
+			if r.Alert != alert {
+				continue
+			}
+			want := map[string]string{SeverityCritical: ReceiverPager, SeverityWarning: ReceiverTicket}[r.Labels["severity"]]
+			out, err := runTool(t, repoRoot, amtool, "config", "routes", "test", "--config.file="+AlertmanagerFile,
+				"--verify.receivers="+want, "alertname="+alert, "severity="+r.Labels["severity"], "upstream=db", "target=bouncer", "pool=app")
+			if err != nil {
+				t.Errorf("%s is not routed to %s: %v\n%s", alert, want, err, out)
 			}
 		}
 	}

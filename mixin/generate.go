@@ -11,9 +11,10 @@ import (
 // (the repository root for the shipped files).
 const RulesFile = "alerts/poolwatch.rules.yml"
 
-// Files renders every generated file for c: the rule file and the
-// dashboards, keyed by path relative to the output directory. variant only
-// names the variant in the rule file's header.
+// Files renders every generated file for c: the rule files, the dashboards
+// and the example Alertmanager configuration (which does not depend on c),
+// keyed by path relative to the output directory. variant only names the
+// variant in the rule file's header.
 func Files(c Config, variant string) (map[string][]byte, error) {
 	rules, err := RenderRules(c, variant)
 	if err != nil {
@@ -24,6 +25,14 @@ func Files(c Config, variant string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("render dashboards: %w", err)
 	}
 	files[RulesFile] = rules
+	if files[TimeWeightedRulesFile], err = RenderTimeWeightedRules(c, variant); err != nil {
+		return nil, fmt.Errorf("render time-weighted rules: %w", err)
+	}
+	am, err := RenderAlertmanager(ExampleAlertmanager())
+	if err != nil {
+		return nil, err
+	}
+	files[AlertmanagerFile] = am
 	return files, nil
 }
 

@@ -12,9 +12,9 @@ import (
 )
 
 func TestGeneratedFiles_MatchCommittedFiles(t *testing.T) {
-	files, err := Files(Default(), "default")
+	files, err := ShippedFiles()
 	if err != nil {
-		t.Fatalf("Files: %v", err)
+		t.Fatalf("ShippedFiles: %v", err)
 	}
 	for path, want := range files {
 		got, err := os.ReadFile(filepath.Join(repoRoot, filepath.FromSlash(path)))
@@ -94,6 +94,8 @@ func TestFiles_ListsRulesAndThreeDashboards(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
+		AlertmanagerFile,
+		"alerts/poolwatch-time-weighted.rules.yml",
 		"alerts/poolwatch.rules.yml",
 		"dashboards/poolwatch-overview.json",
 		"dashboards/poolwatch-pool-detail.json",

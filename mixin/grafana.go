@@ -1,8 +1,15 @@
 package mixin
 
+import (
+	"bytes"
+	"encoding/json"
+)
+
 // A minimal model of Grafana dashboard JSON (schemaVersion 39): only the
 // fields the poolwatch dashboards set. Field order is the JSON order, and
-// maps are written with sorted keys, so rendering is deterministic.
+// maps are written with sorted keys, so rendering is deterministic. The
+// conformance module decodes the rendered JSON strictly into
+// grafana-foundation-sdk's types (conformance/grafana).
 
 // schemaVersion is the Grafana dashboard schema the files are written for
 // (Grafana 10.x); newer Grafana migrates it on import.
@@ -38,10 +45,13 @@ type AnnotationList struct {
 // Link is a dashboard link.
 type Link struct {
 	AsDropdown  bool     `json:"asDropdown"`
+	Icon        string   `json:"icon"`
 	IncludeVars bool     `json:"includeVars"`
 	KeepTime    bool     `json:"keepTime"`
 	Tags        []string `json:"tags"`
+	TargetBlank bool     `json:"targetBlank"`
 	Title       string   `json:"title"`
+	Tooltip     string   `json:"tooltip"`
 	Type        string   `json:"type"`
 }
 
@@ -83,7 +93,8 @@ type DatasourceRef struct {
 	UID  string `json:"uid"`
 }
 
-// Panel is one dashboard panel.
+// Panel is one dashboard panel, or a row (Type "row"), which only has a
+// title, a position and an id.
 type Panel struct {
 	Datasource      *DatasourceRef   `json:"datasource,omitempty"`
 	Description     string           `json:"description"`
@@ -181,4 +192,32 @@ type Target struct {
 	// MayBeEmpty marks a query that filters for trouble (firing alerts,
 	// errors that may never happen): it is allowed to return nothing.
 	MayBeEmpty bool `json:"-"`
+}
+
+// rowJSON is a row's JSON: an expanded row, whose panels follow it at the
+// top level of the dashboard, so its own panel list is empty.
+type rowJSON struct {
+	Collapsed bool    `json:"collapsed"`
+	GridPos   GridPos `json:"gridPos"`
+	ID        int     `json:"id"`
+	Panels    []Panel `json:"panels"`
+	Title     string  `json:"title"`
+	Type      string  `json:"type"`
+}
+
+// MarshalJSON writes a row in a row's shape and any other panel as it is.
+func (p Panel) MarshalJSON() ([]byte, error) {
+	type plain Panel // no MarshalJSON: no recursion
+	var v any = plain(p)
+	if p.Type == "row" {
+		v = rowJSON{GridPos: p.GridPos, ID: p.ID, Panels: []Panel{}, Title: p.Title, Type: p.Type}
+	}
+	// As RenderDashboards' encoder: "&" and "<" stay as they are.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -24,11 +24,16 @@ const (
 	modeProbeJob = "poolwatch-probe"
 )
 
-// modeTargets are the targets of the synthetic deployment, with one pool
-// each; "app/*" checks that regex characters survive the variables.
-var modeTargets = []struct{ name, pool string }{
-	{"bouncer-1", "app/*"},
-	{"orders-db", "server"},
+// modeTargets are the targets of the synthetic deployment, of each kind,
+// with their pools: "app/*" checks that regex characters survive the
+// variables, and orders-db declares an application pool beside its server
+// slots.
+var modeTargets = []struct {
+	name, kind string
+	pools      []string
+}{
+	{"bouncer-1", "pgbouncer", []string{"app/*"}},
+	{"orders-db", "postgres", []string{"server", "orders-api"}},
 }
 
 // modeAgents are two agent replicas. In the simple mode each scrapes its own
@@ -91,7 +96,9 @@ func modeSeries(names []string, multiTarget bool) []seriesLabels {
 		case isTargetSeries(name):
 			for i, tg := range modeTargets {
 				job, inst := targetScrape(i)
-				add(name, job, inst, "target", tg.name, "pool", tg.pool, "database", "appdb", "query", "round")
+				for _, pool := range tg.pools {
+					add(name, job, inst, "target", tg.name, "kind", tg.kind, "pool", pool, "database", "appdb", "query", "round")
+				}
 			}
 		case strings.HasPrefix(name, "poolwatch_probe_pool_"):
 			for i, tg := range modeTargets {
@@ -324,6 +331,11 @@ func dashboardProblems(t *testing.T, ds []Dashboard, series []seriesLabels) []st
 			t.Fatalf("%s: more than %d variable choices; raise maxAssignments", d.UID, maxAssignments)
 		}
 		reported := map[string]bool{}
+		// A query that may be empty (it filters for trouble, or for pools
+		// that only some targets have) must match under some choice, not
+		// under every one.
+		someMatch := map[string]bool{}
+		var someMatchOrder []string
 		for _, vars := range assignments {
 			for _, p := range d.Panels {
 				for _, tg := range p.Targets {
@@ -344,6 +356,14 @@ func dashboardProblems(t *testing.T, ds []Dashboard, series []seriesLabels) []st
 						if err != nil {
 							t.Fatalf("%s / %s: %v", d.UID, p.Title, err)
 						}
+						if tg.MayBeEmpty {
+							if _, seen := someMatch[key]; !seen {
+								someMatchOrder = append(someMatchOrder, key)
+								someMatch[key] = false
+							}
+							someMatch[key] = someMatch[key] || len(matched) > 0
+							continue
+						}
 						if len(matched) == 0 {
 							reported[key] = true
 							problems = append(problems, fmt.Sprintf("%s / %s / %s: %s{%s} matches no series with %s",
@@ -351,6 +371,11 @@ func dashboardProblems(t *testing.T, ds []Dashboard, series []seriesLabels) []st
 						}
 					}
 				}
+			}
+		}
+		for _, key := range someMatchOrder {
+			if !someMatch[key] {
+				problems = append(problems, fmt.Sprintf("%s: a query that may be empty matches no series under any variable choice", key))
 			}
 		}
 		t.Logf("%s: %d variable choices", d.UID, len(assignments))

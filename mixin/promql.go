@@ -288,6 +288,21 @@ var prometheusSeries = []string{
 	"ALERTS", "ALERTS_FOR_STATE",
 }
 
+// AnnouncedMetrics are metrics the rules use that the agent exports only for
+// target kinds or states that the captured exposition (testdata/metrics.prom,
+// from e2e/alerting) does not have: their names were fixed up front
+// (plan: phase 2) and are documented in docs/metrics.md by the work that
+// exports them. CheckMetricNames accepts them.
+//
+//   - poolwatch_pool_unaccounted_connections, poolwatch_pool_acquire_timeouts_total:
+//     application targets (kind application);
+//   - poolwatch_target_connection_refused: a target that refuses the agent.
+var AnnouncedMetrics = []string{
+	"poolwatch_pool_unaccounted_connections",
+	"poolwatch_pool_acquire_timeouts_total",
+	"poolwatch_target_connection_refused",
+}
+
 // ExpositionMetricNames returns every metric name in a Prometheus text
 // exposition: sample names, and the names in HELP and TYPE lines, with the
 // _bucket, _sum and _count series of histograms and summaries.
@@ -333,9 +348,10 @@ func ExpositionMetricNames(exposition string) (map[string]bool, error) {
 
 // CheckMetricNames checks that every metric name that queries select is
 // exported by the agent (appears in exposition, the text of its /metrics
-// and /probe output), is one of the mixin's recording rules, or is a series
-// Prometheus creates itself (up, ALERTS...). It returns one error naming
-// every unknown metric and the query that uses it.
+// and /probe output), is one of the mixin's recording rules, is a series
+// Prometheus creates itself (up, ALERTS...), or is one of AnnouncedMetrics.
+// It returns one error naming every unknown metric and the query that uses
+// it.
 func CheckMetricNames(queries []string, exposition string) error {
 	known, err := ExpositionMetricNames(exposition)
 	if err != nil {
@@ -345,6 +361,9 @@ func CheckMetricNames(queries []string, exposition string) error {
 		known[n] = true
 	}
 	for _, n := range prometheusSeries {
+		known[n] = true
+	}
+	for _, n := range AnnouncedMetrics {
 		known[n] = true
 	}
 	var errs []error

@@ -27,8 +27,9 @@
 // pgxpool's own liveness ping (ShouldPing) is turned off, because it retries
 // silently inside Acquire and because the PgBouncer admin console rejects
 // pgx's ping. The pool runs its own health check instead, chosen by the
-// target's kind: an empty-statement ping on PostgreSQL, and SHOW VERSION
-// over the simple protocol on the PgBouncer console.
+// target's kind: an empty-statement ping on PostgreSQL, SHOW VERSION over
+// the simple protocol on the PgBouncer and PgCat consoles, SHOW LISTS on
+// Odyssey's, SHOW POOL_VERSION on Pgpool-II.
 //
 // A connection that comes back from a callback closed, busy (a query still
 // in flight), or inside a transaction is destroyed, never returned to the
@@ -57,8 +58,10 @@
 //     connection, MinConns included, after that long without a call (zero:
 //     never); the next call opens the pool again.
 //   - The kinds differ only in kindPolicy: the health check, the simple
-//     protocol, and whether statement_timeout and lock_timeout are sent.
-//     A new kind is one case in policyFor.
+//     protocol, whether statement_timeout and lock_timeout are sent, and
+//     the most connections the kind allows (Pgpool-II: 1, as each takes one
+//     of its child processes; New refuses more). A new kind is one case in
+//     policyFor.
 //
 // # Timeouts
 //

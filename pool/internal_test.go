@@ -50,6 +50,22 @@ func TestPolicyFor_KindsDifferInProtocolTimeoutsAndCheck(t *testing.T) {
 	bouncer, err := policyFor(config.KindPgBouncer)
 	require.NoError(t, err)
 	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, bouncer)
+	pgcat, err := policyFor(config.KindPgCat)
+	require.NoError(t, err)
+	require.Equal(t, bouncer, pgcat, "PgCat has a PgBouncer-style console")
+	odyssey, err := policyFor(config.KindOdyssey)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW LISTS"}, odyssey)
+	pgpool, err := policyFor(config.KindPgpool)
+	require.NoError(t, err)
+	require.Equal(t, kindPolicy{simpleProtocol: true, check: "SHOW POOL_VERSION", maxConns: config.PgpoolMaxProbeConnections}, pgpool)
+	for _, k := range config.Kinds() {
+		if k == config.KindApplication {
+			continue // read over HTTP, without a probe pool
+		}
+		_, err := policyFor(k)
+		require.NoError(t, err, "every kind with a probe pool has a policy")
+	}
 	_, err = policyFor("oracle")
 	require.EqualError(t, err, `unknown kind "oracle"`)
 }

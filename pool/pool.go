@@ -110,18 +110,31 @@ type kindPolicy struct {
 	// check is the health-check statement, run over the simple protocol.
 	// Empty means pgx's Ping (an empty statement).
 	check string
+	// maxConns, when > 0, is the most connections the kind allows the
+	// probe pool to hold: New refuses a larger MaxConnections.
+	maxConns int
 }
 
-// policyFor returns the policy of kind k. A later kind is one case here:
-// Pgpool-II answers SQL-like SHOW commands (simple protocol; check
-// "SHOW pool_version"), and the PgCat and Odyssey admin consoles behave
-// like PgBouncer's.
+// policyFor returns the policy of kind k. A later kind is one case here.
+//
+// Pgpool-II: every connection takes one of its num_init_children child
+// processes for as long as it is open, so the agent holds at most one
+// (maxConns 1); its SHOW commands go over the simple protocol, and the
+// health check is SHOW POOL_VERSION, which Pgpool-II answers itself. The
+// PgCat and Odyssey admin consoles behave like PgBouncer's; Odyssey's
+// check is SHOW LISTS, which every version has.
 func policyFor(k config.Kind) (kindPolicy, error) {
 	switch k {
 	case config.KindPostgres, "":
 		return kindPolicy{sessionTimeouts: true}, nil
-	case config.KindPgBouncer:
+	case config.KindPgBouncer, config.KindPgCat:
 		return kindPolicy{simpleProtocol: true, check: "SHOW VERSION"}, nil
+	case config.KindOdyssey:
+		// Older Odyssey consoles know no SHOW VERSION; every one knows
+		// SHOW LISTS.
+		return kindPolicy{simpleProtocol: true, check: "SHOW LISTS"}, nil
+	case config.KindPgpool:
+		return kindPolicy{simpleProtocol: true, check: "SHOW POOL_VERSION", maxConns: 1}, nil
 	default:
 		return kindPolicy{}, fmt.Errorf("unknown kind %q", k)
 	}
@@ -230,6 +243,10 @@ func newPool(opts Options, h hooks) (*Pool, error) {
 	policy, err := policyFor(opts.Kind)
 	if err != nil {
 		return nil, fmt.Errorf("probe pool %q: %w", opts.Target, err)
+	}
+	if policy.maxConns > 0 && opts.MaxConnections > policy.maxConns {
+		return nil, fmt.Errorf("probe pool %q: a %s target allows at most %d connection(s), got max %d",
+			opts.Target, opts.Kind, policy.maxConns, opts.MaxConnections)
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
@@ -577,6 +594,7 @@ func (p *Pool) wrapAcquireErr(ctx context.Context, err error) error {
 	if err == nil {
 		err = ctx.Err()
 	}
+	err = explain(p.opts.Kind, err)
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		return fmt.Errorf("probe pool %q: acquire: %w (%w)", p.opts.Target, ctxErr, config.RedactError(err))
 	}

@@ -430,6 +430,8 @@ func TestNew_RejectsBadOptionsWithoutLeakingThePassword(t *testing.T) {
 		"bad dsn":        {func(o *pool.Options) { o.DSN = "postgres://u:hunter2-secret@127.0.0.1:notaport/db" }, "invalid DSN"},
 		"bad kv dsn":     {func(o *pool.Options) { o.DSN = "host=x password=hunter2-secret sslmode=bogus" }, "invalid DSN"},
 		"unknown kind":   {func(o *pool.Options) { o.Kind = "oracle" }, `probe pool "t": unknown kind "oracle"`},
+		"two pgpool children": {func(o *pool.Options) { o.Kind, o.MaxConnections = config.KindPgpool, 2 },
+			`probe pool "t": a pgpool target allows at most 1 connection(s), got max 2`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := base

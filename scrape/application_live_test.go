@@ -3,6 +3,7 @@ package scrape
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ func TestApplication_Live_EachDialectReadsWhatTheLibraryReports(t *testing.T) {
 					want := c.want(t, before, raw)
 					want.NoLeakDetection = true
 					last = fmt.Sprintf("poolwatch read %v, the library reports %v", res.Pools, want)
-					return len(res.Pools) == 1 && res.Pools[0] == want, last
+					return len(res.Pools) == 1 && reflect.DeepEqual(res.Pools[0], want), last
 				})
 				t.Logf("%s %s: %s", tc.app, c.path, last)
 			}

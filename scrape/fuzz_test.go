@@ -15,12 +15,21 @@ import (
 // showCommands are the console commands of a round, as fixture file names.
 var showCommands = []string{
 	"show_pools", "show_databases", "show_users", "show_config",
-	"show_lists", "show_stats", "show_clients", "show_servers",
+	"show_lists", "show_stats", "show_clients", "show_servers", "show_mem",
 }
+
+// pgpoolCommands and consoleCommands are the commands of a pgpool and of a
+// PgCat or Odyssey round, as fixture file names.
+var (
+	pgpoolCommands = []string{"show_pool_version", "pgpool_show_num_init_children", "pgpool_show_max_pool",
+		"show_pool_processes", "show_pool_pools", "show_pool_backend_stats", "show_pool_nodes"}
+	consoleCommands = []string{"show_version", "show_pools", "show_databases"}
+)
 
 // FuzzMapShowRows feeds arbitrary column sets and values (in the fixture
 // text format: "|"-separated, first line the column names, \N for NULL) to
-// every SHOW mapping and to whole rounds. The mapping must never panic and
+// every SHOW mapping of every kind (PgBouncer, Pgpool-II, PgCat, Odyssey)
+// and to whole rounds of each. The mapping must never panic and
 // its Result must keep its invariants. The seed corpus (every recorded and
 // documented fixture, plus edge cases) runs in `go test`.
 func FuzzMapShowRows(f *testing.F) {
@@ -32,6 +41,20 @@ func FuzzMapShowRows(f *testing.F) {
 			}
 			f.Add(string(b), uint8(i), int64(2*time.Second), false, int8(0))
 			f.Add(string(b), uint8(i+3), int64(0), true, int8(2))
+		}
+	}
+	// The other kinds' recorded and source-built rows.
+	for _, dir := range []string{"pgpool-4.3", "pgcat", "odyssey", "odyssey-old"} {
+		files, err := filepath.Glob(filepath.Join("testdata", dir, "*.txt"))
+		if err != nil || len(files) == 0 {
+			f.Fatalf("no fixtures in %s: %v", dir, err)
+		}
+		for i, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(string(b), uint8(i), int64(time.Second), false, int8(2))
 		}
 	}
 	for _, s := range []string{
@@ -58,10 +81,11 @@ func FuzzMapShowRows(f *testing.F) {
 		pools, _ := mapPools(tbl.rewind())
 		dbs, _ := mapDatabases(tbl.rewind())
 		_, _ = mapUsers(tbl.rewind())
-		config, _ := mapConfig(tbl.rewind())
+		cfgMap, _ := mapConfig(tbl.rewind())
 		_, _ = mapLists(tbl.rewind())
 		_, _ = mapStats(tbl.rewind())
-		modes := newModeResolver(pools, dbs, config, sessionLeaks)
+		_, _ = mapMem(tbl.rewind())
+		modes := newModeResolver(pools, dbs, cfgMap, sessionLeaks)
 		_ = modes.possible(pools)
 		scan, _ := scanClients(tbl.rewind(), ownClient{addr: "127.0.0.1", port: 52992}, modes)
 		want := map[string]bool{}
@@ -69,6 +93,15 @@ func FuzzMapShowRows(f *testing.F) {
 			want[l.link] = true
 		}
 		_, _ = mapServers(tbl.rewind(), want)
+		children, _ := mapProcesses(tbl.rewind())
+		slots, _ := mapPoolPools(tbl.rewind())
+		nodes, _ := mapNodes(tbl.rewind())
+		_ = leakCandidates(children, slots, nodes)
+		_, _ = mapSetting(tbl.rewind(), "num_init_children")
+		_, _ = mapActivity(tbl.rewind())
+		_, _ = mapConsolePools(tbl.rewind(), pgcatDialect)
+		_, _ = mapConsolePools(tbl.rewind(), odysseyDialect)
+		_, _ = mapConsoleDatabases(tbl.rewind())
 
 		// A round where the fuzzed table answers every command, and one where
 		// it replaces one command of a recorded round.
@@ -79,6 +112,27 @@ func FuzzMapShowRows(f *testing.F) {
 		one := overrideConsole(fixtureConsole(t, "pgbouncer-1.18", nil, nil),
 			map[string]string{showCommands[int(cmd)%len(showCommands)]: text})
 		checkResult(t, opts, fixtureRoundNoTB(opts, "1.25.0", one))
+
+		// Every other kind: the fuzzed table answers every command, and
+		// replaces one command of a recorded round.
+		actAll := func(context.Context, []int32) (map[int]backendActivity, error) { return mapActivity(tbl.rewind()) }
+		pp := newPgpool(opts)
+		checkResult(t, opts, pgpoolFixtureRound(pp, nil, all, actAll))
+		pgpoolOne := overrideConsole(fixtureConsoleNoTB("pgpool-4.3", nil),
+			map[string]string{pgpoolCommands[int(cmd)%len(pgpoolCommands)]: text})
+		checkResult(t, opts, pgpoolFixtureRound(pp, nil, pgpoolOne, recordedActivity))
+		for _, kind := range []config.Kind{config.KindPgCat, config.KindOdyssey} {
+			copts := opts
+			copts.Kind = kind
+			cs := newConsole(copts)
+			r := &consoleRound{cfg: copts}
+			cs.collect(context.Background(), all, nil, r)
+			checkResult(t, copts, r.result())
+			r = &consoleRound{cfg: copts}
+			cs.collect(context.Background(), overrideConsole(fixtureConsoleNoTB(string(kind), nil),
+				map[string]string{consoleCommands[int(cmd)%len(consoleCommands)]: text}), nil, r)
+			checkResult(t, copts, r.result())
+		}
 	})
 }
 
@@ -115,6 +169,18 @@ func checkResult(t *testing.T, opts config.Target, res *Result) {
 			}
 		}
 	}
+	for _, p := range res.Pools {
+		if p.NoLeakDetection && (p.Leaked != 0 || p.OldestLeakSeconds != 0) {
+			t.Fatalf("pool %q cannot tell leaks but counts %v", p.Name, p.Leaked)
+		}
+	}
+	nodeSeen := map[string]bool{}
+	for _, n := range res.Nodes {
+		if nodeSeen[n.Name] {
+			t.Fatalf("node %q twice", n.Name)
+		}
+		nodeSeen[n.Name] = true
+	}
 	if len(res.Leaks) > MaxLeaks {
 		t.Fatalf("%d leaks over %d", len(res.Leaks), MaxLeaks)
 	}
@@ -124,10 +190,29 @@ func checkResult(t *testing.T, opts config.Target, res *Result) {
 		}
 	}
 	for _, s := range res.Stats {
-		for _, v := range []float64{s.Transactions, s.Queries, s.ClientWaitSeconds} {
+		for _, v := range []float64{s.Transactions, s.Queries, s.ClientWaitSeconds, s.TransactionSeconds.Value, s.QuerySeconds.Value,
+			s.ReceivedBytes.Value, s.SentBytes.Value, s.ServerAssignments.Value, s.ClientParses.Value, s.ServerParses.Value, s.Binds.Value} {
 			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 				t.Fatalf("stats %+v has a bad value", s)
 			}
+		}
+	}
+	for _, p := range res.Pools {
+		seen := map[StateCount]bool{}
+		for _, st := range p.States {
+			if st.Side != SideClient && st.Side != SideServer || st.State == "" || math.IsNaN(st.Count) || math.IsInf(st.Count, 0) || st.Count < 0 {
+				t.Fatalf("pool %q has a bad state %+v", p.Name, st)
+			}
+			key := StateCount{Side: st.Side, State: st.State}
+			if seen[key] {
+				t.Fatalf("pool %q has state %s/%s twice", p.Name, st.Side, st.State)
+			}
+			seen[key] = true
+		}
+	}
+	for _, l := range res.Lists {
+		if math.IsNaN(l.Items) || math.IsInf(l.Items, 0) || l.Items < 0 {
+			t.Fatalf("list %+v has a bad value", l)
 		}
 	}
 }

@@ -134,6 +134,7 @@ func TestPgBouncer_Live_PoolExhaustionShowsInUseWaitingAndMaxWait(t *testing.T) 
 		Name: "appdb/app", Database: "appdb", User: "app", Mode: "transaction",
 		Min: Some(0), Max: Some(3), Reserve: Some(0),
 		Open: 3, InUse: 3, Waiting: Some(2), MaxWaitSeconds: p.MaxWaitSeconds,
+		States: bouncerStates([4]float64{3, 2, 0, 0}, [7]float64{3, 0, 0, 0, 0, 0, 0}),
 	}, p)
 	assert.True(t, p.MaxWaitSeconds.Valid)
 	assert.Less(t, p.MaxWaitSeconds.Value, livePollTimeout.Seconds()+5)
@@ -567,7 +568,7 @@ func TestPgBouncer_Live_CancelledRoundRecordsEachQuery(t *testing.T) {
 	}
 	// SHOW POOLS failed, so whether a leak is possible is unknown: SHOW
 	// CLIENTS is tried too.
-	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_clients"}, names)
+	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_mem", "show_clients"}, names)
 	assert.Equal(t, "1.18.0", res.Version)
 	assert.Empty(t, res.Pools)
 }

@@ -27,11 +27,12 @@ type pgBouncer struct {
 	versions *versionCache
 }
 
-// Scrape runs one round: SHOW POOLS, DATABASES, USERS (1.23+), CONFIG,
-// LISTS and STATS; then SHOW CLIENTS only if a leak is possible or an
-// application target's seen_as names this target (its clients are then
-// counted by application_name for the cross-check), and SHOW SERVERS only
-// if there is a leak to attribute. docs/metrics.md has the mapping.
+// Scrape runs one round: the commands of bouncerCommands (SHOW POOLS,
+// DATABASES, USERS (1.23+), CONFIG, LISTS, STATS and MEM); then SHOW
+// CLIENTS only if a leak is possible or an application target's seen_as
+// names this target (its clients are then counted by application_name for
+// the cross-check), and SHOW SERVERS only if there is a leak to attribute.
+// docs/metrics.md has the mapping.
 func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
 	r := &bouncerRound{cfg: s.cfg}
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
@@ -46,6 +47,50 @@ func (s *pgBouncer) Scrape(ctx context.Context, q Querier) *Result {
 		r.errors = append(r.errors, QueryError{Query: QueryConnect, Err: err})
 	}
 	return r.result()
+}
+
+// bouncerCommand is one command that every round sends.
+type bouncerCommand struct {
+	query, sql string
+	// minMajor.minMinor is the first version that has the command (0: all).
+	minMajor, minMinor int
+	// mapInto maps the command's rows into the round.
+	mapInto func(rowSource, *bouncerRound) error
+}
+
+// bouncerCommands are the commands every round sends, in order: the one
+// list of a round's fixed commands (SHOW CLIENTS and SHOW SERVERS follow
+// only when a leak is possible). SHOW USERS is skipped before 1.23, where
+// it has no pool_size.
+var bouncerCommands = []bouncerCommand{
+	{query: QueryShowPools, sql: "SHOW POOLS", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.pools, err = mapPools(src)
+		return err
+	}},
+	{query: QueryShowDatabases, sql: "SHOW DATABASES", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.dbs, err = mapDatabases(src)
+		return err
+	}},
+	{query: QueryShowUsers, sql: "SHOW USERS", minMajor: 1, minMinor: 23, mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.users, err = mapUsers(src)
+		return err
+	}},
+	{query: QueryShowConfig, sql: "SHOW CONFIG", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.config, err = mapConfig(src)
+		return err
+	}},
+	{query: QueryShowLists, sql: "SHOW LISTS", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.lists, err = mapLists(src)
+		return err
+	}},
+	{query: QueryShowStats, sql: "SHOW STATS", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.stats, err = mapStats(src)
+		return err
+	}},
+	{query: QueryShowMem, sql: "SHOW MEM", mapInto: func(src rowSource, r *bouncerRound) (err error) {
+		r.mem, err = mapMem(src)
+		return err
+	}},
 }
 
 // console runs one admin console command and hands its rows to mapFn, which
@@ -65,32 +110,15 @@ func (s *pgBouncer) collect(ctx context.Context, cons console, own ownClient, r 
 		return true
 	}
 
-	r.poolsOK = run(QueryShowPools, "SHOW POOLS", func(src rowSource) (err error) {
-		r.pools, err = mapPools(src)
-		return err
-	})
-	run(QueryShowDatabases, "SHOW DATABASES", func(src rowSource) (err error) {
-		r.dbs, err = mapDatabases(src)
-		return err
-	})
-	if versionAtLeast(r.version, 1, 23) {
-		run(QueryShowUsers, "SHOW USERS", func(src rowSource) (err error) {
-			r.users, err = mapUsers(src)
-			return err
-		})
+	for _, cmd := range bouncerCommands {
+		if cmd.minMajor > 0 && !versionAtLeast(r.version, cmd.minMajor, cmd.minMinor) {
+			continue
+		}
+		ok := run(cmd.query, cmd.sql, func(src rowSource) error { return cmd.mapInto(src, r) })
+		if cmd.query == QueryShowPools {
+			r.poolsOK = ok
+		}
 	}
-	run(QueryShowConfig, "SHOW CONFIG", func(src rowSource) (err error) {
-		r.config, err = mapConfig(src)
-		return err
-	})
-	run(QueryShowLists, "SHOW LISTS", func(src rowSource) (err error) {
-		r.lists, err = mapLists(src)
-		return err
-	})
-	run(QueryShowStats, "SHOW STATS", func(src rowSource) (err error) {
-		r.stats, err = mapStats(src)
-		return err
-	})
 
 	modes := newModeResolver(r.pools, r.dbs, r.config, s.cfg.SessionModeLeaks)
 	apps := newAppCounter(s.cfg.Applications)

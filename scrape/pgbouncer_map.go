@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,50 @@ type poolRow struct {
 	// clients is cl_active + cl_waiting + cl_active_cancel_req +
 	// cl_waiting_cancel_req (the columns this version has).
 	clients Optional
+	// states are the row's cl_* and sv_* counts.
+	states []StateCount
+}
+
+// stateColumn is a per-state count column of a PgBouncer-style SHOW POOLS:
+// cl_STATE counts clients, sv_STATE servers.
+type stateColumn struct {
+	idx         int
+	side, state string
+}
+
+// stateColumns returns the cl_* and sv_* columns of cols, in column order.
+// PgBouncer, PgCat and Odyssey name them alike; a state a version adds
+// (PgCat's cl_idle) is picked up without a change here.
+// A column name that appears twice counts once (the first), as in colIndex.
+func stateColumns(cols []string) []stateColumn {
+	var out []stateColumn
+	for i, c := range cols {
+		if slices.Contains(cols[:i], c) {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(c, "cl_") && len(c) > 3:
+			out = append(out, stateColumn{i, SideClient, c[3:]})
+		case strings.HasPrefix(c, "sv_") && len(c) > 3:
+			out = append(out, stateColumn{i, SideServer, c[3:]})
+		}
+	}
+	return out
+}
+
+// statesOf reads the state columns of one row; a missing or garbage value
+// is left out.
+func statesOf(v [][]byte, cols []stateColumn) []StateCount {
+	if len(cols) == 0 {
+		return nil
+	}
+	out := make([]StateCount, 0, len(cols))
+	for _, sc := range cols {
+		if n := count(v, sc.idx); n.Valid {
+			out = append(out, StateCount{Side: sc.side, State: sc.state, Count: n.Value})
+		}
+	}
+	return out
 }
 
 // mapPools maps SHOW POOLS. open is the sum of every sv_* state, in use the
@@ -64,6 +109,7 @@ func mapPools(src rowSource) ([]poolRow, error) {
 	if c[cUser] < 0 {
 		return nil, missing("user")
 	}
+	states := stateColumns(src.columns())
 	var out []poolRow
 	for src.next() {
 		v := src.values()
@@ -75,6 +121,7 @@ func mapPools(src rowSource) ([]poolRow, error) {
 			user:     str(v, c[cUser]),
 			mode:     str(v, c[cMode]),
 			waiting:  count(v, c[cWaiting]),
+			states:   statesOf(v, states),
 		}
 		for k := firstOpen; k <= lastOpen; k++ {
 			n := count(v, c[k])
@@ -195,8 +242,9 @@ func mapConfig(src rowSource) (map[string]string, error) {
 	return out, nil
 }
 
-// mapLists maps SHOW LISTS (list, items).
-func mapLists(src rowSource) (map[string]Optional, error) {
+// mapLists maps SHOW LISTS (list, items), in PgBouncer's order. A row
+// whose items is missing or garbage is left out.
+func mapLists(src rowSource) ([]ListCount, error) {
 	c := colIndex(src.columns(), "list", "items")
 	if c[0] < 0 {
 		return nil, missing("list")
@@ -204,23 +252,66 @@ func mapLists(src rowSource) (map[string]Optional, error) {
 	if c[1] < 0 {
 		return nil, missing("items")
 	}
-	out := map[string]Optional{}
+	var out []ListCount
 	for src.next() {
 		v := src.values()
-		if present(v, c[0]) {
-			out[str(v, c[0])] = count(v, c[1])
+		if n := count(v, c[1]); present(v, c[0]) && n.Valid {
+			out = append(out, ListCount{List: str(v, c[0]), Items: n.Value})
 		}
 	}
 	return out, nil
 }
 
+// listItems returns the items of the list named name, if reported.
+func listItems(lists []ListCount, name string) (float64, bool) {
+	for _, l := range lists {
+		if l.List == name {
+			return l.Items, true
+		}
+	}
+	return 0, false
+}
+
+// mapMem maps SHOW MEM (name, size, used, free, memtotal), in PgBouncer's
+// order.
+func mapMem(src rowSource) ([]MemoryCache, error) {
+	c := colIndex(src.columns(), "name", "size", "used", "free", "memtotal")
+	if c[0] < 0 {
+		return nil, missing("name")
+	}
+	var out []MemoryCache
+	for src.next() {
+		v := src.values()
+		if !present(v, c[0]) {
+			continue
+		}
+		out = append(out, MemoryCache{
+			Name:        str(v, c[0]),
+			ObjectBytes: count(v, c[1]),
+			Used:        count(v, c[2]),
+			Free:        count(v, c[3]),
+			TotalBytes:  count(v, c[4]),
+		})
+	}
+	return out, nil
+}
+
 // mapStats maps SHOW STATS totals. A row with any of the three counters
-// missing or garbage is left out whole, so a counter never reads a false 0.
-// The admin console's row is left out.
+// total_xact_count, total_query_count and total_wait_time missing or
+// garbage is left out whole, so a counter never reads a false 0; the other
+// counters are absent where their column is missing (older versions) or
+// garbage. Times are microseconds in PgBouncer, seconds here. The admin
+// console's row is left out.
 func mapStats(src rowSource) ([]DatabaseStats, error) {
-	c := colIndex(src.columns(), "database", "total_xact_count", "total_query_count", "total_wait_time")
+	c := colIndex(src.columns(), "database", "total_xact_count", "total_query_count", "total_wait_time",
+		"total_xact_time", "total_query_time", "total_received", "total_sent",
+		"total_server_assignment_count", "total_client_parse_count", "total_server_parse_count", "total_bind_count")
 	if c[0] < 0 {
 		return nil, missing("database")
+	}
+	micro := func(o Optional) Optional {
+		o.Value /= 1e6
+		return o
 	}
 	var out []DatabaseStats
 	for src.next() {
@@ -233,10 +324,18 @@ func mapStats(src rowSource) ([]DatabaseStats, error) {
 			continue
 		}
 		out = append(out, DatabaseStats{
-			Database:          str(v, c[0]),
-			Transactions:      x.Value,
-			Queries:           q.Value,
-			ClientWaitSeconds: w.Value / 1e6,
+			Database:           str(v, c[0]),
+			Transactions:       x.Value,
+			Queries:            q.Value,
+			ClientWaitSeconds:  w.Value / 1e6,
+			TransactionSeconds: micro(count(v, c[4])),
+			QuerySeconds:       micro(count(v, c[5])),
+			ReceivedBytes:      count(v, c[6]),
+			SentBytes:          count(v, c[7]),
+			ServerAssignments:  count(v, c[8]),
+			ClientParses:       count(v, c[9]),
+			ServerParses:       count(v, c[10]),
+			Binds:              count(v, c[11]),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Database < out[j].Database })
@@ -416,8 +515,9 @@ type bouncerRound struct {
 	dbs     []dbRow
 	users   map[string]userRow
 	config  map[string]string
-	lists   map[string]Optional
+	lists   []ListCount
 	stats   []DatabaseStats
+	mem     []MemoryCache
 	// clientsRan reports whether SHOW CLIENTS was sent, and ownFound whether
 	// the agent's own row was identified in it (for tests).
 	clientsRan, ownFound bool
@@ -498,6 +598,7 @@ func (r *bouncerRound) result() *Result {
 			InUse:          p.inUse,
 			Waiting:        p.waiting,
 			MaxWaitSeconds: p.maxWait,
+			States:         p.states,
 		}
 		if u, ok := r.users[p.user]; ok {
 			if u.poolSize.Valid {
@@ -519,8 +620,8 @@ func (r *bouncerRound) result() *Result {
 		clients.Max = num([][]byte{[]byte(v)}, 0)
 	}
 	haveClients := false
-	if n, ok := r.lists["used_clients"]; ok && n.Valid {
-		clients.Open, clients.InUse, haveClients = n.Value, n.Value, true
+	if n, ok := listItems(r.lists, "used_clients"); ok {
+		clients.Open, clients.InUse, haveClients = n, n, true
 	} else if r.poolsOK {
 		for _, p := range r.pools {
 			if p.clients.Valid {
@@ -562,6 +663,6 @@ func (r *bouncerRound) result() *Result {
 	sort.Slice(res.Databases, func(i, j int) bool { return res.Databases[i].Name < res.Databases[j].Name })
 
 	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, PoolClients)
-	res.Stats = r.stats
+	res.Stats, res.Lists, res.Memory = r.stats, r.lists, r.mem
 	return res
 }

@@ -36,6 +36,21 @@ func poolNames(res *Result) []string {
 	return out
 }
 
+// bouncerStates are the per-state counts of a SHOW POOLS row of 1.18 and
+// later: cl_active, cl_waiting, cl_active_cancel_req,
+// cl_waiting_cancel_req; sv_active, sv_active_cancel, sv_being_canceled,
+// sv_idle, sv_used, sv_tested, sv_login.
+func bouncerStates(cl [4]float64, sv [7]float64) []StateCount {
+	var out []StateCount
+	for i, st := range []string{"active", "waiting", "active_cancel_req", "waiting_cancel_req"} {
+		out = append(out, StateCount{Side: SideClient, State: st, Count: cl[i]})
+	}
+	for i, st := range []string{"active", "active_cancel", "being_canceled", "idle", "used", "tested", "login"} {
+		out = append(out, StateCount{Side: SideServer, State: st, Count: sv[i]})
+	}
+	return out
+}
+
 // expected118 is the recorded 1.18 exhaustion scenario mapped with a 2 s
 // leak threshold.
 func expected118() *Result {
@@ -49,6 +64,7 @@ func expected118() *Result {
 				Open: 3, InUse: 3,
 				Waiting: Some(2), MaxWaitSeconds: Some(3.006475),
 				Leaked: 3, OldestLeakSeconds: 3,
+				States: bouncerStates([4]float64{3, 2, 0, 0}, [7]float64{3, 0, 0, 0, 0, 0, 0}),
 			},
 			{Name: "big/*", Database: "big", Mode: "transaction", Max: Some(4)},
 			{Name: "clients", Max: Some(50), Open: 7, InUse: 7},
@@ -57,13 +73,26 @@ func expected118() *Result {
 				Min: Some(1), Max: Some(5), Reserve: Some(2),
 				Open: 1, InUse: 1,
 				Waiting: Some(0), MaxWaitSeconds: Some(0),
+				States: bouncerStates([4]float64{1, 0, 0, 0}, [7]float64{1, 0, 0, 0, 0, 0, 0}),
 			},
 		},
 		Databases: []DatabaseState{{Name: "app"}, {Name: "big"}, {Name: "sess"}},
 		Stats: []DatabaseStats{
-			{Database: "app", Transactions: 5, Queries: 8, ClientWaitSeconds: 14.11682},
-			{Database: "sess", Transactions: 1, Queries: 1, ClientWaitSeconds: 0.003319},
+			{
+				Database: "app", Transactions: 5, Queries: 8, ClientWaitSeconds: 14.11682,
+				TransactionSeconds: Some(0), QuerySeconds: Some(0.019085), ReceivedBytes: Some(75), SentBytes: Some(384),
+			},
+			{
+				Database: "sess", Transactions: 1, Queries: 1, ClientWaitSeconds: 0.003319,
+				TransactionSeconds: Some(0), QuerySeconds: Some(0), ReceivedBytes: Some(25), SentBytes: Some(45),
+			},
 		},
+		Lists: []ListCount{
+			{"databases", 4}, {"users", 5}, {"pools", 3}, {"free_clients", 43}, {"used_clients", 7},
+			{"login_clients", 0}, {"free_servers", 46}, {"used_servers", 4}, {"dns_names", 0},
+			{"dns_zones", 0}, {"dns_queries", 0}, {"dns_pending", 0},
+		},
+		Memory: recordedMem(),
 		Leaks: []Leak{
 			{
 				ID: "0x55a34f162e60@2026-11-26 05:05:46 UTC@2026-11-26 05:06:01 UTC", Pool: "app/app",
@@ -84,6 +113,17 @@ func expected118() *Result {
 	}
 }
 
+// recordedMem is testdata's SHOW MEM.
+func recordedMem() []MemoryCache {
+	row := func(name string, size, used, free, total float64) MemoryCache {
+		return MemoryCache{Name: name, ObjectBytes: Some(size), Used: Some(used), Free: Some(free), TotalBytes: Some(total)}
+	}
+	return []MemoryCache{
+		row("user_cache", 2312, 4, 46, 115600), row("db_cache", 208, 2, 76, 16224), row("pool_cache", 552, 1, 49, 27600),
+		row("server_cache", 608, 0, 0, 0), row("client_cache", 608, 1, 49, 30400), row("iobuf_cache", 4112, 1, 49, 205600),
+	}
+}
+
 func assertResult(t *testing.T, want, got *Result) {
 	t.Helper()
 	// Compare floats with a tolerance: maxwait and stats are sums of parts.
@@ -96,10 +136,22 @@ func assertResult(t *testing.T, want, got *Result) {
 	}
 	require.Len(t, got.Stats, len(want.Stats))
 	for i := range want.Stats {
-		assert.InDelta(t, want.Stats[i].ClientWaitSeconds, got.Stats[i].ClientWaitSeconds, 1e-9)
 		w, g := want.Stats[i], got.Stats[i]
-		w.ClientWaitSeconds, g.ClientWaitSeconds = 0, 0
+		for _, f := range []func(*DatabaseStats) *float64{
+			func(s *DatabaseStats) *float64 { return &s.ClientWaitSeconds },
+			func(s *DatabaseStats) *float64 { return &s.TransactionSeconds.Value },
+			func(s *DatabaseStats) *float64 { return &s.QuerySeconds.Value },
+		} {
+			assert.InDelta(t, *f(&w), *f(&g), 1e-9, "stats of %s", w.Database)
+			*f(&w), *f(&g) = 0, 0
+		}
 		assert.Equal(t, w, g)
+	}
+	if want.Lists != nil {
+		assert.Equal(t, want.Lists, got.Lists)
+	}
+	if want.Memory != nil {
+		assert.Equal(t, want.Memory, got.Memory)
 	}
 	assert.Equal(t, want.Kind, got.Kind)
 	assert.Equal(t, want.Version, got.Version)
@@ -117,7 +169,7 @@ func TestPgBouncerRound_MapsRecorded118Exhaustion(t *testing.T) {
 	assert.True(t, res.Up())
 	assert.True(t, r.clientsRan)
 	// SHOW USERS has no pool_size before 1.23: not sent.
-	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_clients", "show_servers"}, sent)
+	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_mem", "show_clients", "show_servers"}, sent)
 }
 
 // withIDs sets the leak IDs of the 1.24+ fixtures (the id column) and
@@ -138,6 +190,10 @@ func TestPgBouncerRound_MapsDocumented124ColumnSet(t *testing.T) {
 	want.Pools[3].Max = Some(4)
 	want.Databases[1].Paused = true
 	withIDs(want)
+	// 1.21+ and 1.23+ counters (made-up values in the fixture for app).
+	want.Stats[0].ServerAssignments, want.Stats[0].ClientParses, want.Stats[0].ServerParses, want.Stats[0].Binds = Some(7), Some(2), Some(1), Some(4)
+	want.Stats[1].ServerAssignments, want.Stats[1].ClientParses, want.Stats[1].ServerParses, want.Stats[1].Binds = Some(0), Some(0), Some(0), Some(0)
+	want.Lists = nil
 	var sent []string
 	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.24.0", own118,
 		fixtureConsole(t, "pgbouncer-1.24", nil, &sent))
@@ -156,6 +212,10 @@ func TestPgBouncerRound_MapsDocumented125ColumnSet(t *testing.T) {
 	want.Pools[2].Open, want.Pools[2].InUse = 8, 8
 	want.Databases[1].Paused = true
 	withIDs(want)
+	for i := range want.Stats {
+		want.Stats[i].ServerAssignments, want.Stats[i].ClientParses, want.Stats[i].ServerParses, want.Stats[i].Binds = Some(0), Some(0), Some(0), Some(0)
+	}
+	want.Lists = nil
 	res, _ := fixtureRound(config.Target{LeakThreshold: 2 * time.Second}, "1.25.1", own118,
 		fixtureConsole(t, "pgbouncer-1.25", nil, nil))
 	assertResult(t, want, res)
@@ -379,6 +439,56 @@ c | 12345678901234567890 | 2.5 | 1`
 	}, stats)
 }
 
+// TestMapStats_NewerCountersAreAbsentWhereTheVersionLacksThem: 1.18 has
+// neither the prepared-statement counters (1.21) nor
+// total_server_assignment_count (1.23). Tested on recorded and documented
+// rows only: Debian ships 1.18.
+func TestMapStats_NewerCountersAreAbsentWhereTheVersionLacksThem(t *testing.T) {
+	for name, tc := range map[string]struct {
+		text                string
+		parses, assignments bool
+	}{
+		"1.18": {text: "database|total_xact_count|total_query_count|total_received|total_sent|total_xact_time|total_query_time|total_wait_time\na|2|3|10|20|1500000|250000|0"},
+		"1.21": {text: "database|total_xact_count|total_query_count|total_received|total_sent|total_xact_time|total_query_time|total_wait_time|total_client_parse_count|total_server_parse_count|total_bind_count\na|2|3|10|20|1500000|250000|0|5|6|7", parses: true},
+		"1.23": {text: "database|total_server_assignment_count|total_xact_count|total_query_count|total_received|total_sent|total_xact_time|total_query_time|total_wait_time|total_client_parse_count|total_server_parse_count|total_bind_count\na|9|2|3|10|20|1500000|250000|0|5|6|7", parses: true, assignments: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			stats, err := mapStats(parseTable(tc.text))
+			require.NoError(t, err)
+			require.Len(t, stats, 1)
+			want := DatabaseStats{Database: "a", Transactions: 2, Queries: 3, TransactionSeconds: Some(1.5), QuerySeconds: Some(0.25), ReceivedBytes: Some(10), SentBytes: Some(20)}
+			if tc.parses {
+				want.ClientParses, want.ServerParses, want.Binds = Some(5), Some(6), Some(7)
+			}
+			if tc.assignments {
+				want.ServerAssignments = Some(9)
+			}
+			assert.Equal(t, want, stats[0])
+		})
+	}
+}
+
+func TestMapPools_StatesAreTheClAndSvColumnsThisVersionHas(t *testing.T) {
+	pools, err := mapPools(parseTable("database|user|cl_active|cl_waiting|cl_idle|sv_active|sv_idle|sv_login|maxwait\nd|u|1|x|4|2|\\N|0|0"))
+	require.NoError(t, err)
+	require.Len(t, pools, 1)
+	assert.Equal(t, []StateCount{
+		{SideClient, "active", 1}, {SideClient, "idle", 4},
+		{SideServer, "active", 2}, {SideServer, "login", 0},
+	}, pools[0].states, "garbage and NULL are absent; an unknown state (cl_idle) is taken as it is")
+}
+
+func TestMapMem_ReadsEveryCache(t *testing.T) {
+	mem, err := mapMem(readFixture(t, "pgbouncer-1.18", "show_mem"))
+	require.NoError(t, err)
+	assert.Equal(t, recordedMem(), mem)
+	mem, err = mapMem(parseTable("name|size|memtotal\nc|x|10"))
+	require.NoError(t, err)
+	assert.Equal(t, []MemoryCache{{Name: "c", TotalBytes: Some(10)}}, mem)
+	_, err = mapMem(parseTable("size\n1"))
+	require.ErrorIs(t, err, errMissingColumn)
+}
+
 func TestPgBouncerRound_DBPoolOnlyWhereMaxDBConnectionsIsSet(t *testing.T) {
 	dbs := `name | pool_size | max_connections | current_connections | pool_mode
 a | 5 | 0 | 3 | \N
@@ -516,11 +626,15 @@ func TestPgBouncerRound_MapsTestenvRecording118(t *testing.T) {
 				Name: pool, Database: "appdb_147609099", User: "app_147602700", Mode: "transaction",
 				Min: Some(0), Max: Some(3), Reserve: Some(0), Open: 3, InUse: 3,
 				Waiting: Some(2), MaxWaitSeconds: Some(1.157154), Leaked: 3, OldestLeakSeconds: 1,
+				States: bouncerStates([4]float64{3, 2, 0, 0}, [7]float64{3, 0, 0, 0, 0, 0, 0}),
 			},
 			{Name: "clients", Max: Some(100), Open: 6, InUse: 6},
 		},
 		Databases: []DatabaseState{{Name: "appdb_147609099"}},
-		Stats:     []DatabaseStats{{Database: "appdb_147609099", Transactions: 10, Queries: 10, ClientWaitSeconds: 0.048958}},
+		Stats: []DatabaseStats{{
+			Database: "appdb_147609099", Transactions: 10, Queries: 10, ClientWaitSeconds: 0.048958,
+			TransactionSeconds: Some(0.000883), QuerySeconds: Some(0.045502), ReceivedBytes: Some(178), SentBytes: Some(717),
+		}},
 		Leaks: []Leak{
 			leak("0x559e16203a40", "47098", 23775),
 			leak("0x559e16203ca0", "47080", 23776),

@@ -43,6 +43,7 @@ const (
 	QueryShowClients   = "show_clients"
 	QueryShowServers   = "show_servers"
 	QueryShowVersion   = "show_version"
+	QueryShowMem       = "show_mem"
 	QueryActivity      = "activity"
 )
 
@@ -63,7 +64,12 @@ func Queries(kind config.Kind) []string {
 	switch kind {
 	case config.KindPgBouncer:
 		return []string{QueryConnect, QueryShowPools, QueryShowDatabases, QueryShowUsers, QueryShowConfig,
-			QueryShowLists, QueryShowStats, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+			QueryShowLists, QueryShowStats, QueryShowMem, QueryShowClients, QueryShowServers, QueryShowVersion, QueryRound}
+	case config.KindPgpool:
+		return []string{QueryConnect, QueryShowPoolVersion, QueryPgpoolShow, QueryShowPoolProcesses, QueryShowPoolPools,
+			QueryShowPoolNodes, QueryActivity, QueryRound}
+	case config.KindPgCat, config.KindOdyssey:
+		return consoleQueries()
 	case config.KindApplication:
 		return []string{QueryHTTP, QueryParse, QueryRound}
 	}
@@ -126,6 +132,10 @@ func New(t config.Target) (Scraper, error) {
 		return newPgBouncer(t), nil
 	case config.KindPostgres:
 		return newPostgres(t), nil
+	case config.KindPgpool:
+		return newPgpool(t), nil
+	case config.KindPgCat, config.KindOdyssey:
+		return newConsole(t), nil
 	case config.KindApplication:
 		return newApplication(t)
 	default:
@@ -137,12 +147,12 @@ func New(t config.Target) (Scraper, error) {
 // recorded under QueryRound: cut short before it could run its queries, or a
 // bug in the mapping.
 func Failed(t config.Target, err error) *Result {
-	return &Result{Target: t.Name, Kind: t.Kind, Labels: t.Labels, Errors: []QueryError{{Query: QueryRound, Err: err}}}
+	return &Result{Target: t.Name, Kind: t.Kind, Labels: t.Labels, Upstream: config.UpstreamOf(&t), Errors: []QueryError{{Query: QueryRound, Err: err}}}
 }
 
 // newResult starts a round's Result for a target of kind configured by t.
 func newResult(kind config.Kind, t *config.Target) *Result {
-	return &Result{Target: t.Name, Kind: kind, Labels: t.Labels}
+	return &Result{Target: t.Name, Kind: kind, Labels: t.Labels, Upstream: config.UpstreamOf(t)}
 }
 
 // Optional is a value that a target may not report. The zero Optional is
@@ -178,13 +188,48 @@ type Pool struct {
 	Leaked            float64
 	OldestLeakSeconds float64
 	// NoLeakDetection is set where poolwatch cannot see leaks (an
-	// application's own pool, which reports no such thing): Leaked and
-	// OldestLeakSeconds are then absent, not 0.
+	// application's own pool, which reports no such thing; a PgCat or
+	// Odyssey pool, whose console does not show idle transactions): Leaked
+	// and OldestLeakSeconds are then absent, not 0.
 	NoLeakDetection bool
 	// AcquireTimeouts counts, since the application started, the requests
 	// for a connection that timed out or were refused (application pools
 	// that report it); absent elsewhere.
 	AcquireTimeouts Optional
+	// States counts the pool's connections by state as the pooler reports
+	// them (PgBouncer's cl_* and sv_* columns, Pgpool-II's child states), in
+	// a fixed order per kind; a state the pooler does not report is left
+	// out, never 0. nil where the kind reports no states.
+	States []StateCount
+}
+
+// Sides of a StateCount.
+const (
+	SideClient = "client"
+	SideServer = "server"
+)
+
+// StateCount is the number of a pool's connections on one side (SideClient
+// or SideServer) in one state ("active", "waiting", "idle"...).
+type StateCount struct {
+	Side, State string
+	Count       float64
+}
+
+// ListCount is one row of PgBouncer's SHOW LISTS: the number of items in
+// one of its internal lists (used_clients, free_servers...).
+type ListCount struct {
+	List  string
+	Items float64
+}
+
+// MemoryCache is one row of PgBouncer's SHOW MEM: a slab cache of fixed-size
+// objects. A value the console does not report is absent.
+type MemoryCache struct {
+	Name string
+	// ObjectBytes is the size of one object; Used and Free count objects;
+	// TotalBytes is the memory the cache holds.
+	ObjectBytes, Used, Free, TotalBytes Optional
 }
 
 // DatabaseState is a PgBouncer database's PAUSE/DISABLE state.
@@ -200,6 +245,27 @@ type DatabaseStats struct {
 	Transactions      float64
 	Queries           float64
 	ClientWaitSeconds float64
+	// The other counters of SHOW STATS, absent where this version has no
+	// such column: total_xact_time and total_query_time (µs, here
+	// seconds), total_received and total_sent (bytes),
+	// total_server_assignment_count (1.23+), total_client_parse_count,
+	// total_server_parse_count and total_bind_count (1.21+).
+	TransactionSeconds, QuerySeconds  Optional
+	ReceivedBytes, SentBytes          Optional
+	ServerAssignments                 Optional
+	ClientParses, ServerParses, Binds Optional
+}
+
+// BackendNode is one of Pgpool-II's backend nodes.
+type BackendNode struct {
+	// Name is "node" + node_id, the name of the node's pool.
+	Name string
+	// Address is hostname:port; Status Pgpool-II's status of the node (up,
+	// waiting, down, unused, quarantine); Role its role (primary, standby,
+	// main, replica).
+	Address, Status, Role string
+	// Up reports whether Pgpool-II uses the node: status up or waiting.
+	Up bool
 }
 
 // QueryError is one failed query of a round.
@@ -225,6 +291,10 @@ type Result struct {
 	Target string
 	Kind   config.Kind
 	Labels map[string]string
+	// Upstream is the target whose server this target's connections end
+	// on (config.UpstreamOf): the target itself on postgres, the upstream
+	// key elsewhere, "" when not configured.
+	Upstream string
 	// Version is the server's version ("1.18.0", "15.10"), "" when unknown.
 	Version string
 	// Start is when the round began and Duration how long it took; set by
@@ -242,13 +312,21 @@ type Result struct {
 	// Databases and Stats are pgbouncer only, sorted by database name.
 	Databases []DatabaseState
 	Stats     []DatabaseStats
+	// Lists and Memory are PgBouncer's SHOW LISTS and SHOW MEM, in its
+	// order; nil on other kinds or when the command failed.
+	Lists  []ListCount
+	Memory []MemoryCache
+	// Nodes are Pgpool-II's backend nodes (SHOW POOL_NODES), sorted by
+	// Name; nil on other kinds or when the command failed.
+	Nodes []BackendNode
 	// Leaks are the current leaks, oldest first, at most MaxLeaks.
 	Leaks []Leak
 	// Errors lists the failed queries of the round, in the order they ran.
 	Errors []QueryError
 	// LimitedVisibility is set on postgres when the agent's role lacks
 	// pg_read_all_stats (granted by pg_monitor): other roles' backends are
-	// then invisible and every count is too low.
+	// then invisible and every count is too low. Meaningful only when
+	// Visibility says it is known.
 	LimitedVisibility bool
 
 	// Applications (postgres, pgbouncer) counts the server's connections

@@ -20,7 +20,12 @@ type refusing struct{ err error }
 func (r refusing) Do(context.Context, func(context.Context, *pgx.Conn) error) error { return r.err }
 
 func TestNew_BuildsTheScraperOfEachKindFromTheTarget(t *testing.T) {
-	for _, kind := range []config.Kind{config.KindPgBouncer, config.KindPostgres} {
+	// Every kind with a probe pool (an application target has none: it is
+	// read over HTTP, application_test.go).
+	for _, kind := range config.Kinds() {
+		if kind == config.KindApplication {
+			continue
+		}
 		t.Run(string(kind), func(t *testing.T) {
 			labels := map[string]string{"env": "prod"}
 			s, err := New(config.Target{Name: "t1", Kind: kind, Labels: labels})
@@ -40,8 +45,8 @@ func TestNew_BuildsTheScraperOfEachKindFromTheTarget(t *testing.T) {
 }
 
 func TestNew_RejectsAnUnknownKind(t *testing.T) {
-	_, err := New(config.Target{Name: "p", Kind: "pgpool"})
-	require.EqualError(t, err, `target "p": no scraper for kind "pgpool"`)
+	_, err := New(config.Target{Name: "p", Kind: "oracle"})
+	require.EqualError(t, err, `target "p": no scraper for kind "oracle"`)
 }
 
 func TestFailed_IsADownRoundOfTheTarget(t *testing.T) {
@@ -59,5 +64,5 @@ func TestFailed_IsADownRoundOfTheTarget(t *testing.T) {
 func TestQueries_ListsEveryQueryNameOfTheKind(t *testing.T) {
 	assert.Equal(t, []string{"connect", "activity", "round"}, Queries(config.KindPostgres))
 	assert.Equal(t, []string{"connect", "show_pools", "show_databases", "show_users", "show_config",
-		"show_lists", "show_stats", "show_clients", "show_servers", "show_version", "round"}, Queries(config.KindPgBouncer))
+		"show_lists", "show_stats", "show_mem", "show_clients", "show_servers", "show_version", "round"}, Queries(config.KindPgBouncer))
 }

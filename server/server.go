@@ -13,7 +13,6 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/poolwatch/poolwatch/agent"
 	"github.com/poolwatch/poolwatch/collector"
@@ -33,8 +32,13 @@ type Options struct {
 	// MetricsTargets puts every target's series on the metrics path. Turn it
 	// off when Prometheus scrapes the targets through /probe.
 	MetricsTargets bool
-	// Reload reloads the configuration; POST /-/reload calls it.
+	// Reload reloads the configuration; POST /-/reload calls it when
+	// EnableLifecycle is set.
 	Reload func() error
+	// EnableLifecycle serves POST /-/reload (--web.enable-lifecycle). When
+	// false, /-/reload answers 403 and reloads nothing, as Prometheus'
+	// lifecycle API does; SIGHUP still reloads.
+	EnableLifecycle bool
 	// Ready reports whether the agent has a configuration and serves.
 	Ready  func() bool
 	Logger log.Logger
@@ -60,21 +64,7 @@ func New(o Options) (http.Handler, error) {
 	mux.HandleFunc("/-/ready", s.ready)
 	mux.HandleFunc("/-/reload", s.reload)
 	if o.TelemetryPath != "/" {
-		landing, err := web.NewLandingPage(web.LandingConfig{
-			Name:        "poolwatch",
-			Description: "Watches database connection pools: PgBouncer pools, PostgreSQL slots and application pools.",
-			Version:     o.Version,
-			Links: []web.LandingLinks{
-				{Address: o.TelemetryPath, Text: "Metrics"},
-				{Address: "/probe?target=NAME", Text: "Probe one target"},
-				{Address: "/-/healthy", Text: "Health"},
-				{Address: "/-/ready", Text: "Readiness"},
-			},
-		})
-		if err != nil {
-			return nil, fmt.Errorf("landing page: %w", err)
-		}
-		mux.Handle("/", landing)
+		mux.HandleFunc("/", s.landing)
 	}
 	return mux, nil
 }
@@ -111,17 +101,26 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	// Taken after the round, so the round's own connections are back.
 	reg.MustRegister(collector.NewProbePools(s.o.Agent.ProbePools()))
+	s.addressMetrics(reg)
 	s.serve(w, r, prometheus.Gatherers{s.o.Gatherer, reg})
 }
 
 func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("target")
+	if r.URL.Query().Has("auth_module") {
+		s.probeAddress(w, r) // /probe?target=HOST:PORT/DB&kind=KIND&auth_module=NAME
+		return
+	}
 	if name == "" {
 		http.Error(w, "the target parameter is missing: use /probe?target=NAME with a configured target name", http.StatusBadRequest)
 		return
 	}
 	if !s.o.Agent.Has(name) {
-		http.Error(w, fmt.Sprintf("unknown target %q: it is not in the configuration", name), http.StatusBadRequest)
+		msg := fmt.Sprintf("unknown target %q: it is not in the configuration", name)
+		if s.o.Agent.AddressProbesEnabled() {
+			msg += "; to probe an address, add &auth_module=NAME (and &kind=pgbouncer for a PgBouncer console)"
+		}
+		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
 	ctx, cancel := s.budget(r)
@@ -147,6 +146,10 @@ func (s *server) ready(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *server) reload(w http.ResponseWriter, r *http.Request) {
+	if !s.o.EnableLifecycle {
+		http.Error(w, "Lifecycle API is not enabled: start poolwatch with --web.enable-lifecycle to reload over HTTP, or send it SIGHUP.", http.StatusForbidden)
+		return
+	}
 	if r.Method != http.MethodPost && r.Method != http.MethodPut {
 		w.Header().Set("Allow", "POST, PUT")
 		http.Error(w, "use POST to reload the configuration", http.StatusMethodNotAllowed)

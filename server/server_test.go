@@ -46,7 +46,7 @@ type fixture struct {
 }
 
 // start serves an agent with the YAML config over httptest.
-func start(t *testing.T, yaml string, metricsTargets bool) *fixture {
+func start(t *testing.T, yaml string, metricsTargets bool, opts ...func(*server.Options)) *fixture {
 	t.Helper()
 	cfg, err := config.Parse("test.yml", []byte(yaml))
 	require.NoError(t, err)
@@ -57,16 +57,21 @@ func start(t *testing.T, yaml string, metricsTargets bool) *fixture {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
 	f := &fixture{agent: a, logs: logs}
-	h, err := server.New(server.Options{
+	o := server.Options{
 		Agent:               a,
 		Gatherer:            reg,
 		ScrapeTimeoutOffset: 500 * time.Millisecond,
 		MetricsTargets:      metricsTargets,
 		Reload:              func() error { return f.reload() },
+		EnableLifecycle:     true,
 		Ready:               func() bool { return true },
 		Logger:              logger,
 		Version:             "test",
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	h, err := server.New(o)
 	require.NoError(t, err)
 	f.srv = httptest.NewServer(h)
 	f.reload = func() error { return nil }

@@ -105,6 +105,17 @@ func TestVersion_PrintsVersionRevisionAndGoVersion(t *testing.T) {
 	require.Regexp(t, `go version:\s+go1\.27`, stdout)
 }
 
+// run is the default command: `poolwatch --help` shows the flags it takes,
+// not only those of the application.
+func TestHelp_ListsTheRunFlags(t *testing.T) {
+	code, stdout, _ := run(t, "--help")
+	require.Equal(t, 0, code)
+	for _, flag := range []string{"--config.file", "--web.listen-address", "--web.config.file", "--web.telemetry-path",
+		"--scrape.timeout-offset", "--[no-]metrics.targets", "--web.shutdown-timeout", "--web.enable-lifecycle"} {
+		require.Contains(t, stdout, flag)
+	}
+}
+
 func TestFlags_UnknownFlagIsRejected(t *testing.T) {
 	code, _, stderr := run(t, "--no-such-flag")
 	require.NotEqual(t, 0, code)

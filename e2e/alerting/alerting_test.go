@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/poolwatch/poolwatch/internal/launch"
 	"github.com/poolwatch/poolwatch/internal/testenv"
@@ -33,12 +36,19 @@ const (
 //     labels and annotations, from the agent job and the /probe job;
 //  2. releasing them resolves every PoolExhausted that fired;
 //  3. one client idle in a transaction past leak_threshold fires
-//     PoolConnectionLeak on the PgBouncer pool and on the postgres target's
-//     application pool; committing resolves it;
-//  4. every dashboard panel query runs against Prometheus during the run,
+//     PoolConnectionLeak on the PgBouncer pool, on the server's slots and on
+//     the postgres target's application pool, from both jobs, and all of
+//     that reaches the webhook as exactly one notification (the shipped
+//     Alertmanager routing groups the leak alerts by upstream); committing
+//     resolves it. Meanwhile a session-mode pool filled to its size with
+//     nobody waiting reaches the webhook not at all;
+//  4. a /probe scrape that stops answering (a blackholed proxy in front of
+//     the agent, for one target) reaches the webhook as exactly one
+//     notification, and resolves when it answers again;
+//  5. every dashboard panel query runs against Prometheus during the run,
 //     and the mixin's metric names are checked against the agent's real
 //     output;
-//  5. alerts that must stay quiet do: PoolExhausted only ever for the
+//  6. alerts that must stay quiet do: PoolExhausted only ever for the
 //     exhausted pool, no probe-pool alert, no failing rule evaluation.
 func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 	testenv.Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
@@ -65,6 +75,13 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 	}
 	fired := e.expectPoolExhausted(t)
 	t.Logf("PoolExhausted reached the webhook %v after the pool was exhausted", fired.Sub(exhaustStart).Round(time.Millisecond))
+	notes, groups := firingNotifications(e.hook, func(ev testenv.AlertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertPoolExhausted
+	})
+	if len(groups) != 1 {
+		t.Errorf("PoolExhausted of one pool reached the webhook in %d groups, want 1:\n%s", len(groups), summary(e.hook))
+	}
+	t.Logf("PoolExhausted (2 reasons x 2 jobs): %d group, %d notification(s) so far", len(groups), len(notes))
 	sel := fmt.Sprintf(`{job=%q, target=%q, pool=%q}`, agentJob, bouncerTarget, exhaustPool)
 	e.expectValue(t, "poolwatch_pool_in_use_connections"+sel, poolSize)
 	e.expectValue(t, "poolwatch_pool_max_connections"+sel, poolSize)
@@ -88,13 +105,26 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 		return ev.Labels["alertname"] == mixin.AlertPoolExhausted
 	})
 
-	// 3. A leaked client: BEGIN; SELECT 1, then idle in the transaction
-	// past leak_threshold, on a pool that is not exhausted.
+	// 3. A session pool filled to its size by idle sessions, nobody
+	// waiting; and a leaked client: BEGIN; SELECT 1, then idle in the
+	// transaction past leak_threshold, on a pool that is not exhausted.
+	sessions := holdSessions(t, e.pgb.DSN(appUser, appPW, sessionDB), poolSize)
+	sessionSel := fmt.Sprintf(`{job=%q, target=%q, pool=%q}`, agentJob, bouncerTarget, sessionPool)
+	e.expectValue(t, "poolwatch_pool_in_use_connections"+sessionSel, poolSize)
+	e.expectValue(t, "poolwatch_pool_max_connections"+sessionSel, poolSize)
+	e.expectValue(t, "poolwatch_pool_waiting_clients"+sessionSel, 0)
+	sessionFull := time.Now()
+
 	leakStart := time.Now()
 	leak := testenv.HoldTransactions(t, e.pgb.DSN(appUser, appPW, leakDB), 1, leakAppName)
 	leak.WaitHeld(t, 1, 15*time.Second)
 	e.expectLeak(t, leakStart)
+	e.expectOneNotification(t, "the leak", func(ev testenv.AlertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak && ev.StartsAt.After(leakStart.Add(-time.Second))
+	})
 	e.expectTargetDown(t)
+	e.expectSessionPoolQuiet(t, sessionFull)
+	sessions.close(t)
 
 	dash.checkpoint(t, "connection leaked")
 
@@ -108,7 +138,20 @@ func TestPipeline_PagesOnExhaustionAndLeaksAndResolvesThem(t *testing.T) {
 			(ev.Labels["pool"] == leakPool || ev.Labels["pool"] == leakAppPool)
 	})
 
-	// 4. and 5.
+	// 4. The /probe scrape of one target stops answering.
+	probeStart := time.Now()
+	e.probeProxy.Blackhole(true)
+	e.expectProbeDown(t, probeStart)
+	e.expectOneNotification(t, "the /probe failure", func(ev testenv.AlertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertProbeDown
+	})
+	answering := time.Now()
+	e.probeProxy.Blackhole(false)
+	e.expectResolved(t, "PoolwatchProbeDown once /probe answers", answering, func(ev testenv.AlertEvent) bool {
+		return ev.Labels["alertname"] == mixin.AlertProbeDown
+	})
+
+	// 5. and 6.
 	dash.checkpoint(t, "after the resolutions")
 	dash.verify(t)
 	e.checkRulesHealthy(t)
@@ -167,7 +210,7 @@ func (e *env) expectPoolExhausted(t *testing.T) time.Time {
 		}
 		e.checkAlert(t, ev, map[string]string{
 			"alertname": mixin.AlertPoolExhausted, "severity": mixin.SeverityCritical, "reason": w.reason,
-			"job": w.job, "instance": w.instance, "target": bouncerTarget, "pool": exhaustPool,
+			"job": w.job, "instance": w.instance, "target": bouncerTarget, "pool": exhaustPool, "database": exhaustDB,
 		})
 		if first.IsZero() || ev.Received.Before(first) {
 			first = ev.Received
@@ -176,31 +219,121 @@ func (e *env) expectPoolExhausted(t *testing.T) time.Time {
 	return first
 }
 
-// expectLeak waits for PoolConnectionLeak on the PgBouncer pool of the
-// leaked client and on the postgres target's application pool that matches
-// its application_name, both from the agent job.
+// expectLeak waits for PoolConnectionLeak on every view of the leaked
+// client, from both jobs: the PgBouncer pool, the server's slots and the
+// postgres target's application pool that matches its application_name. All
+// carry upstream="pg": the pgbouncer target's upstream key names the
+// postgres target, which is its own upstream.
 func (e *env) expectLeak(t *testing.T, leakStart time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(fireBudget)
-	for _, w := range []struct{ target, pool string }{{bouncerTarget, leakPool}, {pgTarget, leakAppPool}} {
-		ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
-			return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak &&
-				ev.Labels["job"] == agentJob && ev.Labels["target"] == w.target && ev.Labels["pool"] == w.pool
-		})
-		if !ok {
-			t.Fatalf("PoolConnectionLeak{target=%q, pool=%q} did not reach the webhook within %v of the leak (threshold %v).\nReceived:\n%sPrometheus sees:\n%s",
-				w.target, w.pool, fireBudget, leakThreshold, summary(e.hook), e.diagnose())
+	for _, job := range []struct{ job, instance string }{{agentJob, e.pw.Addr}, {probeJob, ""}} {
+		for _, w := range []struct{ target, pool string }{{bouncerTarget, leakPool}, {pgTarget, "server"}, {pgTarget, leakAppPool}} {
+			// The exhaustion's held transactions were leaks too, and the
+			// server pool's leak alert fired then: look at this leak's.
+			ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
+				return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertPoolConnectionLeak &&
+					ev.Labels["job"] == job.job && ev.Labels["target"] == w.target && ev.Labels["pool"] == w.pool &&
+					ev.StartsAt.After(leakStart)
+			})
+			if !ok {
+				t.Fatalf("PoolConnectionLeak{job=%q, target=%q, pool=%q} did not reach the webhook within %v of the leak (threshold %v).\nReceived:\n%sPrometheus sees:\n%s",
+					job.job, w.target, w.pool, fireBudget, leakThreshold, summary(e.hook), e.diagnose())
+			}
+			instance := job.instance
+			if instance == "" {
+				instance = w.target // the /probe job's instance is the target
+			}
+			e.checkAlert(t, ev, map[string]string{
+				"alertname": mixin.AlertPoolConnectionLeak, "severity": mixin.SeverityWarning,
+				"job": job.job, "instance": instance, "target": w.target, "pool": w.pool, mixin.LabelUpstream: pgTarget,
+			})
+			if ev.StartsAt.Before(leakStart.Add(leakThreshold)) {
+				t.Errorf("PoolConnectionLeak on %s/%s starts at %v, before the leak was %v old (leaked at %v)",
+					w.target, w.pool, ev.StartsAt, leakThreshold, leakStart)
+			}
+			t.Logf("PoolConnectionLeak on %s %s (%s) reached the webhook %v after the leak", w.target, w.pool, job.job, ev.Received.Sub(leakStart).Round(time.Millisecond))
 		}
-		e.checkAlert(t, ev, map[string]string{
-			"alertname": mixin.AlertPoolConnectionLeak, "severity": mixin.SeverityWarning,
-			"job": agentJob, "instance": e.pw.Addr, "target": w.target, "pool": w.pool,
-		})
-		if ev.StartsAt.Before(leakStart.Add(leakThreshold)) {
-			t.Errorf("PoolConnectionLeak on %s/%s starts at %v, before the leak was %v old (leaked at %v)",
-				w.target, w.pool, ev.StartsAt, leakThreshold, leakStart)
-		}
-		t.Logf("PoolConnectionLeak on %s %s reached the webhook %v after the leak", w.target, w.pool, ev.Received.Sub(leakStart).Round(time.Millisecond))
 	}
+}
+
+// expectProbeDown waits for PoolwatchProbeDown on the victim target, whose
+// /probe scrape stopped answering at start.
+func (e *env) expectProbeDown(t *testing.T, start time.Time) {
+	t.Helper()
+	ev, ok := e.hook.Await(time.Now().Add(fireBudget), func(ev testenv.AlertEvent) bool {
+		return ev.Status == "firing" && ev.Labels["alertname"] == mixin.AlertProbeDown && ev.Labels["target"] == victimTarget
+	})
+	if !ok {
+		t.Fatalf("PoolwatchProbeDown{target=%q} did not reach the webhook within %v of the blackhole.\nReceived:\n%s", victimTarget, fireBudget, summary(e.hook))
+	}
+	e.checkAlert(t, ev, map[string]string{
+		"alertname": mixin.AlertProbeDown, "severity": mixin.SeverityCritical,
+		"job": probeJob, "instance": victimTarget, "target": victimTarget,
+	})
+	t.Logf("PoolwatchProbeDown reached the webhook %v after /probe stopped answering", ev.Received.Sub(start).Round(time.Millisecond))
+}
+
+// firingNotifications returns the notifications (by index) and the group
+// keys that carried a firing alert matching sel.
+func firingNotifications(hook *testenv.WebhookReceiver, sel func(testenv.AlertEvent) bool) (notes map[int]bool, groups map[string]bool) {
+	notes, groups = map[int]bool{}, map[string]bool{}
+	for _, ev := range hook.Events() {
+		if ev.Status == "firing" && sel(ev) {
+			notes[ev.Notification] = true
+			groups[ev.GroupKey] = true
+		}
+	}
+	return notes, groups
+}
+
+// expectOneNotification checks that the firing alerts matching sel reached
+// the webhook in exactly one notification. It first waits, for at most
+// Alertmanager's group interval plus 3s after the last of them arrived, for
+// a second notification that would carry one of them (a view that fired
+// late, or one that resolved and fired again): Alertmanager sends changes
+// to a group at most once per group interval.
+func (e *env) expectOneNotification(t *testing.T, what string, sel func(testenv.AlertEvent) bool) {
+	t.Helper()
+	notes, _ := firingNotifications(e.hook, sel)
+	last := time.Time{}
+	for _, ev := range e.hook.Events() {
+		if ev.Status == "firing" && sel(ev) && ev.Received.After(last) {
+			last = ev.Received
+		}
+	}
+	window := e.amOptions.GroupInterval + 3*time.Second
+	// Returns early when a second notification comes: the count below
+	// then fails.
+	e.hook.Await(last.Add(window), func(ev testenv.AlertEvent) bool {
+		return ev.Status == "firing" && sel(ev) && !notes[ev.Notification]
+	})
+	notes, groups := firingNotifications(e.hook, sel)
+	alerts := map[string]bool{}
+	for _, ev := range e.hook.Events() {
+		if ev.Status == "firing" && sel(ev) {
+			alerts[ev.Key()] = true
+		}
+	}
+	if len(notes) != 1 || len(groups) != 1 {
+		t.Errorf("%s reached the webhook as %d notifications in %d groups, want exactly one notification:\n%s", what, len(notes), len(groups), summary(e.hook))
+		return
+	}
+	t.Logf("%s: %d alerts in exactly 1 notification (no other within %v of the last)", what, len(alerts), window)
+}
+
+// expectSessionPoolQuiet waits until the session pool has been full, with
+// nobody waiting, for longer than any rule's for: plus Alertmanager's group
+// wait (and 3s), and fails if anything about it reached the webhook.
+func (e *env) expectSessionPoolQuiet(t *testing.T, fullSince time.Time) {
+	t.Helper()
+	longest := max(e.cfg.ExhaustedFor, e.cfg.NearExhaustionFor, e.cfg.ClientsWaitingWindow+e.cfg.ClientsWaitingFor)
+	until := fullSince.Add(longest + e.amOptions.GroupWait + 3*time.Second)
+	if ev, ok := e.hook.Await(until, func(ev testenv.AlertEvent) bool { return ev.Labels["pool"] == sessionPool }); ok {
+		t.Errorf("the session pool, full with nobody waiting, reached the webhook: %s %s %v", ev.Status, ev.Key(), ev.Annotations["description"])
+		return
+	}
+	t.Logf("session pool %s full (%d/%d) with nobody waiting for %v: 0 notifications", sessionPool, poolSize, poolSize, time.Since(fullSince).Round(time.Second))
 }
 
 // expectTargetDown waits for PoolwatchTargetDown on the unreachable target,
@@ -279,7 +412,7 @@ func (e *env) checkAlert(t *testing.T, ev testenv.AlertEvent, labels map[string]
 	if strings.Contains(desc, "{{") || !strings.Contains(desc, "target "+labels["target"]) {
 		t.Errorf("%s: description %q is not rendered or does not name target %s", labels["alertname"], desc, labels["target"])
 	}
-	if p := labels["pool"]; p != "" && !strings.Contains(desc, "pool "+p) {
+	if p := labels["pool"]; p != "" && !strings.Contains(desc, "pool "+p) && !strings.Contains(desc, "Pool "+p) {
 		t.Errorf("%s: description %q does not name pool %s", labels["alertname"], desc, p)
 	}
 	wantURL := e.cfg.RunbookURL + "#" + mixin.RunbookAnchor(labels["alertname"])
@@ -319,6 +452,9 @@ func (e *env) checkQuiet(t *testing.T, exhaustStart time.Time) {
 		t.Errorf("the webhook received malformed notifications: %v", bad)
 	}
 	for _, ev := range e.hook.Events() {
+		if ev.Labels["pool"] == sessionPool {
+			t.Errorf("the session pool reached the webhook: %s %s", ev.Status, ev.Key())
+		}
 		switch ev.Labels["alertname"] {
 		case mixin.AlertPoolExhausted:
 			if ev.Labels["target"] != bouncerTarget || ev.Labels["pool"] != exhaustPool {
@@ -329,6 +465,14 @@ func (e *env) checkQuiet(t *testing.T, exhaustStart time.Time) {
 			}
 		case mixin.AlertProbePoolLeak, mixin.AlertProbeRetriesHigh:
 			t.Errorf("the agent's own probe pool alerted (%s): %s %v", ev.Status, ev.Key(), ev.Annotations["description"])
+		case mixin.AlertPoolConnectionLeak:
+			if ev.Labels[mixin.LabelUpstream] != pgTarget {
+				t.Errorf("PoolConnectionLeak outside the leak's incident: %s", ev.Key())
+			}
+		case mixin.AlertLimitedVisibility, mixin.AlertReloadFailed, mixin.AlertPoolUnaccounted:
+			t.Errorf("%s fired, with nothing to cause it: %s", ev.Labels["alertname"], ev.Key())
+		case mixin.AlertTargetQueryFailing:
+			t.Logf("note: PoolwatchTargetQueryFailing was notified (%s): %s %v", ev.Status, ev.Key(), ev.Annotations["description"])
 		case mixin.AlertPoolwatchDown:
 			t.Logf("note: PoolwatchDown was notified (%s): %s", ev.Status, ev.Key())
 		}
@@ -429,4 +573,48 @@ func (e *env) checkMetricNames(t *testing.T) {
 			"refresh it with POOLWATCH_E2E_UPDATE_GOLDEN=1", goldenPath, onlyGolden, onlyReal)
 	}
 	t.Logf("metric names: %d queries checked against the real /metrics and /probe output (%d metric names)", len(queries), len(live))
+}
+
+// sessions holds idle connections open outside any transaction: in a
+// session-mode PgBouncer pool each holds a server connection for its whole
+// session, which is no leak and no exhaustion.
+type sessions struct{ conns []*pgx.Conn }
+
+// holdSessions opens n connections to dsn and runs one query on each.
+func holdSessions(t *testing.T, dsn string, n int) *sessions {
+	t.Helper()
+	s := &sessions{}
+	t.Cleanup(func() { s.close(t) })
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			cancel()
+			t.Fatalf("session DSN: %v", err)
+		}
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		cfg.RuntimeParams["application_name"] = "session-app"
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			_, err = c.Exec(ctx, "SELECT 1")
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		s.conns = append(s.conns, c)
+	}
+	return s
+}
+
+// close closes every session; it may be called more than once.
+func (s *sessions) close(t *testing.T) {
+	for _, c := range s.conns {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("close a session: %v", err)
+		}
+		cancel()
+	}
+	s.conns = nil
 }

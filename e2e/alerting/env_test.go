@@ -37,8 +37,18 @@ const (
 	leakAppPool = "leaky"
 	leakAppName = "leaky-1"
 
-	bouncerTarget = "bouncer"
+	// sessionDB is a session-mode PgBouncer database: filled to its size
+	// with idle sessions and nobody waiting, it must reach nobody.
+	sessionDB   = "sessiondb"
+	sessionPool = sessionDB + "/" + appUser
+
+	bouncerTarget = "bouncer" // its upstream is pgTarget
 	pgTarget      = "pg"
+	// victimTarget is a postgres target that the /probe job scrapes through
+	// a TCP proxy in front of the agent: blackholing the proxy makes its
+	// /probe scrape stop answering. Its leak_threshold is an hour, so that
+	// it adds no view of the leak.
+	victimTarget = "victim"
 	// goneTarget is a PgBouncer target with nothing listening: it keeps
 	// poolwatch_target_up at 0 and poolwatch_target_scrape_errors_total
 	// counting, so PoolwatchTargetDown and the error panels have data.
@@ -62,6 +72,11 @@ type env struct {
 	am      *testenv.Daemon
 	prom    *testenv.Daemon
 	api     testenv.PromAPI
+	// probeProxy is the victim's way from Prometheus to the agent's /probe.
+	probeProxy *testenv.Proxy
+	// amOptions are the timings and receivers of the Alertmanager
+	// configuration (mixin.ShortAlertmanager: the shipped routing).
+	amOptions mixin.AlertmanagerOptions
 }
 
 // rulesConfig returns the mixin configuration whose rules Prometheus loads:
@@ -108,6 +123,7 @@ func startEnv(t *testing.T) *env {
 		Databases: map[string]string{
 			exhaustDB: fmt.Sprintf("dbname=%s pool_size=%d reserve_pool=0 min_pool_size=1", appDB, poolSize),
 			leakDB:    fmt.Sprintf("dbname=%s pool_size=%d reserve_pool=0", appDB, poolSize),
+			sessionDB: fmt.Sprintf("dbname=%s pool_size=%d reserve_pool=0 pool_mode=session", appDB, poolSize),
 		},
 		Users:      map[string]string{monUser: monPW, appUser: appPW},
 		StatsUsers: []string{monUser},
@@ -121,6 +137,7 @@ targets:
   - name: %s
     kind: pgbouncer
     dsn: %s
+    upstream: %s
   - name: %s
     kind: postgres
     dsn: %s
@@ -135,17 +152,32 @@ targets:
     scrape_timeout: 500ms
     probe_pool:
       acquire_retries: 0
-`, leakThreshold, bouncerTarget, e.pgb.DSN(monUser, monPW, "pgbouncer"),
+  - name: %s
+    kind: postgres
+    dsn: %s
+    leak_threshold: 1h
+`, leakThreshold, bouncerTarget, e.pgb.DSN(monUser, monPW, "pgbouncer"), pgTarget,
 		pgTarget, e.pg.DSN(monUser, monPW, "postgres"), leakAppPool,
-		goneTarget, monUser, gonePort)
+		goneTarget, monUser, gonePort,
+		victimTarget, e.pg.DSN(monUser, monPW, "postgres"))
 	// Prometheus sends a 900ms scrape timeout; the agent's default offset of
 	// 500ms would leave it 400ms for a round under the race detector.
 	e.pw = testenv.StartPoolwatch(t, agentCfg, "--scrape.timeout-offset=200ms")
 
+	e.probeProxy = testenv.StartProxy(t, e.pw.Addr)
+
+	// The shipped routing, grouping and inhibition (alertmanager.yml.example
+	// is rendered from the same mixin code), with both receivers pointed at
+	// the webhook and the short timings.
 	e.hook = testenv.StartWebhookReceiver(t)
+	e.amOptions = mixin.ShortAlertmanager(e.hook.URL())
+	amConfig, err := mixin.RenderAlertmanager(e.amOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.am = testenv.StartAlertmanager(t, testenv.AlertmanagerOptions{
 		Dir:    t.TempDir(),
-		Config: launch.AlertmanagerConfig("webhook", e.hook.URL(), "alertname", "job", "target", "pool"),
+		Config: string(amConfig),
 	})
 	e.prom = e.startPrometheus(t)
 	e.api = testenv.PromAPI{URL: e.prom.URL}
@@ -180,7 +212,7 @@ func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
   - job_name: %s
     metrics_path: /probe
     static_configs:
-      - targets: [%s, %s, %s]
+      - targets: [%s, %s, %s, %s]
     relabel_configs:
       - source_labels: [__address__]
         target_label: __param_target
@@ -188,7 +220,11 @@ func (e *env) startPrometheus(t *testing.T) *testenv.Daemon {
         target_label: instance
       - target_label: __address__
         replacement: '%s'
-`, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, e.pw.Addr)
+      - source_labels: [__param_target]
+        regex: %s
+        target_label: __address__
+        replacement: '%s'
+`, agentJob, e.pw.Addr, probeJob, bouncerTarget, pgTarget, goneTarget, victimTarget, e.pw.Addr, victimTarget, e.probeProxy.Addr)
 	return testenv.StartPrometheus(t, testenv.PrometheusOptions{
 		Dir:    dir,
 		Config: launch.PrometheusConfig([]string{rules}, e.am.Addr, scrapes),
@@ -202,8 +238,8 @@ func (e *env) waitScraping(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		agent, err1 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, agentJob), time.Now())
 		probes, err2 := e.api.Query(t.Context(), fmt.Sprintf(`up{job=%q} == 1`, probeJob), time.Now())
-		return err1 == nil && err2 == nil && agent.Len() == 1 && probes.Len() == 3,
-			fmt.Sprintf("Prometheus is not scraping poolwatch: agent job up: %d (%v), probe job up: %d of 3 (%v)", agent.Len(), err1, probes.Len(), err2)
+		return err1 == nil && err2 == nil && agent.Len() == 1 && probes.Len() == 4,
+			fmt.Sprintf("Prometheus is not scraping poolwatch: agent job up: %d (%v), probe job up: %d of 4 (%v)", agent.Len(), err1, probes.Len(), err2)
 	})
 }
 
@@ -288,7 +324,7 @@ func (e *env) diagnose() string {
 func summary(hook *testenv.WebhookReceiver) string {
 	seen := map[string]int{}
 	for _, e := range hook.Events() {
-		k := fmt.Sprintf("%s %s target=%s pool=%s job=%s reason=%s", e.Labels["alertname"], e.Status,
+		k := fmt.Sprintf("#%d %s %s target=%s pool=%s job=%s reason=%s", e.Notification, e.Labels["alertname"], e.Status,
 			e.Labels["target"], e.Labels["pool"], e.Labels["job"], e.Labels["reason"])
 		seen[k]++
 	}

@@ -71,6 +71,22 @@ func TestDemo_PagesExhaustionAndLeakThenLeavesNothingRunning(t *testing.T) {
 	} {
 		require.Regexp(t, regexp.MustCompile(re), text)
 	}
+	// One page per incident: the exhaustion (two reasons) and the leak
+	// (seen through PgBouncer, on the server and in the application pool)
+	// each open exactly one page, and close it once.
+	for _, re := range []string{
+		`PAGE  FIRING   PoolExhausted `, `PAGE  RESOLVED PoolExhausted `,
+		`PAGE  FIRING   PoolConnectionLeak `, `PAGE  RESOLVED PoolConnectionLeak `,
+	} {
+		require.Len(t, regexp.MustCompile(re).FindAllString(text, -1), 1, "%q: one page per incident\n%s", re, text)
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "PAGE  ") || strings.Contains(line, "  +   ") || strings.Contains(line, " fired ") {
+			t.Log(line)
+		}
+	}
+	require.Regexp(t, `PAGE  FIRING   PoolConnectionLeak \(warning\)  target=bouncer pool=shop/app  .*\[\+\d+: .*pg/server`, text,
+		"the leak's page names its other views")
 	m := regexp.MustCompile(`Removed (\S+)\.`).FindStringSubmatch(text)
 	require.NotNil(t, m, text)
 	_, err = os.Stat(strings.TrimSuffix(m[1], "."))

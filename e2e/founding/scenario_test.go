@@ -42,7 +42,7 @@ const (
 	appMaxConn = 10
 	appWorkers = 6
 
-	alertUnaccounted = "PoolUnaccountedConnections"
+	alertUnaccounted = mixin.AlertPoolUnaccounted
 	alertExhausted   = mixin.AlertPoolExhausted
 	reasonAllInUse   = "all_in_use"
 

@@ -193,6 +193,10 @@ func request(c *http.Client, method, url string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
+// lifecycle is the flag that serves POST /-/reload; agents whose test
+// reloads over HTTP are started with it.
+const lifecycle = "--web.enable-lifecycle"
+
 // reload POSTs /-/reload and returns the status and body.
 func reload(t *testing.T, pw *testenv.Poolwatch) (int, string) {
 	t.Helper()

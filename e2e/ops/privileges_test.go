@@ -148,6 +148,17 @@ func TestPrivileges_LeastPrivilegedUsersSeeEverything(t *testing.T) {
 		t.Errorf("pg-monitor server open = %v, want at least pg-no-monitor's %v plus the two leaked and its own", monOpen, noOpen)
 	}
 	t.Logf("server slots in use: %v seen with pg_monitor, %v without", monOpen, noOpen)
+	// The undercount is not silent: the agent names the missing grant once,
+	// for that target only.
+	const warning = "role cannot see other roles' connections, so every count is too low: grant it pg_monitor"
+	if logs := pw.Logs(); strings.Count(logs, warning) != 1 || !strings.Contains(logs, "target=pg-no-monitor") {
+		t.Errorf("want one warning %q for pg-no-monitor in the agent's log:\n%s", warning, logs)
+	}
+	for _, line := range strings.Split(pw.Logs(), "\n") {
+		if strings.Contains(line, warning) && !strings.Contains(line, "target=pg-no-monitor") {
+			t.Errorf("warning for a target that has pg_read_all_stats: %s", line)
+		}
+	}
 
 	// stats_users: every pool of PgBouncer, its clients and its leak.
 	if v := m.must(t, inUse, "target", "bouncer-stats", "pool", "appdb/app"); v != 1 {

@@ -46,7 +46,7 @@ func TestReload_SIGHUPAndPOSTBothReloadAndGETIsRefused(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	a := pgTarget("a", pg, "pw-a", "")
-	pw := testenv.StartPoolwatch(t, configOf(a))
+	pw := testenv.StartPoolwatch(t, configOf(a), lifecycle)
 	wantTargets(t, scrape(t, pw), "a")
 
 	// SIGHUP: asynchronous, so poll until the new target shows.
@@ -93,6 +93,30 @@ func TestReload_SIGHUPAndPOSTBothReloadAndGETIsRefused(t *testing.T) {
 	stopAndCheck(t, pw, monPassword)
 }
 
+// By default (no --web.enable-lifecycle) POST /-/reload is refused with 403
+// and changes nothing; SIGHUP reloads all the same.
+func TestReload_OverHTTPIsOffByDefaultAndSIGHUPStillWorks(t *testing.T) {
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	monRole(t, pg)
+	a := pgTarget("a", pg, "pw-a", "")
+	pw := testenv.StartPoolwatch(t, configOf(a))
+	wantTargets(t, scrape(t, pw), "a")
+
+	replaceFile(t, pw.ConfigPath, configOf(a, pgTarget("b", pg, "pw-b", "")))
+	code, body := reload(t, pw)
+	if code != http.StatusForbidden || !strings.Contains(body, "--web.enable-lifecycle") {
+		t.Fatalf("POST /-/reload without --web.enable-lifecycle: %d %q, want 403 naming the flag", code, body)
+	}
+	wantTargets(t, scrape(t, pw), "a")
+
+	pw.Signal(t, syscall.SIGHUP)
+	eventually(t, settle, "target b after SIGHUP", func() (bool, string) {
+		got := scrape(t, pw).targets()
+		return slices.Equal(got, []string{"a", "b"}), fmt.Sprint(got)
+	})
+	stopAndCheck(t, pw, monPassword)
+}
+
 func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
@@ -100,7 +124,7 @@ func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
 	other := func(v string) string {
 		return pgTarget("other", pg, "pw-other", onePoolOfOne+"    labels: {rev: \""+v+"\"}\n")
 	}
-	pw := testenv.StartPoolwatch(t, configOf(keep, other("1")))
+	pw := testenv.StartPoolwatch(t, configOf(keep, other("1")), lifecycle)
 
 	m := scrape(t, pw)
 	wantTargets(t, m, "keep", "other")
@@ -167,7 +191,7 @@ func TestReload_ClosesRemovedTargetsAndOpensNewOnes(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	keep := pgTarget("keep", pg, "pw-keep", "")
-	pw := testenv.StartPoolwatch(t, configOf(keep, pgTarget("gone", pg, "pw-gone", "")))
+	pw := testenv.StartPoolwatch(t, configOf(keep, pgTarget("gone", pg, "pw-gone", "")), lifecycle)
 	m := scrape(t, pw)
 	wantTargets(t, m, "gone", "keep")
 	if n := pg.CountBackends(t, "pw-gone"); n < 1 {
@@ -214,7 +238,7 @@ func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	a, b := pgTarget("a", pg, "pw-a", ""), pgTarget("b", pg, "pw-b", "")
-	pw := testenv.StartPoolwatch(t, configOf(a, b))
+	pw := testenv.StartPoolwatch(t, configOf(a, b), lifecycle)
 	m := scrape(t, pw)
 	wantTargets(t, m, "a", "b")
 	if v := m.must(t, reloadOK); v != 1 {
@@ -287,7 +311,7 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 	a := pgTarget("a", pg, "pw-a", onePoolOfOne)
 	withB := configOf(a, pgTarget("b", pg, "pw-b", onePoolOfOne))
 	withC := configOf(a, pgTarget("c", pg, "pw-c", onePoolOfOne))
-	pw := testenv.StartPoolwatch(t, withB)
+	pw := testenv.StartPoolwatch(t, withB, lifecycle)
 	m := scrape(t, pw)
 	wantTargets(t, m, "a", "b")
 	aPIDs := backendPIDs(t, pg, "pw-a")
@@ -426,7 +450,7 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
     dsn: %s
     scrape_timeout: 30s
     probe_pool: {connect_timeout: 20s}
-`, holeDSN)), "--web.shutdown-timeout="+closeBound.String())
+`, holeDSN)), "--web.shutdown-timeout="+closeBound.String(), lifecycle)
 	wantTargets(t, scrape(t, pw), "hole", "keep")
 
 	// The hole's pooled connection and any new one now hang.

@@ -164,7 +164,7 @@ func TestTLS_ReloadPicksUpRotatedCertificateFiles(t *testing.T) {
     kind: postgres
     dsn: postgres://certuser@%s/postgres?sslmode=verify-full&application_name=pw-rotate
     tls: {ca_file: %s, cert_file: %s, key_file: %s}
-`, pg.Addr(), af["ca.pem"], af["client.crt"], af["client.key"]))
+`, pg.Addr(), af["ca.pem"], af["client.crt"], af["client.key"]), lifecycle)
 
 	if up := scrape(t, pw).must(t, targetUp, "target", "client-cert"); up != 1 {
 		t.Fatalf("client-cert up = %v before the rotation, want 1", up)

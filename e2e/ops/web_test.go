@@ -47,7 +47,7 @@ basic_auth_users:
 	}
 	pw := testenv.StartPoolwatchWeb(t, configOf(pgTarget("pg", pg, "pw-web", "")), testenv.PoolwatchWeb{
 		Config: webConfig, HTTPS: true, Client: client, Username: user, Password: password,
-	})
+	}, lifecycle)
 	if !strings.HasPrefix(pw.URL, "https://") {
 		t.Fatalf("agent URL %q is not https", pw.URL)
 	}

@@ -306,6 +306,9 @@ targets:
     kind: pgbouncer
     dsn: %s
     password_file: mon.password
+    # The server behind this PgBouncer: its leak alerts and the server's
+    # are one incident.
+    upstream: %s
   - name: %s
     kind: postgres
     dsn: %s
@@ -317,7 +320,7 @@ targets:
       - name: %s
         application_name: %s
         max_connections: %d
-`, d.o.leakThreshold, bouncerTarget, d.pgb.DSN(monUser, "", "pgbouncer"),
+`, d.o.leakThreshold, bouncerTarget, d.pgb.DSN(monUser, "", "pgbouncer"), pgTarget,
 		pgTarget, d.pg.DSN(monUser, "", "postgres"), appPoolName, webApp, ordersApp, ordersApp, ordersMax) + d.ordersConfig()
 }
 
@@ -345,7 +348,8 @@ func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
 		Args: func(addr string) []string {
 			// Prometheus sends a 900ms scrape timeout; the default offset of
 			// 500ms would leave too little of it.
-			return []string{"--config.file=" + cfg, "--web.listen-address=" + addr, "--scrape.timeout-offset=200ms"}
+			// --web.enable-lifecycle: the demo prints the reload command.
+			return []string{"--config.file=" + cfg, "--web.listen-address=" + addr, "--scrape.timeout-offset=200ms", "--web.enable-lifecycle"}
 		},
 		ProcessOptions: daemonProcess(),
 	})
@@ -367,11 +371,21 @@ func (d *demo) startAlertmanager(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Pages go out one second after they change, so the demo shows them at
-	// once; alertmanager.yml.example has production timings.
+	// The routing of alertmanager.yml.example (one page per incident), with
+	// seconds-scale timings and both receivers pointed at the terminal.
+	// Shorter still than the end-to-end test's, so that pages show at once:
+	// a view of an incident that fires after the group's first notification
+	// prints as an update of that incident, not as a new page.
+	amOptions := mixin.ShortAlertmanager(d.hook.URL())
+	amOptions.GroupWait, amOptions.GroupInterval = 2*time.Second, time.Second
+	am, err := mixin.RenderAlertmanager(amOptions)
+	if err != nil {
+		return "", err
+	}
+	amConfig := string(am)
 	c, err := launch.StartAlertmanager(ctx, launch.AlertmanagerOptions{
 		Dir:            dir,
-		Config:         launch.AlertmanagerConfig("terminal", d.hook.URL(), "alertname", "target", "pool"),
+		Config:         amConfig,
 		ProcessOptions: daemonProcess(),
 	})
 	if err != nil {
@@ -470,7 +484,9 @@ func (d *demo) showWhereToLook() {
 	sort.Strings(dashboards)
 	d.scr.line("")
 	d.scr.line("Where to look while it runs:")
+	d.scr.line("  poolwatch targets    %s/", d.pw.URL)
 	d.scr.line("  poolwatch metrics    %s/metrics", d.pw.URL)
+	d.scr.line("  reload its config    curl -X POST %s/-/reload", d.pw.URL)
 	d.scr.line("  Prometheus alerts    %s/alerts", d.promUI)
 	d.scr.line("  pool utilization     %s", graph)
 	d.scr.line("  Alertmanager         %s/#/alerts", d.am.URL)
@@ -533,7 +549,9 @@ func (d *demo) pollPools(ctx context.Context) {
 	}
 }
 
-// onPage prints a page Alertmanager delivered.
+// onPage prints what Alertmanager delivered: one PAGE line per incident as
+// it opens and as it closes, and an update line when an open incident
+// changes (another view of it fires or resolves).
 func (d *demo) onPage(p page) {
 	text := p.String()
 	switch p.Status {
@@ -545,6 +563,10 @@ func (d *demo) onPage(p page) {
 		text = d.scr.colour(code, text)
 	case "resolved":
 		text = d.scr.colour("32", text)
+	}
+	if p.Update {
+		d.scr.event("  +   %s", text)
+		return
 	}
 	d.scr.event("PAGE  %s", text)
 }

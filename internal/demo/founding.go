@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/poolwatch/poolwatch/internal/launch"
+	"github.com/poolwatch/poolwatch/mixin"
 )
 
 // The retry-loop scene (phase 5): poolwatch's founding bug in a real
@@ -38,7 +39,7 @@ const (
 	ordersMin    = 2
 	ordersThread = 6
 
-	alertUnaccounted = "PoolUnaccountedConnections"
+	alertUnaccounted = mixin.AlertPoolUnaccounted
 
 	// ordersKillEvery is the time between two rounds of
 	// pg_terminate_backend on orders-api's idle sessions: slow enough that
@@ -55,8 +56,10 @@ const (
 	ordersBudget    = 90 * time.Second
 	ordersFixBudget = 45 * time.Second
 	// ordersHoldAfter lets the app's errors go on a moment after the first
-	// one, before the fix.
-	ordersHoldAfter = 3 * time.Second
+	// one, before the fix: shorter than PoolExhausted's for on acquire
+	// timeouts (8 s in the short rules), so that the scene's one page is
+	// PoolUnaccountedConnections.
+	ordersHoldAfter = time.Second
 )
 
 // orders is the scene's application and what the scene saw.

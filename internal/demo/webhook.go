@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -11,7 +12,11 @@ import (
 	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
-// page is one alert state change, as the terminal shows it.
+// page is what the terminal shows of one notification: the incident it
+// opens or closes (a page), or how it changed an open one (an update). An
+// incident is one Alertmanager group: its alerts are the views of one
+// problem (the same leak through PgBouncer, on the server and in an
+// application pool), so the page names the first and counts the others.
 type page struct {
 	At        time.Time
 	Status    string // "firing" or "resolved"
@@ -19,7 +24,14 @@ type page struct {
 	Severity  string
 	Target    string
 	Pool      string
+	Reason    string
 	Summary   string
+	// Views are the other alerts of the change, "target/pool" (with the
+	// reason, where there is one).
+	Views []string
+	// Update is set for a change of an incident that is open before and
+	// after it.
+	Update bool
 }
 
 // String formats the page for the terminal, e.g.
@@ -34,8 +46,14 @@ func (p page) String() string {
 	if p.Pool != "" {
 		fmt.Fprintf(&b, " pool=%s", p.Pool)
 	}
+	if p.Reason != "" {
+		fmt.Fprintf(&b, " reason=%s", p.Reason)
+	}
 	if p.Summary != "" {
 		fmt.Fprintf(&b, "  %s", p.Summary)
+	}
+	if len(p.Views) > 0 {
+		fmt.Fprintf(&b, "  [+%d: %s]", len(p.Views), strings.Join(p.Views, ", "))
 	}
 	return b.String()
 }
@@ -43,16 +61,22 @@ func (p page) String() string {
 // receiver is the webhook Alertmanager notifies: launch's webhook
 // receiver, which takes the HTTP requests, feeding take. Alertmanager sends
 // a group's whole alert list on every change, so the receiver keeps the
-// last status of each alert (by fingerprint) and reports only changes. It
-// is safe for concurrent use.
+// last status of each alert (by fingerprint) and reports only changes: one
+// page when a group starts firing (a new incident) and one when all its
+// alerts have resolved, and an update in between. It is safe for
+// concurrent use.
 type receiver struct {
 	hook *launch.WebhookReceiver
 	now  func() time.Time
-	// onPage is called, in order, for every state change.
+	// onPage is called, in order, for every page and update.
 	onPage func(page)
 
-	mu       sync.Mutex
-	status   map[string]lastStatus // fingerprint -> last status
+	mu     sync.Mutex
+	status map[string]lastStatus // fingerprint -> last status
+	// groups are the firing alerts of each Alertmanager group (incident),
+	// by group key; opened is the page that opened each.
+	groups   map[string]map[string]bool
+	opened   map[string]page
 	fired    map[string]time.Time
 	resolved map[string]time.Time
 	pages    []page
@@ -64,6 +88,8 @@ func newReceiver(onPage func(page)) *receiver {
 		now:      time.Now,
 		onPage:   onPage,
 		status:   map[string]lastStatus{},
+		groups:   map[string]map[string]bool{},
+		opened:   map[string]page{},
 		fired:    map[string]time.Time{},
 		resolved: map[string]time.Time{},
 		changed:  make(chan struct{}),
@@ -92,20 +118,61 @@ func (r *receiver) Close() error {
 	return r.hook.Close()
 }
 
+// viewOrder sorts the alerts of a change so that the first names the
+// incident: the view where the clients are (a target that is not its own
+// upstream, such as the PgBouncer in front of a server) before the server's
+// own views, then by target, pool and reason.
+func viewOrder(a, b launch.WebhookAlert) bool {
+	ka := []string{strconv.FormatBool(a.Labels["upstream"] == a.Labels["target"]), a.Labels["target"], a.Labels["pool"], a.Labels["reason"], a.Labels["job"]}
+	kb := []string{strconv.FormatBool(b.Labels["upstream"] == b.Labels["target"]), b.Labels["target"], b.Labels["pool"], b.Labels["reason"], b.Labels["job"]}
+	return strings.Join(ka, "\x00") < strings.Join(kb, "\x00")
+}
+
+// pageOf makes the page of a change: its first alert, and the other views
+// (deduplicated: the same view from two scrape jobs is one).
+func pageOf(at time.Time, status string, alerts []launch.WebhookAlert, update bool) page {
+	sort.SliceStable(alerts, func(i, j int) bool { return viewOrder(alerts[i], alerts[j]) })
+	first := alerts[0]
+	p := page{
+		At: at, Status: status, AlertName: first.Labels["alertname"], Severity: first.Labels["severity"],
+		Target: first.Labels["target"], Pool: first.Labels["pool"], Reason: first.Labels["reason"],
+		Summary: first.Annotations["summary"], Update: update,
+	}
+	view := func(a launch.WebhookAlert) string {
+		v := a.Labels["target"]
+		if pool := a.Labels["pool"]; pool != "" {
+			v += "/" + pool
+		}
+		if reason := a.Labels["reason"]; reason != "" {
+			v += " " + reason
+		}
+		if a.Labels["alertname"] != p.AlertName {
+			v = a.Labels["alertname"] + " " + v
+		}
+		return v
+	}
+	seen := map[string]bool{view(first): true}
+	for _, a := range alerts[1:] {
+		if v := view(a); !seen[v] {
+			seen[v] = true
+			p.Views = append(p.Views, v)
+		}
+	}
+	return p
+}
+
 // take records a notification and reports its state changes.
 func (r *receiver) take(n launch.WebhookNotification) {
 	now := r.now()
-	alerts := append([]launch.WebhookAlert(nil), n.Alerts...)
-	// Resolutions first, then by name and labels: stable output.
-	sort.SliceStable(alerts, func(i, j int) bool {
-		if alerts[i].Status != alerts[j].Status {
-			return alerts[i].Status == "resolved"
-		}
-		return alerts[i].Labels["alertname"]+alerts[i].Fingerprint < alerts[j].Labels["alertname"]+alerts[j].Fingerprint
-	})
 	r.mu.Lock()
-	var changes []page
-	for _, a := range alerts {
+	group := r.groups[n.GroupKey]
+	if group == nil {
+		group = map[string]bool{}
+		r.groups[n.GroupKey] = group
+	}
+	open := len(group) > 0
+	var firing, resolved []launch.WebhookAlert
+	for _, a := range n.Alerts {
 		key := a.Fingerprint
 		if key == "" {
 			key = launch.LabelsString(a.Labels)
@@ -114,21 +181,42 @@ func (r *receiver) take(n launch.WebhookNotification) {
 			continue
 		}
 		r.status[key] = lastStatus{alertname: a.Labels["alertname"], target: a.Labels["target"], status: a.Status}
-		p := page{
-			At: now, Status: a.Status, AlertName: a.Labels["alertname"], Severity: a.Labels["severity"],
-			Target: a.Labels["target"], Pool: a.Labels["pool"], Summary: a.Annotations["summary"],
-		}
+		name := a.Labels["alertname"]
 		switch a.Status {
 		case "firing":
-			if _, ok := r.fired[p.AlertName]; !ok {
-				r.fired[p.AlertName] = now
+			if _, ok := r.fired[name]; !ok {
+				r.fired[name] = now
 			}
+			group[key] = true
+			firing = append(firing, a)
 		case "resolved":
-			r.resolved[p.AlertName] = now
+			r.resolved[name] = now
+			delete(group, key)
+			resolved = append(resolved, a)
 		}
-		r.pages = append(r.pages, p)
+	}
+	stillOpen := len(group) > 0
+	var changes []page
+	if len(resolved) > 0 {
+		p, ok := r.opened[n.GroupKey]
+		switch {
+		case open && !stillOpen && ok:
+			// The incident is over: the closing page names it as the
+			// opening one did.
+			p.At, p.Status = now, "resolved"
+			changes = append(changes, p)
+		default:
+			changes = append(changes, pageOf(now, "resolved", resolved, open && stillOpen))
+		}
+	}
+	if len(firing) > 0 {
+		p := pageOf(now, "firing", firing, open)
+		if !open {
+			r.opened[n.GroupKey] = p
+		}
 		changes = append(changes, p)
 	}
+	r.pages = append(r.pages, changes...)
 	if len(changes) > 0 {
 		close(r.changed)
 		r.changed = make(chan struct{})

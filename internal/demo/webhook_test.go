@@ -129,3 +129,48 @@ func TestReceiver_RejectsWhatIsNotANotification(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 }
+
+func leakView(job, target, pool string) launch.WebhookAlert {
+	return launch.WebhookAlert{
+		Status:      "firing",
+		Fingerprint: job + target + pool,
+		Labels:      map[string]string{"alertname": "PoolConnectionLeak", "severity": "warning", "job": job, "target": target, "pool": pool, "upstream": "pg"},
+		Annotations: map[string]string{"summary": "Connections are held with no activity past the leak threshold."},
+	}
+}
+
+// One incident (one Alertmanager group) is one page however many views it
+// has, named by the view where the clients are (the PgBouncer in front of
+// the server), and one page when it is over; a view that joins later is an
+// update of the same incident.
+func TestReceiver_OnePagePerIncidentNamedByItsFirstView(t *testing.T) {
+	rec := &recorder{}
+	r := newReceiver(rec.add)
+	views := []launch.WebhookAlert{
+		leakView("poolwatch", "pg", "server"), leakView("poolwatch", "pg", "shop-web"),
+		leakView("poolwatch", "bouncer", "shop/app"), leakView("poolwatch-probe", "bouncer", "shop/app"),
+	}
+	leak := launch.WebhookNotification{Version: "4", Status: "firing", GroupKey: `{}/{}:{upstream="pg"}`, Alerts: views}
+	r.take(leak)
+	r.take(leak) // repeated, unchanged: nothing
+	exh := launch.WebhookNotification{Version: "4", Status: "firing", GroupKey: `{}:{alertname="PoolExhausted"}`, Alerts: []launch.WebhookAlert{exhausted("firing")}}
+	r.take(exh)
+	late := exh
+	longWait := launch.WebhookAlert{Status: "firing", Fingerprint: "f9", Labels: map[string]string{"alertname": "PoolExhausted", "severity": "critical", "target": "bouncer", "pool": "shop/app", "reason": "long_wait"}}
+	late.Alerts = []launch.WebhookAlert{exhausted("firing"), longWait}
+	r.take(late)
+	for i := range views {
+		views[i].Status = "resolved"
+	}
+	r.take(launch.WebhookNotification{Version: "4", Status: "resolved", GroupKey: leak.GroupKey, Alerts: views})
+
+	require.Equal(t, []string{
+		"FIRING   PoolConnectionLeak (warning)  target=bouncer pool=shop/app  Connections are held with no activity past the leak threshold.  [+2: pg/server, pg/shop-web]",
+		"FIRING   PoolExhausted (critical)  target=bouncer pool=shop/app  A connection pool is exhausted.",
+		"FIRING   PoolExhausted (critical)  target=bouncer pool=shop/app reason=long_wait",
+		"RESOLVED PoolConnectionLeak (warning)  target=bouncer pool=shop/app  Connections are held with no activity past the leak threshold.  [+2: pg/server, pg/shop-web]",
+	}, rec.strings())
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Equal(t, []bool{false, false, true, false}, []bool{rec.pages[0].Update, rec.pages[1].Update, rec.pages[2].Update, rec.pages[3].Update})
+}

@@ -1,6 +1,6 @@
 // Package launch starts and stops the real servers that poolwatch's tests
-// and its demo run against: throwaway PostgreSQL 15 clusters, PgBouncer in
-// front of them, Prometheus, Alertmanager, an Alertmanager webhook receiver
+// and its demo run against: throwaway PostgreSQL 15 clusters, PgBouncer and
+// Pgpool-II in front of them, Prometheus, Alertmanager, an Alertmanager webhook receiver
 // and any daemon that serves HTTP. It knows nothing of package testing:
 // tests use it through internal/testenv, whose Start*(tb) functions wrap the
 // functions here and register tb.Cleanup; the demo (internal/demo) uses it
@@ -11,14 +11,14 @@
 //   - Every Start* function returns a handle, or an error after undoing
 //     whatever it started. Every handle has one stop method, Close() error:
 //     it stops the processes, removes what was created for them, and is
-//     safe to call twice. Postgres and PgBouncer also have Stop and Start,
+//     safe to call twice. Postgres, PgBouncer and Pgpool also have Stop and Start,
 //     which stop and start the server again on the same port, keeping its
 //     directory.
 //   - Child processes get SysProcAttr.Pdeathsig = SIGKILL, so a process
 //     that dies (panic, timeout, SIGKILL) takes its servers with it.
 //     Directories left by such a crash are removed by the next run (see
 //     SweepStale).
-//   - When the process runs as root, initdb, postgres and pgbouncer run as
+//   - When the process runs as root, initdb, postgres, pgbouncer and pgpool run as
 //     the "postgres" system user, in a temporary directory owned by it.
 //   - Ports are picked at run time by binding 127.0.0.1:0; nothing is
 //     hard-coded. Everything listens on 127.0.0.1 only.
@@ -58,11 +58,8 @@ const PostgresBinDir = "/usr/lib/postgresql/15/bin"
 // Dependency is something from the machine that a test or the demo needs:
 // its Name (the name POOLWATCH_TEST_SKIP uses, see internal/testenv), how
 // to tell that it is installed, and the Debian packages that install it
-// (`make deps` installs them).
-//
-// A later dependency is one more row of Dependencies, for example:
-//
-//	{Name: "pgpool", Binaries: []string{"pgpool", "pcp_attach_node"}, Apt: []string{"pgpool2"}}
+// (`make deps` installs them). A later dependency is one more row of
+// Dependencies.
 type Dependency struct {
 	// Name is short and lower-case: "postgres", "pgbouncer", "chromium".
 	Name string
@@ -75,6 +72,10 @@ type Dependency struct {
 	Probe []string
 	// Apt lists the Debian packages that provide everything above.
 	Apt []string
+	// GoInstall, for a tool Debian does not package, is the argument of
+	// the `go install` that provides it (module path@version); make deps
+	// runs it.
+	GoInstall string
 }
 
 // Dependencies returns every dependency known to launch, in a fixed order.
@@ -82,6 +83,7 @@ func Dependencies() []Dependency {
 	return []Dependency{
 		{Name: "postgres", Binaries: []string{"postgres", "initdb"}, Apt: []string{"postgresql-15"}},
 		{Name: "pgbouncer", Binaries: []string{"pgbouncer"}, Apt: []string{"pgbouncer"}},
+		{Name: "pgpool", Binaries: []string{"pgpool"}, Apt: []string{"pgpool2"}},
 		{Name: "prometheus", Binaries: []string{"prometheus", "promtool"}, Apt: []string{"prometheus"}},
 		{Name: "alertmanager", Binaries: []string{"alertmanager", "amtool"}, Apt: []string{"prometheus-alertmanager"}},
 		{Name: "chromium", Binaries: []string{"chromium"}, Apt: []string{"chromium"}},
@@ -95,6 +97,7 @@ func Dependencies() []Dependency {
 		// npm, which conflicts with NodeSource's: make deps installs npm
 		// only when there is no npm binary.
 		{Name: "node", Binaries: []string{"node", "npm"}, Apt: []string{"nodejs", "npm"}},
+		{Name: "helm", Binaries: []string{"helm"}, GoInstall: "helm.sh/helm/v3/cmd/helm@v3.22.0"},
 	}
 }
 
@@ -140,6 +143,9 @@ func (d Dependency) Check() error {
 	if len(missing) == 0 {
 		return nil
 	}
+	if d.GoInstall != "" {
+		return fmt.Errorf("%s is %w (%s; go install %s)", d.Name, ErrNotInstalled, strings.Join(missing, "; "), d.GoInstall)
+	}
 	return fmt.Errorf("%s is %w (%s; apt package %s)", d.Name, ErrNotInstalled, strings.Join(missing, "; "), strings.Join(d.Apt, " "))
 }
 
@@ -148,7 +154,7 @@ func (d Dependency) Check() error {
 //   - "postgres", "initdb" and any other PostgreSQL program: in
 //     $POOLWATCH_PG_BINDIR or PostgresBinDir (never PATH, which may hold
 //     another major version);
-//   - "pgbouncer": PATH, then /usr/sbin/pgbouncer (a non-root PATH often
+//   - "pgbouncer" and "pgpool": PATH, then /usr/sbin (a non-root PATH often
 //     lacks /usr/sbin);
 //   - "alertmanager": PATH as "prometheus-alertmanager" (Debian's name), then
 //     "alertmanager";
@@ -171,12 +177,21 @@ func LookPath(name string) (string, error) {
 			return p, nil
 		}
 		return "", fmt.Errorf("%s %w (looked in %s)", name, ErrNotInstalled, dir)
-	case "pgbouncer":
-		candidates = []string{"pgbouncer", "/usr/sbin/pgbouncer"}
+	case "pgbouncer", "pgpool":
+		candidates = []string{name, "/usr/sbin/" + name}
 	case "alertmanager":
 		candidates = []string{"prometheus-alertmanager", "alertmanager", "/usr/bin/prometheus-alertmanager"}
 	case "python3":
 		candidates = []string{"/usr/bin/python3", "python3"}
+	case "helm":
+		// go install puts it in GOBIN, or GOPATH/bin, which need not be on
+		// PATH.
+		candidates = []string{"helm"}
+		for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(os.Getenv("GOPATH"), "bin"), filepath.Join(os.Getenv("HOME"), "go", "bin")} {
+			if filepath.IsAbs(dir) {
+				candidates = append(candidates, filepath.Join(dir, "helm"))
+			}
+		}
 	default:
 		candidates = []string{name}
 	}

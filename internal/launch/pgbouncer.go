@@ -320,24 +320,5 @@ func (b *PgBouncer) AdminQuery(ctx context.Context, cmd string) (*ShowResult, er
 	if err != nil {
 		return nil, fmt.Errorf("pgbouncer console %q: %w", cmd, err)
 	}
-	res := &ShowResult{}
-	if len(results) == 0 {
-		return res, nil
-	}
-	last := results[len(results)-1]
-	for _, fd := range last.FieldDescriptions {
-		res.Columns = append(res.Columns, fd.Name)
-		res.TypeOIDs = append(res.TypeOIDs, fd.DataTypeOID)
-	}
-	for _, row := range last.Rows {
-		vals := make([]*string, len(row))
-		for i, v := range row {
-			if v != nil {
-				s := string(v)
-				vals[i] = &s
-			}
-		}
-		res.Rows = append(res.Rows, vals)
-	}
-	return res, nil
+	return showResult(results), nil
 }

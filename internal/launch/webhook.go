@@ -38,6 +38,9 @@ type WebhookNotification struct {
 type AlertEvent struct {
 	Received     time.Time
 	Notification int // index of the notification, from 0
+	// GroupKey and Receiver are the notification's: one group key is one
+	// incident as Alertmanager grouped it.
+	GroupKey, Receiver string
 	WebhookAlert
 }
 
@@ -136,7 +139,7 @@ func (r *WebhookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	now := time.Now()
 	for _, a := range n.Alerts {
-		r.events = append(r.events, AlertEvent{Received: now, Notification: r.notes, WebhookAlert: a})
+		r.events = append(r.events, AlertEvent{Received: now, Notification: r.notes, GroupKey: n.GroupKey, Receiver: n.Receiver, WebhookAlert: a})
 	}
 	r.notes++
 	close(r.changed)

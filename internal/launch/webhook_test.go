@@ -25,7 +25,7 @@ func sendToHook(t *testing.T, method, url, body string) int {
 
 func notification(t *testing.T, version string, alerts ...WebhookAlert) string {
 	t.Helper()
-	b, err := json.Marshal(WebhookNotification{Version: version, Status: "firing", Alerts: alerts})
+	b, err := json.Marshal(WebhookNotification{Version: version, Status: "firing", GroupKey: "{}:{alertname=\"A\"}", Receiver: "pager", Alerts: alerts})
 	require.NoError(t, err)
 	return string(b)
 }
@@ -53,6 +53,8 @@ func TestWebhookReceiver_RecordsEveryAlertOfEveryNotification(t *testing.T) {
 	require.Equal(t, []int{0, 0, 1}, []int{events[0].Notification, events[1].Notification, events[2].Notification})
 	require.Equal(t, `{alertname="A", pool="p"}`, events[2].Key())
 	require.Equal(t, "resolved", events[2].Status)
+	require.Equal(t, `{}:{alertname="A"}`, events[2].GroupKey)
+	require.Equal(t, "pager", events[2].Receiver)
 	ev, ok := hook.Await(time.Now().Add(time.Second), func(e AlertEvent) bool { return e.Labels["alertname"] == "B" })
 	require.True(t, ok)
 	require.Equal(t, "firing", ev.Status)

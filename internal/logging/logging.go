@@ -1,12 +1,16 @@
 // Package logging builds poolwatch's go-kit logger from the --log.level and
 // --log.format flags, and bridges it to the *slog.Logger that
-// exporter-toolkit takes.
+// exporter-toolkit takes. Every line has one timestamp key, ts, in both
+// formats: the bridge drops slog's own time and lets the go-kit logger
+// stamp the line, as it stamps poolwatch's own.
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -21,8 +25,7 @@ const (
 
 // Logger is the configured logger and its bridge.
 type Logger struct {
-	// Base is the filtered logger without timestamp or caller, the form the
-	// slog bridge needs.
+	// Base is the filtered logger without timestamp or caller.
 	Base log.Logger
 	// Log is Base with ts and caller: what the program logs with.
 	Log log.Logger
@@ -78,5 +81,23 @@ func (l *Logger) Slog() *slog.Logger {
 	default:
 		sl = slog.LevelInfo
 	}
-	return slog.New(sloggokit.NewGoKitHandler(l.Base, sl))
+	// The bridge adds the caller from slog's record; the timestamp comes
+	// from the go-kit logger, under the same key as poolwatch's own lines.
+	stamped := log.With(l.Base, "ts", log.DefaultTimestampUTC)
+	return slog.New(untimed{sloggokit.NewGoKitHandler(stamped, sl)})
 }
+
+// untimed passes records on without their time, so that the bridge writes
+// no time key of its own beside the go-kit logger's ts.
+type untimed struct{ slog.Handler }
+
+func (u untimed) Handle(ctx context.Context, r slog.Record) error {
+	r.Time = time.Time{}
+	return u.Handler.Handle(ctx, r)
+}
+
+func (u untimed) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return untimed{u.Handler.WithAttrs(attrs)}
+}
+
+func (u untimed) WithGroup(name string) slog.Handler { return untimed{u.Handler.WithGroup(name)} }

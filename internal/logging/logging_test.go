@@ -2,10 +2,12 @@ package logging
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/go-kit/log/level"
+	"github.com/go-logfmt/logfmt"
 	"github.com/stretchr/testify/require"
 )
 
@@ -45,4 +47,48 @@ func TestSlog_BridgesToTheGoKitLogger(t *testing.T) {
 		require.Contains(t, buf.String(), "listening failed")
 		require.Contains(t, buf.String(), "address=:9648")
 	}
+}
+
+// exporter-toolkit logs through the bridge: its lines carry the same one
+// timestamp key as poolwatch's own, ts, and never slog's time, in both
+// formats.
+func TestSlog_LinesHaveTheSameOneTimestampKeyAsTheAgents(t *testing.T) {
+	for _, format := range strings.Split(Formats, ", ") {
+		var buf bytes.Buffer
+		l, err := New(&buf, "info", format)
+		require.NoError(t, err)
+		level.Info(l.Log).Log("msg", "own line")
+		l.Slog().With("component", "web").Info("Listening on", "address", "[::]:9648")
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		require.Len(t, lines, 2, buf.String())
+		for _, line := range lines {
+			keys := logKeys(t, format, line)
+			require.Contains(t, keys, "ts", "%s line %q", format, line)
+			require.NotContains(t, keys, "time", "%s line %q", format, line)
+			require.Contains(t, keys, "caller", "%s line %q", format, line)
+		}
+		require.Contains(t, lines[1], "Listening on")
+	}
+}
+
+// logKeys returns the keys of one log line.
+func logKeys(t *testing.T, format, line string) []string {
+	t.Helper()
+	var keys []string
+	if format == "json" {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		return keys
+	}
+	d := logfmt.NewDecoder(strings.NewReader(line))
+	for d.ScanRecord() {
+		for d.ScanKeyval() {
+			keys = append(keys, string(d.Key()))
+		}
+	}
+	require.NoError(t, d.Err())
+	return keys
 }

@@ -37,7 +37,10 @@ type Proxy struct {
 	queries atomic.Int64
 	parses  atomic.Int64
 	execs   atomic.Int64
-	dropped atomic.Int64
+	// passwords counts 'p' messages: a password (in clear or MD5) or a
+	// SASL (SCRAM) response.
+	passwords atomic.Int64
+	dropped   atomic.Int64
 
 	mu        sync.Mutex
 	conns     map[*proxyConn]struct{}
@@ -178,11 +181,19 @@ func (p *Proxy) StatementCount() int64 { return p.queries.Load() + p.execs.Load(
 // dropped). Poll it to know that a client has reached the fault.
 func (p *Proxy) DroppedBytes() int64 { return p.dropped.Load() }
 
-// ResetCounts zeroes QueryCount, ParseCount and StatementCount.
+// PasswordCount returns how many authentication answers ('p' messages:
+// a password in clear or as MD5, or a SASL response) clients sent since the
+// last ResetCounts. 0 after a refused login means no secret left the
+// client.
+func (p *Proxy) PasswordCount() int64 { return p.passwords.Load() }
+
+// ResetCounts zeroes QueryCount, ParseCount, StatementCount and
+// PasswordCount.
 func (p *Proxy) ResetCounts() {
 	p.queries.Store(0)
 	p.parses.Store(0)
 	p.execs.Store(0)
+	p.passwords.Store(0)
 }
 
 // ActiveConns returns how many client connections are open through the
@@ -241,6 +252,8 @@ func (p *Proxy) acceptLoop() {
 				p.parses.Add(1)
 			case 'E':
 				p.execs.Add(1)
+			case 'p':
+				p.passwords.Add(1)
 			}
 		})
 		p.mu.Lock()

@@ -1,6 +1,6 @@
 // Package testenv is the real-server test environment shared by poolwatch's
-// tests: throwaway PostgreSQL 15 clusters, PgBouncer 1.18, Prometheus,
-// Alertmanager and the agent itself, an in-process TCP fault proxy, helpers
+// tests: throwaway PostgreSQL 15 clusters, PgBouncer 1.18, Pgpool-II 4.3,
+// Prometheus, Alertmanager and the agent itself, an in-process TCP fault proxy, helpers
 // to hold connections open, and one poll helper (Eventually).
 //
 // The servers are started by internal/launch, which knows nothing of
@@ -16,7 +16,7 @@
 // test, under CI=true and outside it alike, with the apt packages that
 // provide it: `make deps` installs them. The one way to skip instead is
 // POOLWATCH_TEST_SKIP, a comma-separated list of dependency names (see
-// launch.Dependencies: postgres, pgbouncer, prometheus, alertmanager,
+// launch.Dependencies: postgres, pgbouncer, pgpool, prometheus, alertmanager,
 // chromium, make, and the heavy runtimes of the application tests, python,
 // java and node): a test that needs a listed dependency is skipped, whether
 // it is installed or not. CI never sets it: under CI=true a non-empty

@@ -257,5 +257,9 @@ func TestDependencies_MakeDepsInstallsEveryAptPackage(t *testing.T) {
 		for _, pkg := range d.Apt {
 			require.Contains(t, installed, pkg, "dependency %s: make deps does not install apt package %s", d.Name, pkg)
 		}
+		if d.GoInstall != "" {
+			require.Contains(t, string(makefile), strings.Split(d.GoInstall, "@")[0], "dependency %s: make deps does not go install it", d.Name)
+			require.Contains(t, string(makefile), strings.Split(d.GoInstall, "@")[1], "dependency %s: make deps installs another version", d.Name)
+		}
 	}
 }

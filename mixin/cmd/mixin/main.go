@@ -4,7 +4,9 @@
 //	go run ./mixin/cmd/mixin -out .                  # the shipped files (make mixin)
 //	go run ./mixin/cmd/mixin -variant short -out DIR # short durations, for e2e and demo
 //
-// It writes DIR/alerts/poolwatch.rules.yml and DIR/dashboards/*.json.
+// It writes DIR/alerts/*.rules.yml, DIR/dashboards/*.json and
+// DIR/alertmanager.yml.example; the default variant also
+// DIR/mixin/generated/*.json, which mixin.libsonnet imports.
 package main
 
 import (
@@ -25,7 +27,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("mixin", flag.ContinueOnError)
 	variant := fs.String("variant", "default", "configuration to render: default or short")
-	out := fs.String("out", ".", "directory to write alerts/ and dashboards/ into")
+	out := fs.String("out", ".", "directory to write alerts/, dashboards/ and alertmanager.yml.example into")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,6 +39,10 @@ func run(args []string) error {
 		return err
 	}
 	files, err := mixin.Files(cfg, *variant)
+	if *variant == "default" {
+		// The shipped files: the jsonnet mixin's generated JSON too.
+		files, err = mixin.ShippedFiles()
+	}
 	if err != nil {
 		return err
 	}
