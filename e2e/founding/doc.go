@@ -37,10 +37,10 @@
 // 10 s follows, long enough for a pending alert to fire.
 //
 // TestFoundingBug_PagesBeforeTheLeakyAppRunsDryAndNeverForTheFixedOne is
-// the one run of make test (about 60 s): the leaky copy on the direct
-// route, the fixed copy on the transaction route, so that one run covers
-// the detection through pg_stat_activity and the quiet of a correct
-// application through PgBouncer's restarts. TestFoundingBug_Series is the
+// the one run of make test (about 75 s under the race detector): the leaky
+// copy on the direct route, the fixed copy on the transaction route, so
+// that one run covers the detection through pg_stat_activity and the quiet
+// of a correct application through PgBouncer's restarts. TestFoundingBug_Series is the
 // acceptance series over the three routes, both copies on the same route
 // in each run: it runs only when POOLWATCH_FOUNDING_RUNS is set (make
 // founding-bug RUNS=10) and prints a table of every run.

@@ -42,16 +42,18 @@ func judge(r *result) verdict {
 }
 
 // TestFoundingBug_PagesBeforeTheLeakyAppRunsDryAndNeverForTheFixedOne is
-// the issue's scenario, once, on the transaction route: the PgBouncer
-// restarts leave poolwatch's own pgbouncer target without its connection
-// for a round now and then, the hardest route for a cross-check that needs
-// both sides of every round (the series covers all three routes). The
-// leaky app runs dry; before it does, poolwatch counts connections it
-// holds that PgBouncer does not see, and PoolUnaccountedConnections reaches
-// the webhook before, or within 10 s of, the app's first "connection pool
-// exhausted" error; PoolExhausted pages for the application's pool once it
-// counts all 10 slots in use. The fixed app, under the same restarts, never
-// pages. About 80 s.
+// the issue's scenario, once, over two routes at a time: the leaky app
+// straight on PostgreSQL, its idle backends terminated every 3 s, and the
+// fixed app through the transaction-mode PgBouncer, restarted every 10 s
+// (each restart costs poolwatch's pgbouncer target a round, the hardest
+// case for a cross-check that needs both sides of every round; the series
+// covers all three routes for both). The leaky app runs dry; before it
+// does, poolwatch counts connections it holds that PostgreSQL does not
+// see, and PoolUnaccountedConnections reaches the webhook before, or within
+// 10 s of, the app's first "connection pool exhausted" error; PoolExhausted
+// pages for the application's pool once it counts all 10 slots in use;
+// the postgres target's view of the app's pool never looks full. The fixed
+// app never pages. About 75 s under the race detector.
 func TestFoundingBug_PagesBeforeTheLeakyAppRunsDryAndNeverForTheFixedOne(t *testing.T) {
 	sc := sameRoute(routeDirect)
 	sc.fixed = routeTransaction
