@@ -54,6 +54,8 @@ type runFlags struct {
 	MetricsTargets  bool          `name:"metrics.targets" default:"true" negatable:"" env:"POOLWATCH_METRICS_TARGETS" help:"Put every target's series on the metrics path (default: true); --no-metrics.targets leaves them to /probe."`
 	ShutdownTimeout time.Duration `name:"web.shutdown-timeout" default:"10s" help:"How long a graceful shutdown waits for requests and probe pools."`
 	EnableLifecycle bool          `name:"web.enable-lifecycle" env:"POOLWATCH_WEB_ENABLE_LIFECYCLE" help:"Enable configuration reload over HTTP (POST /-/reload). SIGHUP always reloads."`
+	IdleTimeout     time.Duration `name:"web.idle-timeout" default:"1m" env:"POOLWATCH_WEB_IDLE_TIMEOUT" help:"Close a keep-alive HTTP connection idle this long (at most 2m)."`
+	MaxConnections  int           `name:"web.max-connections" default:"512" env:"POOLWATCH_WEB_MAX_CONNECTIONS" help:"Serve at most this many HTTP connections at once per listen address; more wait to be accepted. Lowered to half the open-files limit if that is less."`
 }
 
 // runCmd runs the exporter with the application's run flags.
@@ -116,6 +118,10 @@ func (checkConfigCmd) Run(c *cli, _ *logging.Logger) error {
 func (runCmd) Run(c *cli, lg *logging.Logger) error {
 	r := &c.runFlags
 	logger := lg.Log
+	limits := server.HTTPLimits{IdleTimeout: r.IdleTimeout, MaxConnections: r.MaxConnections}
+	if err := limits.Validate(); err != nil {
+		return err
+	}
 	level.Info(logger).Log("msg", "starting poolwatch", "version", version.Info(), "build_context", version.BuildContext())
 
 	reg := prometheus.NewRegistry()
@@ -145,11 +151,15 @@ func (runCmd) Run(c *cli, lg *logging.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := server.NewHTTPServer(handler, limits, a.LongestScrapeTimeout)
 	flags := &web.FlagConfig{WebListenAddresses: &r.ListenAddress, WebSystemdSocket: &r.SystemdSocket, WebConfigFile: &r.WebConfigFile}
+	maxConns, lowered := server.EffectiveMaxConnections(limits.MaxConnections)
+	if lowered {
+		level.Warn(logger).Log("msg", "HTTP connection limit lowered to half the open-files limit", "web_max_connections", limits.MaxConnections, "limit", maxConns)
+	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(srv, flags, lg.Slog()) }()
+	go func() { serveErr <- server.ListenAndServe(srv, flags, maxConns, lg.Slog()) }()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

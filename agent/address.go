@@ -388,11 +388,14 @@ func (a *Agent) AddressProbes() (stats scrape.AddressProbes, enabled bool) {
 
 // retire closes the pool of a state that is no longer in the agent, in the
 // background: its running round gets the close grace, then is cancelled.
-// Close waits for it.
-func (a *Agent) retire(name string, st *targetState) {
+// Close waits for it. Each of then runs once the pool is closed.
+func (a *Agent) retire(name string, st *targetState, then ...func()) {
 	a.closing.Add(1)
 	go func() {
 		defer a.closing.Done()
+		for _, f := range then {
+			defer f()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.closeGrace)
 		defer cancel()
 		if err := st.close(ctx); err != nil {

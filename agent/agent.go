@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +38,16 @@ type Agent struct {
 	// mutex-guarded fields.
 	targets map[string]*targetState
 	order   []string
+	// longest is the largest scrape_timeout of targets. Guarded by mu.
+	longest time.Duration
+
+	// slots bounds the rounds running at once: a round holds one of its
+	// MaxConcurrentRounds places while it runs; downSlots, of
+	// MaxConcurrentDownRounds places, is for the rounds of targets that
+	// were down at their last round.
+	slots, downSlots chan struct{}
+	// requests counts Scrape calls, to rotate the order rounds start in.
+	requests atomic.Uint64
 
 	// closing counts pools of removed targets still closing.
 	closing sync.WaitGroup
@@ -68,10 +80,36 @@ func New(logger log.Logger, closeGrace time.Duration) *Agent {
 	if closeGrace <= 0 {
 		closeGrace = DefaultCloseGrace
 	}
-	a := &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now}
-	a.addr = newAddressPools(logger, func() time.Time { return a.now() }, a.retire)
+	a := &Agent{logger: logger, targets: map[string]*targetState{}, closeGrace: closeGrace, now: time.Now,
+		slots: make(chan struct{}, MaxConcurrentRounds), downSlots: make(chan struct{}, MaxConcurrentDownRounds)}
+	a.addr = newAddressPools(logger, func() time.Time { return a.now() }, func(n string, st *targetState) { a.retire(n, st) })
 	return a
 }
+
+// Round health of a target, after its last round (targetState.health).
+const (
+	healthUnknown int32 = iota
+	healthUp
+	healthDown
+)
+
+// MaxConcurrentRounds bounds the rounds that run at once across all
+// targets. A round of a target that answers or refuses at once takes
+// milliseconds, so thousands of targets go through quickly; a round that
+// hangs holds its place for up to its scrape_timeout. When every place is
+// taken, a request waits for one, and a target whose round could not start
+// before the request's budget ended is down for that request only. The
+// bound keeps the goroutines, and the memory the Go runtime never gives
+// back for them, in proportion to it rather than to the number of targets
+// (docs/performance.md).
+const MaxConcurrentRounds = 1024
+
+// MaxConcurrentDownRounds bounds, apart, the rounds of targets that were
+// down at their last round. A target that refuses connections costs a
+// round of about a millisecond, so thousands go through these places in
+// well under a second; hung targets hold one each for their scrape_timeout
+// (docs/performance.md).
+const MaxConcurrentDownRounds = 64
 
 // Apply makes cfg the agent's configuration. Targets whose configuration is
 // unchanged keep their probe pool and its connections; removed or changed
@@ -107,9 +145,15 @@ func (a *Agent) Apply(cfg *config.Config) error {
 		next[t.Name] = st
 	}
 
+	var longest time.Duration
+	for _, st := range next {
+		longest = max(longest, st.cfg.ScrapeTimeout)
+	}
+
 	a.mu.Lock()
 	a.targets = next
 	a.order = order
+	a.longest = longest
 	for name, st := range old {
 		if next[name] != st {
 			st.retired.Store(true)
@@ -120,13 +164,40 @@ func (a *Agent) Apply(cfg *config.Config) error {
 	// Removed and changed targets' pools close in the background: their
 	// rounds' results are thrown away, and a hung round must not hold up
 	// the reload. Close waits for them.
+	var retired sync.WaitGroup
 	for name, st := range old {
 		if next[name] != st {
-			a.retire(name, st)
+			retired.Add(1)
+			a.retire(name, st, retired.Done)
 		}
+	}
+	if len(old) > len(next) {
+		// Fewer targets than before: once the retired pools are closed,
+		// hand the memory they held back to the operating system now
+		// rather than over the runtime's next minutes, so that a fleet
+		// that shrinks shows it in its RSS.
+		a.closing.Add(1)
+		go func() {
+			defer a.closing.Done()
+			retired.Wait()
+			// Two collections: the first moves what sync.Pools cached
+			// (encoding buffers of the last big answers) to their victim
+			// caches, the second, FreeOSMemory's, frees it.
+			runtime.GC()
+			debug.FreeOSMemory()
+		}()
 	}
 	a.addr.apply(cfg)
 	return nil
+}
+
+// LongestScrapeTimeout returns the largest scrape_timeout of the
+// configured targets (0 when there are none): the longest a request for
+// fresh data can legitimately wait.
+func (a *Agent) LongestScrapeTimeout() time.Duration {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.longest
 }
 
 // Names returns the configured target names in config order.
@@ -148,11 +219,15 @@ func (a *Agent) Has(name string) bool {
 // returns their results in the order of names. Unknown names are skipped.
 // The results are shared with other requests: do not modify them.
 //
-// Each target's round is bounded by its scrape_timeout and by ctx's
-// deadline. A request that arrives while a round of the same target is in
-// flight joins it; the round keeps its first deadline. With
-// min_scrape_interval > 0, a round younger than that is served again. If ctx
-// ends before a round does, that target's result is a failure.
+// Each target's round is bounded by the target's scrape_timeout only,
+// never by a request: a request that arrives while a round of the same
+// target is in flight joins it, and no request can cut a round short (so
+// no request can make the agent drop its connection and dial again). With
+// min_scrape_interval > 0, a round younger than that is served again. ctx
+// bounds how long this request waits: a target whose round has not ended
+// when ctx does is down for this request only (RequestBudgetError, under
+// query "round"); its round goes on, and is counted, logged and served to
+// the requests that wait for it or come after.
 //
 // A reload (Apply) that changes or removes a target while its round runs
 // may close the pool under the round. A round that fails on a target
@@ -171,29 +246,70 @@ func (a *Agent) Scrape(ctx context.Context, names []string) []*scrape.Result {
 		a.afterSnapshot()
 	}
 
+	// Start (or join) every target's round first, then wait for them: no
+	// goroutine per target for the waiting, and rounds start only as
+	// round slots free up. The start rotates from request to request, so
+	// that when the slots run short it is not always the same targets that
+	// wait.
+	start := a.now()
 	out := make([]*scrape.Result, len(states))
-	var wg sync.WaitGroup
-	for i, st := range states {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = a.scrapeCurrent(ctx, st)
-		}()
+	rounds := make([]*round, len(states))
+	for _, i := range a.startOrder(states) {
+		rounds[i], out[i] = states[i].begin(ctx, a.slotsFor(states[i]), start)
 	}
-	wg.Wait()
+	for i, r := range rounds {
+		if r != nil {
+			out[i] = a.finish(ctx, states[i], r, start)
+		}
+	}
 	a.crossCheck(ctx, states, out)
 	return slices.DeleteFunc(out, func(r *scrape.Result) bool { return r == nil })
+}
+
+// startOrder returns the order in which a request starts the rounds of
+// states, as indexes: the targets that were up at their last round first,
+// then those never scraped, then those that were down, each group from an
+// offset that moves with every request. It only matters when the round
+// slots run short: a fleet of dead targets then waits behind the live
+// ones, and not always the same ones wait.
+func (a *Agent) startOrder(states []*targetState) []int {
+	n := len(states)
+	order := make([]int, 0, n)
+	if n == 0 {
+		return order
+	}
+	offset := int(a.requests.Add(1) % uint64(n)) //nolint:gosec // bounded by n
+	for _, health := range []int32{healthUp, healthUnknown, healthDown} {
+		for k := range n {
+			if i := (offset + k) % n; states[i].health.Load() == health {
+				order = append(order, i)
+			}
+		}
+	}
+	return order
+}
+
+// slotsFor returns the round slots a round of st takes: the few kept for
+// targets that were down at their last round, or the main ones. So dead
+// targets, however many, never run more than MaxConcurrentDownRounds
+// rounds at once, and the live ones keep the CPU they need.
+func (a *Agent) slotsFor(st *targetState) chan struct{} {
+	if st.health.Load() == healthDown {
+		return a.downSlots
+	}
+	return a.slots
 }
 
 // maxReReads bounds how often one request follows a target through
 // reloads that retire it under its round.
 const maxReReads = 3
 
-// scrapeCurrent returns a round of st, or, when that round failed and a
-// reload has retired st meanwhile, a round of the target's current state:
-// nil if the reload removed the target.
-func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Result {
-	res := st.scrape(ctx)
+// finish waits for r, a round of st, and returns it; or, when that round
+// failed and a reload has retired st meanwhile, a round of the target's
+// current state: nil if the reload removed the target. start is when the
+// request began.
+func (a *Agent) finish(ctx context.Context, st *targetState, r *round, start time.Time) *scrape.Result {
+	res := st.wait(ctx, r, start)
 	for range maxReReads {
 		if res.Up() || !st.retired.Load() || ctx.Err() != nil {
 			return res
@@ -205,9 +321,25 @@ func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Resu
 			return nil
 		}
 		st = cur
-		res = st.scrape(ctx)
+		r, done := st.begin(ctx, a.slotsFor(st), start)
+		if done != nil {
+			return done
+		}
+		res = st.wait(ctx, r, start)
 	}
 	return res
+}
+
+// scrapeCurrent is one target's part of Scrape: a round of st (joined,
+// reused or started), or of the target's current state if a reload retired
+// st under a failed round; nil if the reload removed the target.
+func (a *Agent) scrapeCurrent(ctx context.Context, st *targetState) *scrape.Result {
+	start := a.now()
+	r, done := st.begin(ctx, a.slotsFor(st), start)
+	if done != nil {
+		return done
+	}
+	return a.finish(ctx, st, r, start)
 }
 
 // ProbePools returns a snapshot of every target's probe pool, in config
@@ -268,6 +400,9 @@ type targetState struct {
 	// retired is set, before its pool starts closing, once a reload has
 	// removed or changed the target: the state is no longer in the agent.
 	retired atomic.Bool
+	// health is healthUp or healthDown after the last round that ended,
+	// healthUnknown before the first.
+	health atomic.Int32
 
 	mu sync.Mutex
 	// inflight is the round running now, nil when none. Guarded by mu.
@@ -288,6 +423,27 @@ type targetState struct {
 	// limited is true while the postgres role cannot see other roles'
 	// backends.
 	limited bool
+	// failures is the rate limit of the target's failure lines.
+	failures failureLog
+}
+
+// FailureLogInterval is how often a target that keeps failing the same way
+// is logged again: a failed round is logged when the set of queries that
+// failed differs from the last line's, or when this long has passed since
+// it; the line then says how many failed rounds went unlogged. So a
+// thousand targets down log a thousand lines per interval, not per scrape.
+const FailureLogInterval = 5 * time.Minute
+
+// failureLog is one target's failure-line state. Only the round in flight
+// uses it (see targetState).
+type failureLog struct {
+	// queries names the failed queries of the last line logged, "" when the
+	// target is up (or was never logged failing).
+	queries string
+	// at is when the last line was logged.
+	at time.Time
+	// suppressed counts the failed rounds not logged since then.
+	suppressed int
 }
 
 type round struct {
@@ -331,40 +487,112 @@ func newTargetState(t config.Target, logger log.Logger, now func() time.Time) (*
 	}, nil
 }
 
-// scrape returns a round of this target: a recent one
-// (min_scrape_interval), the one in flight, or a new one.
-func (s *targetState) scrape(ctx context.Context) *scrape.Result {
-	s.mu.Lock()
-	if s.cfg.MinScrapeInterval > 0 && s.last != nil && s.now().Sub(s.last.Start) < s.cfg.MinScrapeInterval {
-		last := s.last
-		s.mu.Unlock()
-		return last
-	}
-	r := s.inflight
-	if r == nil {
-		deadline := time.Now().Add(s.cfg.ScrapeTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
+// begin returns the round of this target a request waits for: the one in
+// flight, or a new one. Or, instead, its result when the request needs no
+// round: a recent round (min_scrape_interval), or the target down for this
+// request (abandoned) when ctx ends while it waits for a round slot.
+//
+// A new round takes one of slots (a full channel blocks until a round
+// ends), which it gives back when it ends: so at most cap(slots) rounds
+// run at once, however many targets and requests. Nil slots bound nothing. Its deadline is the
+// target's own scrape_timeout, from when it starts, whatever the request's:
+// a round cut short by one request would fail for every request that
+// joined it, and destroy the connection it was using.
+func (s *targetState) begin(ctx context.Context, slots chan struct{}, start time.Time) (*round, *scrape.Result) {
+	for pass := 0; ; pass++ {
+		s.mu.Lock()
+		if s.cfg.MinScrapeInterval > 0 && s.last != nil && s.now().Sub(s.last.Start) < s.cfg.MinScrapeInterval {
+			last := s.last
+			s.mu.Unlock()
+			if pass > 0 {
+				<-slots
+			}
+			return nil, last
 		}
-		r = &round{done: make(chan struct{})}
-		s.inflight = r
-		go s.run(r, deadline) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
+		if r := s.inflight; r != nil {
+			s.mu.Unlock()
+			if pass > 0 {
+				<-slots
+			}
+			return r, nil
+		}
+		if pass > 0 || slots == nil {
+			// This request holds a slot (or needs none), and no round is
+			// in flight.
+			release := func() {}
+			if slots != nil {
+				release = func() { <-slots }
+			}
+			r := &round{done: make(chan struct{})}
+			s.inflight = r
+			go s.run(r, time.Now().Add(s.cfg.ScrapeTimeout), release) //nolint:gosec // G118: a round outlives the request that started it and is bounded by its own deadline
+			s.mu.Unlock()
+			return r, nil
+		}
+		s.mu.Unlock()
+		// Wait for a slot without holding mu, then look again: another
+		// request may have started a round meanwhile.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, s.abandoned(ctx.Err(), start)
+		}
 	}
-	s.mu.Unlock()
+}
 
+// scrape returns a round of this target, outside the agent's round slots
+// (by-address probes, address.go, whose pools come and go on their own).
+func (s *targetState) scrape(ctx context.Context) *scrape.Result {
+	start := s.now()
+	r, done := s.begin(ctx, nil, start)
+	if done != nil {
+		return done
+	}
+	return s.wait(ctx, r, start)
+}
+
+// wait waits for r or for ctx, whichever ends first; start is when the
+// request began to wait for this target.
+func (s *targetState) wait(ctx context.Context, r *round, start time.Time) *scrape.Result {
+	// A round that has ended is the answer, even if ctx has ended too (a
+	// request waits for its targets one after the other).
+	select {
+	case <-r.done:
+		return r.out
+	default:
+	}
 	select {
 	case <-r.done:
 		return r.out
 	case <-ctx.Done():
-		return s.abandoned(ctx.Err())
+		return s.abandoned(ctx.Err(), start)
 	}
 }
 
+// RequestBudgetError is the error of a target whose round had not ended
+// when the request waiting for it gave up (its context ended: Prometheus'
+// X-Prometheus-Scrape-Timeout-Seconds minus --scrape.timeout-offset, or the
+// client went away). It concerns that request only.
+type RequestBudgetError struct {
+	// Waited is how long the request waited for the round.
+	Waited time.Duration
+	Err    error
+}
+
+func (e *RequestBudgetError) Error() string {
+	return fmt.Sprintf("the request's time budget ended after %v, before the target's round (which goes on): %v", e.Waited.Round(time.Millisecond), e.Err)
+}
+
+func (e *RequestBudgetError) Unwrap() error { return e.Err }
+
 // abandoned is the result for a caller whose context ended before the
-// round it joined.
-func (s *targetState) abandoned(err error) *scrape.Result {
-	res := scrape.Failed(s.cfg, err)
-	res.Start = s.now()
+// round it joined: the target down for this caller only. It is neither
+// counted in the target's error counters nor logged (the round's own
+// outcome is), so that no request can inflate either.
+func (s *targetState) abandoned(err error, waitStart time.Time) *scrape.Result {
+	waited := s.now().Sub(waitStart)
+	res := scrape.Failed(s.cfg, &RequestBudgetError{Waited: waited, Err: err})
+	res.Start, res.Duration = waitStart, waited
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
@@ -372,8 +600,9 @@ func (s *targetState) abandoned(err error) *scrape.Result {
 }
 
 // run performs one round under its own deadline, independent of the
-// callers waiting for it, and publishes its result.
-func (s *targetState) run(r *round, deadline time.Time) {
+// callers waiting for it, publishes its result, and calls release.
+func (s *targetState) run(r *round, deadline time.Time, release func()) {
+	defer release()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := s.now()
@@ -388,6 +617,11 @@ func (s *targetState) run(r *round, deadline time.Time) {
 	res.ScrapeErrors = maps.Clone(s.scrapeErrors)
 	s.last = res
 	s.inflight = nil
+	if res.Up() {
+		s.health.Store(healthUp)
+	} else {
+		s.health.Store(healthDown)
+	}
 	r.out = res
 	s.mu.Unlock()
 	close(r.done)
@@ -408,17 +642,42 @@ func (s *targetState) safeScrape(ctx context.Context) (res *scrape.Result) {
 	return res
 }
 
-// logRound logs a failed round (one line), each new leak once, and the
+// logFailure logs a failed round in one line, rate-limited per target
+// (FailureLogInterval), and the first successful round after a logged
+// failure.
+func (s *targetState) logFailure(res *scrape.Result) {
+	f := &s.failures
+	if len(res.Errors) == 0 {
+		if f.queries != "" {
+			level.Info(s.logger).Log("msg", "target scrape succeeded again", "unlogged_failed_scrapes", f.suppressed)
+		}
+		*f = failureLog{}
+		return
+	}
+	names := make([]string, 0, len(res.Errors))
+	msgs := make([]string, 0, len(res.Errors))
+	for _, e := range res.Errors {
+		names = append(names, e.Query)
+		msgs = append(msgs, e.Query+": "+e.Err.Error())
+	}
+	queries, now := strings.Join(names, ","), s.now()
+	if queries == f.queries && now.Sub(f.at) < FailureLogInterval {
+		f.suppressed++
+		return
+	}
+	kv := []any{"msg", "target scrape failed", "err", strings.Join(msgs, "; ")}
+	if f.suppressed > 0 {
+		kv = append(kv, "unlogged_failed_scrapes", f.suppressed)
+	}
+	level.Warn(s.logger).Log(kv...)
+	*f = failureLog{queries: queries, at: now}
+}
+
+// logRound logs a failed round (rate-limited), each new leak once, and the
 // pool cap being hit and the role's limited view once each. Only the round
 // in flight calls it.
 func (s *targetState) logRound(res *scrape.Result) {
-	if len(res.Errors) > 0 {
-		msgs := make([]string, 0, len(res.Errors))
-		for _, e := range res.Errors {
-			msgs = append(msgs, e.Query+": "+e.Err.Error())
-		}
-		level.Warn(s.logger).Log("msg", "target scrape failed", "err", strings.Join(msgs, "; "))
-	}
+	s.logFailure(res)
 
 	s.leaks.Observe(res.Leaks)
 

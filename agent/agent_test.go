@@ -223,12 +223,13 @@ func TestScrape_CallerContextBoundsTheWait(t *testing.T) {
 	require.NotEmpty(t, o.Errors)
 }
 
-func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testing.T) {
+func TestScrape_FailedRoundsCountErrorsAndLogRateLimitedLinesWithoutThePassword(t *testing.T) {
 	checkGoroutines(t)
 	pg, _ := shared.Get(t)
 	var logs testenv.SyncBuffer
 	p := testenv.StartProxy(t, pg.Addr())
-	a := newAgent(t, "targets:"+postgresTarget("pg", p.Addr, "poolwatch", ""), log.NewLogfmtLogger(&logs))
+	clock := newFakeClock()
+	a := newAgentAt(t, "targets:"+postgresTarget("pg", p.Addr, "poolwatch", ""), log.NewLogfmtLogger(&logs), clock.Now)
 	o := a.Scrape(context.Background(), []string{"pg"})[0]
 	require.True(t, o.Up())
 	require.Equal(t, map[string]float64{"connect": 0, "activity": 0, "round": 0}, o.ScrapeErrors)
@@ -244,15 +245,61 @@ func TestScrape_FailedRoundsCountErrorsAndLogOneLineWithoutThePassword(t *testin
 		// of the connect. Every later round fails to connect.
 		require.Equal(t, float64(i), o.ScrapeErrors["connect"]+o.ScrapeErrors["activity"])
 		require.LessOrEqual(t, o.ScrapeErrors["activity"], float64(1))
-		require.Equal(t, i, strings.Count(logs.String(), "target scrape failed"), "one warning line per failed scrape")
 	}
+	// One line for the connect failures, and one before it if the first
+	// round failed its query instead.
+	lines := strings.Count(logs.String(), "target scrape failed")
+	require.Equal(t, 1+int(o.ScrapeErrors["activity"]), lines, "one line per way of failing, not per scrape:\n%s", logs.String())
 	require.Contains(t, logs.String(), "target=pg")
 	require.NotContains(t, logs.String(), monPass)
+
+	// The same failure is logged again once the interval has passed, with
+	// the count of the rounds that were not.
+	clock.Advance(agent.FailureLogInterval)
+	o = a.Scrape(context.Background(), []string{"pg"})[0]
+	require.False(t, o.Up())
+	require.Equal(t, lines+1, strings.Count(logs.String(), "target scrape failed"))
+	require.Contains(t, logs.String(), "unlogged_failed_scrapes=")
 
 	p.Refuse(false)
 	o = a.Scrape(context.Background(), []string{"pg"})[0]
 	require.True(t, o.Up(), "up again by itself")
-	require.Equal(t, 3, strings.Count(logs.String(), "target scrape failed"))
+	require.Equal(t, lines+1, strings.Count(logs.String(), "target scrape failed"))
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="target scrape succeeded again"`))
+	o = a.Scrape(context.Background(), []string{"pg"})[0]
+	require.True(t, o.Up())
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="target scrape succeeded again"`), "said once")
+}
+
+// TestScrape_ARequestsBudgetNeverCutsTheSharedRound starts a slow round
+// with a request whose budget is far shorter than the round, as a hostile
+// X-Prometheus-Scrape-Timeout-Seconds would: that request alone sees the
+// target down; a request that joins the same round gets it whole, the
+// target sees one round, and the agent keeps its connection.
+func TestScrape_ARequestsBudgetNeverCutsTheSharedRound(t *testing.T) {
+	checkGoroutines(t)
+	_, pgb := shared.Get(t)
+	proxy := testenv.StartProxy(t, pgb.Addr())
+	a := newAgent(t, "targets:"+bouncerTarget("b", proxy.Addr, "    scrape_timeout: 10s"), nil)
+	perRound := roundQueries(t, a, proxy, "b")
+	conns := a.ProbePools()[0].Stats.NewConnections
+
+	proxy.SetLatency(50 * time.Millisecond)
+	proxy.ResetCounts()
+	hostile, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	cut := a.Scrape(hostile, []string{"b"})[0]
+	require.False(t, cut.Up(), "the hostile request's own budget ended first")
+	var budget *agent.RequestBudgetError
+	require.ErrorAs(t, cut.Errors[0], &budget)
+	require.Equal(t, scrape.QueryRound, cut.Errors[0].Query)
+	require.Zero(t, cut.ScrapeErrors["round"], "a request's budget is not the target's error")
+
+	whole := a.Scrape(context.Background(), []string{"b"})[0]
+	require.True(t, whole.Up(), "%v", whole.Errors)
+	require.Equal(t, perRound, proxy.QueryCount(), "one round, run to its end, served the second request")
+	require.Equal(t, conns, a.ProbePools()[0].Stats.NewConnections, "no reconnect")
+	require.Zero(t, whole.ScrapeErrors["round"])
 }
 
 func TestApply_KeepsUnchangedPoolsAndClosesRemovedOnes(t *testing.T) {
@@ -462,4 +509,37 @@ func TestScrape_ATargetRemovedMidRequestIsLeftOutNotDown(t *testing.T) {
 	require.Len(t, out, 1, "the removed target is not reported down")
 	require.Equal(t, "keep", out[0].Target)
 	require.True(t, out[0].Up())
+}
+
+func TestApply_LongestScrapeTimeoutFollowsTheConfig(t *testing.T) {
+	checkGoroutines(t)
+	a := newAgent(t, "targets:"+postgresTarget("a", "127.0.0.1:1", "x", "    scrape_timeout: 3s")+
+		postgresTarget("b", "127.0.0.1:1", "x", "    scrape_timeout: 7s"), nil)
+	require.Equal(t, 7*time.Second, a.LongestScrapeTimeout())
+	cfg, err := config.Parse("test.yml", []byte("targets:"+postgresTarget("a", "127.0.0.1:1", "x", "    scrape_timeout: 2s")))
+	require.NoError(t, err)
+	require.NoError(t, a.Apply(cfg))
+	require.Equal(t, 2*time.Second, a.LongestScrapeTimeout())
+	a.WaitClosing()
+}
+
+// TestScrape_ARoundThatEndedIsServedEvenAfterTheBudgetEnded: a request
+// waits for its targets one after the other; a live target's round that
+// ended while the request was still waiting for a hung one is served, not
+// marked down because the budget has ended since.
+func TestScrape_ARoundThatEndedIsServedEvenAfterTheBudgetEnded(t *testing.T) {
+	checkGoroutines(t)
+	pg, _ := shared.Get(t)
+	p := testenv.StartProxy(t, pg.Addr())
+	p.Blackhole(true)
+	a := newAgent(t, "targets:"+postgresTarget("dead", p.Addr, "poolwatch", "    scrape_timeout: 3s")+
+		postgresTarget("live", pg.Addr(), "poolwatch", ""), nil)
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		outs := a.Scrape(ctx, []string{"dead", "live"})
+		cancel()
+		require.Len(t, outs, 2)
+		require.False(t, outs[0].Up())
+		require.True(t, outs[1].Up(), "the live target's round ended within the budget: %v", outs[1].Errors)
+	}
 }

@@ -10,6 +10,7 @@ package collector
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,10 +31,38 @@ type Targets struct {
 // It only reads them; they must not be modified afterwards.
 func NewTargets(rounds []*scrape.Result) *Targets {
 	c := &Targets{rounds: rounds, descs: make([]*targetDescs, len(rounds))}
+	shared := map[string]*targetDescs{}
 	for i, r := range rounds {
-		c.descs[i] = newTargetDescs(r.Labels)
+		// Targets with the same static labels share their descriptors:
+		// thousands of targets, most with the same labels, would
+		// otherwise build thousands of identical sets per request.
+		k := labelsKey(r.Labels)
+		if shared[k] == nil {
+			shared[k] = newTargetDescs(r.Labels)
+		}
+		c.descs[i] = shared[k]
 	}
 	return c
+}
+
+// labelsKey identifies a set of static labels.
+func labelsKey(labels map[string]string) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // Describe sends nothing: the collector is unchecked.
@@ -49,7 +78,7 @@ func (c *Targets) Collect(ch chan<- prometheus.Metric) {
 // targetDescs are the descriptors of one target's series. The static labels
 // are constant labels, so they differ between targets.
 type targetDescs struct {
-	up, duration, info, errors, dropped                              *prometheus.Desc
+	up, duration, info, errors, dropped, refused                     *prometheus.Desc
 	min, max, reserve, open, inUse, waiting, maxWait, leaked, oldest *prometheus.Desc
 	poolInfo                                                         *prometheus.Desc
 	paused, disabled, transactions, queries, clientWait              *prometheus.Desc
@@ -75,6 +104,7 @@ func newTargetDescs(static map[string]string) *targetDescs {
 		info:     nd("target_info", "Always 1; the kind and server version of the target.", []string{"target", "kind", "version"}),
 		errors:   nd("target_scrape_errors_total", "Failed queries against the target, by query.", []string{"target", "query"}),
 		dropped:  nd("target_pools_dropped", "Pools of the target not exported because of max_pools.", tl),
+		refused:  nd("target_connection_refused", "1 when the target refused the agent a connection for lack of slots this scrape, by reason; else 0.", []string{"target", "reason"}),
 
 		min:      nd("pool_min_connections", "The pool's floor: PgBouncer min_pool_size, or the declared minimum. Absent where there is none.", pl),
 		max:      nd("pool_max_connections", "The pool's ceiling: PgBouncer pool_size, the server's usable slots, or the declared maximum. Absent when unlimited.", pl),
@@ -143,6 +173,10 @@ func collectTarget(ch chan<- prometheus.Metric, d *targetDescs, r *scrape.Result
 	}
 	if r.Upstream != "" {
 		gauge(ch, d.upstream, 1, name, r.Upstream)
+	}
+	refused := r.Refused()
+	for _, reason := range scrape.RefusalReasons(r.Kind) {
+		gauge(ch, d.refused, boolValue(reason == refused), name, reason)
 	}
 	for _, p := range r.Pools {
 		optionalGauge(ch, d.min, p.Min, name, p.Name)
@@ -227,8 +261,13 @@ func newProbeDescs(static map[string]string) *probeDescs {
 // afterwards.
 func NewProbePools(ps []scrape.ProbePool) *ProbePools {
 	c := &ProbePools{pools: ps, descs: make([]*probeDescs, len(ps))}
+	shared := map[string]*probeDescs{}
 	for i, p := range ps {
-		c.descs[i] = newProbeDescs(p.Labels)
+		k := labelsKey(p.Labels)
+		if shared[k] == nil {
+			shared[k] = newProbeDescs(p.Labels)
+		}
+		c.descs[i] = shared[k]
 	}
 	return c
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
@@ -77,6 +79,19 @@ func downTarget() *scrape.Result {
 	}
 }
 
+// refusedTarget is a round whose connect PostgreSQL refused for lack of
+// slots: up 0, no pool series, and the refusal by its reason.
+func refusedTarget() *scrape.Result {
+	return &scrape.Result{
+		Target:   "full-db",
+		Kind:     "postgres",
+		Duration: 40 * time.Millisecond,
+		Errors: []scrape.QueryError{{Query: "connect", Err: fmt.Errorf("probe pool \"full-db\": acquire: %w",
+			&pgconn.PgError{Severity: "FATAL", Code: "53300", Message: "remaining connection slots are reserved for non-replication superuser connections"})}},
+		ScrapeErrors: map[string]float64{"activity": 0, "connect": 1, "round": 0},
+	}
+}
+
 func compareGolden(t *testing.T, c prometheus.Collector, name string) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
@@ -136,6 +151,12 @@ poolwatch_target_limited_visibility{target="orders-db"} 0
 	require.Equal(t, 0, testutil.CollectAndCount(NewTargets([]*scrape.Result{lone}), "poolwatch_target_upstream_info"), "no upstream configured: absent")
 }
 
+func TestTargets_RefusedConnectReadsOneWithItsReasonAndNoPoolSeries(t *testing.T) {
+	c := NewTargets([]*scrape.Result{refusedTarget()})
+	compareGolden(t, c, "refused.prom")
+	require.Equal(t, 0, testutil.CollectAndCount(c, "poolwatch_pool_in_use_connections"), "never an invented in-use count")
+}
+
 func TestTargets_SeveralTargetsWithDifferentStaticLabels(t *testing.T) {
 	c := NewTargets([]*scrape.Result{pgbouncerTarget(), postgresTarget(), downTarget()})
 	require.Equal(t, 3, testutil.CollectAndCount(c, "poolwatch_target_up"))
@@ -176,6 +197,30 @@ func TestTargets_RoundThatReadNothingStillReportsUpAndErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, strings.Contains(string(out), `poolwatch_target_up{target="x"} 0`), string(out))
 	require.Contains(t, string(out), `poolwatch_target_scrape_errors_total{query="round",target="x"} 1`)
+}
+
+func TestTargets_TargetsWithTheSameStaticLabelsShareDescriptorsAndKeepTheirLabels(t *testing.T) {
+	round := func(name string, labels map[string]string) *scrape.Result {
+		return &scrape.Result{Target: name, Kind: "postgres", Labels: labels, ScrapeErrors: map[string]float64{"connect": 0}}
+	}
+	c := NewTargets([]*scrape.Result{
+		round("a", map[string]string{"env": "prod"}),
+		round("b", map[string]string{"env": "prod"}),
+		round("c", map[string]string{"env": "dev"}),
+		round("d", nil),
+	})
+	require.Same(t, c.descs[0], c.descs[1])
+	require.NotSame(t, c.descs[0], c.descs[2])
+	out, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "poolwatch_target_up")
+	require.NoError(t, err)
+	for _, want := range []string{
+		`poolwatch_target_up{env="prod",target="a"} 1`,
+		`poolwatch_target_up{env="prod",target="b"} 1`,
+		`poolwatch_target_up{env="dev",target="c"} 1`,
+		`poolwatch_target_up{target="d"} 1`,
+	} {
+		require.Contains(t, string(out), want)
+	}
 }
 
 func TestAddressProbes_MatchGolden(t *testing.T) {

@@ -131,7 +131,7 @@ const PgpoolMaxProbeConnections = 1
 // may not use one of them, nor a name starting with "__".
 func ReservedLabels() []string {
 	return []string{"target", "pool", "job", "instance", "kind", "database", "user", "mode", "query", "version",
-		"state", "list", "cache", "node", "role", "address", "upstream"}
+		"state", "list", "cache", "node", "role", "address", "upstream", "reason", "refusal"}
 }
 
 // ServerPoolName is the pool name of a postgres target's connection slots. An
@@ -243,6 +243,16 @@ type Target struct {
 	SessionModeLeaks bool `yaml:"session_mode_leaks"`
 	// MaxPools caps the number of pools exported for this target (>= 1).
 	MaxPools int `yaml:"max_pools" default:"1000" check:"positive"`
+	// PinnedPools are globs matched against the `pool` label (`*` any run
+	// of characters, `?` one character): a pool that matches one ranks
+	// first when MaxPools cuts, so that no number of auto-created pools can
+	// push it out. They count toward MaxPools. Nil when none.
+	PinnedPools []string `yaml:"pinned_pools" check:"nonempty" item:"a pool glob"`
+	// LogQueryText, for postgres targets: a leaked connection's log line
+	// carries its last query's text, with every string literal and comment
+	// redacted. When false (the default) only the query's first keyword
+	// and its query_id are logged. Always false for pgbouncer targets.
+	LogQueryText bool `yaml:"log_query_text"`
 	// Labels are the static labels of every series of this target: the
 	// defaults' labels merged key by key with the target's. A label given
 	// the empty value in the target removes the default of that name. Never
@@ -376,12 +386,16 @@ func (t Target) Equal(o Target) bool {
 }
 
 // clone returns a deep copy of t in canonical form: Labels never nil,
-// ApplicationPools nil when empty.
+// ApplicationPools and PinnedPools nil when empty.
 func (t Target) clone() Target {
 	c := t
 	c.Labels = maps.Clone(t.Labels)
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
+	}
+	c.PinnedPools = nil
+	if len(t.PinnedPools) > 0 {
+		c.PinnedPools = append([]string(nil), t.PinnedPools...)
 	}
 	c.SeenAs = slices.Clone(t.SeenAs)
 	c.Applications = slices.Clone(t.Applications)

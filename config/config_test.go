@@ -106,8 +106,8 @@ func badConfigs() map[string]string {
 		"label-double-underscore.yml":               `testdata/bad/label-double-underscore.yml:3: defaults.labels.__tenant: label names starting with __ are reserved for internal use`,
 		"label-invalid-name.yml":                    `testdata/bad/label-invalid-name.yml:6: targets[0].labels["cost-center"]: invalid label name "cost-center": use letters, digits and _, not starting with a digit`,
 		"label-null-value.yml":                      `testdata/bad/label-null-value.yml:6: targets[0].labels.env: missing value`,
-		"label-reserved-info.yml":                   `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address, upstream)`,
-		"label-reserved.yml":                        `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address, upstream)`,
+		"label-reserved-info.yml":                   `testdata/bad/label-reserved-info.yml:3: defaults.labels.version: label "version" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address, upstream, reason, refusal)`,
+		"label-reserved.yml":                        `testdata/bad/label-reserved.yml:7: targets[0].labels.instance: label "instance" is reserved: poolwatch or Prometheus sets it (reserved: target, pool, job, instance, kind, database, user, mode, query, version, state, list, cache, node, role, address, upstream, reason, refusal)`,
 		"labels-not-mapping.yml":                    `testdata/bad/labels-not-mapping.yml:5: targets[0].labels: must be a mapping, not a list`,
 		"merge-key.yml":                             `testdata/bad/merge-key.yml:6: targets[1]: YAML merge keys (<<) are not supported`,
 		"missing-dsn.yml":                           `testdata/bad/missing-dsn.yml:2: targets[0].dsn: missing required key`,
@@ -140,6 +140,10 @@ func badConfigs() map[string]string {
 		"probe-min-greater-than-max.yml":            `testdata/bad/probe-min-greater-than-max.yml:3: defaults.probe_pool.min_connections: 4 is greater than max_connections 2 (defaults.probe_pool.max_connections, line 4)`,
 		"root-not-mapping.yml":                      `testdata/bad/root-not-mapping.yml:1: (root): the configuration must be a mapping with the keys defaults and targets, not a list`,
 		"scrape-timeout-below-connect-timeout.yml":  `testdata/bad/scrape-timeout-below-connect-timeout.yml:8: targets[0].scrape_timeout: 2s is shorter than probe_pool.connect_timeout 3s (defaults.probe_pool.connect_timeout, line 3)`,
+		"log-query-text-on-pgbouncer.yml":           `testdata/bad/log-query-text-on-pgbouncer.yml:5: targets[0].log_query_text: applies to postgres targets only: only they log a leaked connection's query`,
+		"pinned-pools-not-a-list.yml":               `testdata/bad/pinned-pools-not-a-list.yml:2: defaults.pinned_pools: must be a list, not a scalar`,
+		"pinned-pools-empty-glob.yml":               `testdata/bad/pinned-pools-empty-glob.yml:7: targets[0].pinned_pools[1]: must not be empty`,
+		"pinned-pools-mapping-item.yml":             `testdata/bad/pinned-pools-mapping-item.yml:6: targets[0].pinned_pools[0]: must be a single value, not a mapping`,
 		"session-mode-leaks-on-postgres.yml":        `testdata/bad/session-mode-leaks-on-postgres.yml:5: targets[0].session_mode_leaks: applies to pgbouncer targets only`,
 		"statement-timeout-on-pgbouncer.yml":        `testdata/bad/statement-timeout-on-pgbouncer.yml:6: targets[0].probe_pool.statement_timeout: applies to postgres targets only: the PgBouncer console rejects it`,
 		"statement-timeout-sub-millisecond.yml":     `testdata/bad/statement-timeout-sub-millisecond.yml:3: defaults.probe_pool.statement_timeout: must be a whole number of milliseconds, got 1500us`,
@@ -159,13 +163,13 @@ func badConfigs() map[string]string {
 		"tls-file-missing.yml":                      `testdata/bad/tls-file-missing.yml:3: defaults.tls.ca_file: cannot read file: open testdata/bad/tls/missing-ca.pem: no such file or directory`,
 		"tls-with-sslmode-disable.yml":              `testdata/bad/tls-with-sslmode-disable.yml:4: targets[0].dsn: tls.ca_file is set (targets[0].tls.ca_file, line 6) but this DSN never uses TLS (sslmode=disable or a Unix socket): unset it for this target with an empty value`,
 		"unknown-key-application-pool.yml":          `testdata/bad/unknown-key-application-pool.yml:8: targets[0].application_pools[0].max_size: unknown key; valid keys here: name, application_name, user, database, min_connections, max_connections`,
-		"unknown-key-defaults.yml":                  `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, body_size_limit`,
+		"unknown-key-defaults.yml":                  `testdata/bad/unknown-key-defaults.yml:3: defaults.scrape_interval: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, pinned_pools, log_query_text, labels, tls, probe_pool, body_size_limit`,
 		"unknown-key-probe-pool.yml":                `testdata/bad/unknown-key-probe-pool.yml:4: defaults.probe_pool.max_conns: unknown key; valid keys here: min_connections, max_connections, connect_timeout, health_check_timeout, acquire_retries, retry_backoff, leak_threshold, idle_close, statement_timeout, lock_timeout`,
 		"unknown-key-root.yml":                      `testdata/bad/unknown-key-root.yml:1: scrape_timeout: unknown key; valid keys here: defaults, targets, auth_modules, probe`,
-		"unknown-key-target.yml":                    `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, upstream, url, format, pool_label, http_client, seen_as, body_size_limit`,
+		"unknown-key-target.yml":                    `testdata/bad/unknown-key-target.yml:5: targets[0].passwd_file: unknown key; valid keys here: name, kind, dsn, password_file, password_env, application_pools, scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, pinned_pools, log_query_text, labels, tls, probe_pool, upstream, url, format, pool_label, http_client, seen_as, body_size_limit`,
 		"unknown-key-tls.yml":                       `testdata/bad/unknown-key-tls.yml:3: defaults.tls.ca: unknown key; valid keys here: ca_file, cert_file, key_file`,
 		"upstream-empty.yml":                        `testdata/bad/upstream-empty.yml:8: targets[1].upstream: must not be empty: name the postgres target behind this one, or remove the key`,
-		"upstream-in-defaults.yml":                  `testdata/bad/upstream-in-defaults.yml:2: defaults.upstream: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, labels, tls, probe_pool, body_size_limit`,
+		"upstream-in-defaults.yml":                  `testdata/bad/upstream-in-defaults.yml:2: defaults.upstream: unknown key; valid keys here: scrape_timeout, min_scrape_interval, leak_threshold, session_mode_leaks, max_pools, pinned_pools, log_query_text, labels, tls, probe_pool, body_size_limit`,
 		"upstream-not-postgres.yml":                 `testdata/bad/upstream-not-postgres.yml:8: targets[1].upstream: target "bouncer-1" is a pgbouncer target: name the postgres target behind this one`,
 		"upstream-on-postgres.yml":                  `testdata/bad/upstream-on-postgres.yml:5: targets[0].upstream: a postgres target is its own upstream: set upstream on the pgbouncer targets in front of it`,
 		"upstream-unknown.yml":                      `testdata/bad/upstream-unknown.yml:5: targets[0].upstream: no target is named "orders-db": name the postgres target of this configuration behind this one`,
@@ -258,6 +262,8 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			LeakThreshold:     3 * time.Minute,
 			SessionModeLeaks:  false, // postgres: always false
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
+			LogQueryText:      true,
 			TLS: TLSFiles{
 				CAFile:   "testdata/good/tls/ca.pem",
 				CertFile: "testdata/good/tls/client.pem",
@@ -291,6 +297,7 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			LeakThreshold:     2 * time.Minute,
 			SessionModeLeaks:  true,
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
 			TLS:               TLSFiles{CAFile: "testdata/good/tls/ca.pem"},
 			ProbePool: ProbePool{
 				MinConnections:     1,
@@ -314,6 +321,7 @@ func TestLoad_FullConfigMergesDefaultsKeyByKey(t *testing.T) {
 			MinScrapeInterval: 0,
 			LeakThreshold:     3 * time.Minute,
 			MaxPools:          500,
+			PinnedPools:       []string{"shop/*", "clients"},
 			TLS:               TLSFiles{}, // the default ca_file unset with ""
 			ProbePool: ProbePool{
 				MinConnections:     1,
@@ -685,5 +693,5 @@ func TestTarget_EqualComparesEveryField(t *testing.T) {
 		mutations++
 	}
 	walk(nil, "Target")
-	require.Equal(t, 44, mutations, "fields of Target (with ApplicationPool, ProbePool and SeenAs) changed")
+	require.Equal(t, 47, mutations, "fields of Target (with ApplicationPool, ProbePool and SeenAs) changed")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -185,6 +186,28 @@ func dsnSettings(dsn string) map[string]string {
 	return settings
 }
 
+// DSNReadsFiles reports whether parsing dsn with pgx can read a file whose
+// content may change while the agent runs: a TLS file (sslrootcert,
+// sslcert, sslkey), a service file (service) or a password file (passfile,
+// or ~/.pgpass, which pgx reads when the DSN has no password and withPassword
+// is false), whether named in the DSN or by the PG* variables pgx reads.
+// The probe pool parses such a DSN afresh for every new connection, and
+// any other DSN once.
+func DSNReadsFiles(dsn string, withPassword bool) bool {
+	settings := dsnSettings(dsn)
+	for _, k := range []string{"sslrootcert", "sslcert", "sslkey", "service", "passfile"} {
+		if settings[k] != "" {
+			return true
+		}
+	}
+	for _, env := range []string{"PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE"} {
+		if os.Getenv(env) != "" {
+			return true
+		}
+	}
+	return settings["password"] == "" && !withPassword && os.Getenv("PGPASSWORD") == ""
+}
+
 // splitURL returns the userinfo of a URL DSN and what follows it, as pgx
 // (like libpq) reads them: the userinfo ends at the first "@" that comes
 // before any "/".
@@ -213,14 +236,35 @@ func RedactDSN(dsn string) string {
 // or URL parameter (its name percent-decoded), and the password in a URL's
 // userinfo (up to the last "@" before white space).
 func RedactSecrets(text string) string {
-	text = secretURLRE.ReplaceAllString(text, "${1}"+redactMask+"@")
-	text = secretKVRE.ReplaceAllString(text, "${1}${2}"+redactMask)
+	// Each expression needs a mark that most texts lack (a scheme's "://",
+	// the word password, a URL query's ? or &): skip it then, since
+	// redaction runs on every failed connect's error.
+	if strings.Contains(text, "://") {
+		text = secretURLRE.ReplaceAllString(text, "${1}"+redactMask+"@")
+	}
+	// (?i) also folds some non-ASCII letters into ASCII ones (ſ into s):
+	// such text always takes the regular expression.
+	if strings.Contains(strings.ToLower(text), "password") || !isASCII(text) {
+		text = secretKVRE.ReplaceAllString(text, "${1}${2}"+redactMask)
+	}
+	if !strings.ContainsAny(text, "?&") {
+		return text
+	}
 	return secretParamRE.ReplaceAllStringFunc(text, func(param string) string {
 		if m := secretParamRE.FindStringSubmatch(param); isPasswordParam(m[1]) {
 			return m[1] + redactMask
 		}
 		return param
 	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // isPasswordParam reports whether "?name=" or "&name=" starts a URL

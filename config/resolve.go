@@ -178,6 +178,9 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 	if o, ok := p.set(tpath + ".session_mode_leaks"); ok && t.Kind != KindPgBouncer {
 		return p.errorAt(o, "applies to pgbouncer targets only")
 	}
+	if o, ok := p.set(tpath + ".log_query_text"); ok && t.Kind != KindPostgres {
+		return p.errorAt(o, "applies to postgres targets only: only they log a leaked connection's query")
+	}
 	if t.Kind == KindPgpool {
 		if err := p.resolvePgpoolProbePool(t, tpath); err != nil {
 			return err
@@ -221,6 +224,7 @@ func (p *parser) resolveTarget(t *Target, tpath string, names map[string]int) er
 func (t *Target) derive() {
 	resolveLabels(t)
 	t.SessionModeLeaks = t.SessionModeLeaks && t.Kind == KindPgBouncer
+	t.LogQueryText = t.LogQueryText && t.Kind == KindPostgres
 	t.Format, t.BodySizeLimit = "", 0
 	pp := &t.ProbePool
 	if pp.ConnectTimeout == 0 {

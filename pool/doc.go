@@ -57,6 +57,17 @@
 //     there is no lifetime limit. Options.IdleClose closes every
 //     connection, MinConns included, after that long without a call (zero:
 //     never); the next call opens the pool again.
+//   - While a target is down (the last call found no healthy connection),
+//     a call makes one attempt: the retries (Options.AcquireRetries) are
+//     for a target that answered and blipped, and for a dead one would
+//     only multiply the dials and lengthen every failed round. A call that
+//     fails that way, alone on a pool that holds no connection and dials
+//     none, drops the inner pgxpool and stops the janitor: a down target
+//     costs no goroutine and next to no memory between calls, so that
+//     thousands of them do not add up.
+//   - The DSN is parsed once, at New, unless parsing it reads files whose
+//     content may change (TLS files, a service or password file:
+//     config.DSNReadsFiles); then every dial parses it afresh.
 //   - The kinds differ only in kindPolicy: the health check, the simple
 //     protocol, whether statement_timeout and lock_timeout are sent, and
 //     the most connections the kind allows (Pgpool-II: 1, as each takes one
@@ -91,7 +102,8 @@
 //
 // A Pool opens its connections lazily, on the first [Pool.Do], and closes
 // them all after Options.IdleClose without use; the next Do opens them
-// again.
+// again. Its janitor goroutine (leak logging, idle close) runs from the
+// first Do until Close, except while the target is down (see above).
 //
 // [Pool.Close] returns by the time its context is done, whatever a dial, a
 // password read or a callback is doing. It stops new calls at once, then

@@ -42,3 +42,10 @@ func NewWithHooks(opts Options, h Hooks) (*Pool, error) {
 // Cleaned is closed once the cleanup Close started has finished: every call
 // returned and every connection closed.
 func (p *Pool) Cleaned() <-chan struct{} { return p.cleaned }
+
+// HasInner reports whether the pool holds an inner pgxpool now.
+func (p *Pool) HasInner() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inner != nil
+}

@@ -206,8 +206,46 @@ func TestFault_ThousandFailedCallsAgainstAStoppedTargetLeaveNothingBehind(t *tes
 	t.Logf("after warm-up: %d goroutines, %d fds; after 1000 failures: %d goroutines, %d fds", base.Goroutines, base.FDs, after.Goroutines, after.FDs)
 	s := p.Stats()
 	require.Equal(t, uint64(1050), s.AcquireErrors)
-	require.Equal(t, uint64(1050), s.AcquireRetries)
+	require.Equal(t, uint64(1), s.AcquireRetries, "only the first failed call retried: the target was down for the others")
 	require.Equal(t, 0, s.Open)
+}
+
+// TestDo_ATargetThatIsDownGetsOneAttemptPerCallAndCostsNothingBetween: the
+// first call that finds nothing listening makes its retries; while the
+// target stays down, each call makes one attempt and the pool drops its
+// inner pool afterwards (no pgxpool, no goroutine of it); once the target
+// answers, the retries are back.
+func TestDo_ATargetThatIsDownGetsOneAttemptPerCallAndCostsNothingBetween(t *testing.T) {
+	checkGoroutines(t)
+	proxy := testenv.StartProxy(t, pgServer(t).Addr())
+	opts := testOptions(t, pgDSN(t, proxy.Addr))
+	opts.AcquireRetries = 2
+	opts.RetryBackoff = time.Millisecond
+	clock := useFakeClock(&opts)
+	p := newPool(t, opts)
+	require.NoError(t, ping(context.Background(), p))
+	proxy.Refuse(true)
+	proxy.ResetAll()
+	clock.Stale() // the idle connection gets its health check
+
+	require.Error(t, ping(context.Background(), p))
+	require.Equal(t, uint64(2), p.Stats().AcquireRetries, "the first failing call retries")
+	for range 5 {
+		require.Error(t, ping(context.Background(), p))
+	}
+	require.Equal(t, uint64(2), p.Stats().AcquireRetries, "the target was down at the last call: one attempt each")
+	waitStats(t, p, "nothing held", func(s pool.Stats) bool { return s.Open == 0 })
+	require.False(t, p.HasInner(), "a down target costs no inner pool between calls")
+
+	proxy.Refuse(false)
+	require.NoError(t, ping(context.Background(), p), "up again at the next call")
+	proxy.Refuse(true)
+	proxy.ResetAll()
+	clock.Stale()
+	require.Error(t, ping(context.Background(), p))
+	require.Equal(t, uint64(4), p.Stats().AcquireRetries, "up at the last call: the retries again")
+	proxy.Refuse(false)
+	verifyNoLeaks(t, p, 1)
 }
 
 // TestPgBouncer_HealthCheckUsesShowVersionOverTheSimpleProtocol: through a

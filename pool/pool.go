@@ -213,14 +213,34 @@ type Pool struct {
 	// parsing is the parse of the DSN in progress, nil when none. Guarded
 	// by mu.
 	parsing *parseCall
+	// failing is true while the target is down: the last Do that tried
+	// found no healthy connection. Such a Do makes a single attempt, and
+	// one that fails drops the inner pool if it holds nothing. Guarded by
+	// mu.
+	failing bool
+	// reparse is true when every dial must parse the DSN afresh, because
+	// parsing it reads files that may change (config.DSNReadsFiles). Set
+	// by New, never changed after.
+	reparse bool
 
 	retries        atomic.Uint64
 	acquireErrors  atomic.Uint64
 	healthFailures atomic.Uint64
 	newConns       atomic.Uint64
 
-	janitorDone chan struct{}
-	stopJanitor chan struct{}
+	// janitorStop stops the running janitor; nil when none runs. The
+	// janitor runs while the pool is in use: enter starts it, and it stops
+	// when a down target's inner pool is dropped (dropIfEmpty) and at
+	// Close, so that a target that is down costs no goroutine between
+	// calls. Guarded by mu.
+	janitorStop chan struct{}
+	// janitors counts running janitors (at most one at a time, but a
+	// stopped one may still be finishing its tick). Add is only called with
+	// mu held and closed false, so the Wait in cleanup sees every one.
+	janitors sync.WaitGroup
+	// tick is the janitor's tick source; nil means a ticker per janitor.
+	// Set by New, never changed after.
+	tick <-chan time.Time
 	// cleaned is closed when the cleanup that Close starts has finished:
 	// every Do returned and every connection closed.
 	cleaned chan struct{}
@@ -272,15 +292,13 @@ func newPool(opts Options, h hooks) (*Pool, error) {
 		return nil, fmt.Errorf("probe pool %q: invalid DSN: %w", opts.Target, config.RedactError(err))
 	}
 	p := &Pool{
-		opts:        opts,
-		policy:      policy,
-		logger:      logger,
-		now:         opts.Now,
-		hooks:       h,
-		held:        make(map[*pgx.Conn]*held),
-		janitorDone: make(chan struct{}),
-		stopJanitor: make(chan struct{}),
-		cleaned:     make(chan struct{}),
+		opts:    opts,
+		policy:  policy,
+		logger:  logger,
+		now:     opts.Now,
+		hooks:   h,
+		held:    make(map[*pgx.Conn]*held),
+		cleaned: make(chan struct{}),
 	}
 	switch {
 	case h.password != nil:
@@ -288,6 +306,7 @@ func newPool(opts Options, h hooks) (*Pool, error) {
 	case !opts.Password.IsZero():
 		p.password = opts.Password.NewReader().Read
 	}
+	p.reparse = config.DSNReadsFiles(opts.DSN, p.password != nil)
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.configure(cfg)
 	if h.configure != nil {
@@ -295,12 +314,7 @@ func newPool(opts Options, h hooks) (*Pool, error) {
 	}
 	p.cfg = cfg
 	p.lastUsed = p.now()
-	tick, stop := h.tick, func() {}
-	if tick == nil {
-		t := time.NewTicker(janitorPeriod(opts.LeakThreshold, opts.IdleClose))
-		tick, stop = t.C, t.Stop
-	}
-	go p.janitor(tick, stop)
+	p.tick = h.tick
 	return p, nil
 }
 
@@ -393,12 +407,14 @@ func (p *Pool) beforeConnect(ctx context.Context, c *pgx.ConnConfig) error {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	defer context.AfterFunc(p.baseCtx, cancel)()
-	fresh, err := p.parseDSN(ctx)
-	if err != nil {
-		return fileError{fmt.Errorf("read TLS files: %w", err)}
+	if p.reparse {
+		fresh, err := p.parseDSN(ctx)
+		if err != nil {
+			return fileError{fmt.Errorf("read TLS files: %w", err)}
+		}
+		c.TLSConfig = fresh.TLSConfig
+		c.Fallbacks = fresh.Fallbacks
 	}
-	c.TLSConfig = fresh.TLSConfig
-	c.Fallbacks = fresh.Fallbacks
 	if p.password != nil {
 		pw, err := p.password(ctx)
 		if err != nil {
@@ -484,8 +500,12 @@ func (p *Pool) Do(ctx context.Context, fn func(ctx context.Context, conn *pgx.Co
 	defer context.AfterFunc(p.baseCtx, cancel)()
 
 	conn, err := p.acquire(ctx, inner)
+	p.mu.Lock()
+	p.failing = err != nil
+	p.mu.Unlock()
 	if err != nil {
 		p.acquireErrors.Add(1)
+		p.dropIfEmpty(inner)
 		return err
 	}
 	// From here on, conn is this call's: the deferred release disposes of
@@ -515,6 +535,7 @@ func (p *Pool) enter() (*pgxpool.Pool, error) {
 		}
 		p.inner = inner
 	}
+	p.startJanitorLocked()
 	p.active++
 	p.inflight.Add(1)
 	return p.inner, nil
@@ -533,8 +554,17 @@ func (p *Pool) leave() {
 // is healthy and acquired, or every connection any attempt acquired has been
 // destroyed; also when it panics.
 func (p *Pool) acquire(ctx context.Context, inner *pgxpool.Pool) (*pgxpool.Conn, error) {
+	retries := p.opts.AcquireRetries
+	p.mu.Lock()
+	if p.failing {
+		// Down at the last call: one attempt. Retries are for a target
+		// that answered and blipped, not for one that is gone, where they
+		// would only multiply the dials and lengthen every failed round.
+		retries = 0
+	}
+	p.mu.Unlock()
 	var lastErr error
-	for attempt := 0; attempt <= p.opts.AcquireRetries; attempt++ {
+	for attempt := 0; attempt <= retries; attempt++ {
 		if attempt > 0 {
 			p.retries.Add(1)
 			if err := p.sleep(ctx, backoff(p.opts.RetryBackoff, attempt)); err != nil {
@@ -876,13 +906,13 @@ func (p *Pool) logLeaks(ages []time.Duration) {
 }
 
 // janitor logs leaks promptly and closes the inner pool once it has been
-// idle for IdleClose, at every tick. It exits when Close stops it.
-func (p *Pool) janitor(tick <-chan time.Time, stop func()) {
-	defer close(p.janitorDone)
-	defer stop()
+// idle for IdleClose, at every tick. It exits when stopCh is closed.
+func (p *Pool) janitor(tick <-chan time.Time, stopTick func(), stopCh <-chan struct{}) {
+	defer p.janitors.Done()
+	defer stopTick()
 	for {
 		select {
-		case <-p.stopJanitor:
+		case <-stopCh:
 			return
 		case <-tick:
 			p.mu.Lock()
@@ -902,6 +932,51 @@ func janitorPeriod(leak, idle time.Duration) time.Duration {
 		}
 	}
 	return max(period, 10*time.Millisecond)
+}
+
+// dropIfEmpty closes inner, after a Do on it found no healthy connection,
+// if that Do is its only user and it holds no connection and dials none:
+// a target that is down then costs the pool nothing between calls (no
+// pgxpool, none of its goroutines), whatever the number of targets. The
+// next Do opens a new inner pool. A dial that outlived its caller keeps
+// the inner pool, so that a slow target still yields a connection.
+func (p *Pool) dropIfEmpty(inner *pgxpool.Pool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inner != inner || p.active > 1 || p.closed || p.replenishing || inner.Stat().TotalConns() > 0 {
+		return
+	}
+	p.inner = nil
+	p.stopJanitorLocked()
+	p.background.Add(1)
+	go func() {
+		defer p.background.Done()
+		inner.Close()
+	}()
+}
+
+// startJanitorLocked starts the janitor unless it runs. p.mu is held.
+func (p *Pool) startJanitorLocked() {
+	if p.janitorStop != nil || p.closed {
+		return
+	}
+	stopCh := make(chan struct{})
+	p.janitorStop = stopCh
+	tick, stopTick := p.tick, func() {}
+	if tick == nil {
+		t := time.NewTicker(janitorPeriod(p.opts.LeakThreshold, p.opts.IdleClose))
+		tick, stopTick = t.C, t.Stop
+	}
+	p.janitors.Add(1)
+	go p.janitor(tick, stopTick, stopCh)
+}
+
+// stopJanitorLocked stops the running janitor, if any. p.mu is held.
+func (p *Pool) stopJanitorLocked() {
+	if p.janitorStop != nil {
+		close(p.janitorStop)
+		p.janitorStop = nil
+	}
 }
 
 // closeIfIdle closes the inner pool when no Do has run for IdleClose. It
@@ -950,9 +1025,9 @@ func (p *Pool) Close(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
+	p.stopJanitorLocked()
 	p.mu.Unlock()
 
-	close(p.stopJanitor)
 	go p.cleanup()
 	select {
 	case <-p.cleaned:
@@ -968,7 +1043,7 @@ func (p *Pool) Close(ctx context.Context) error {
 // closes p.cleaned.
 func (p *Pool) cleanup() {
 	defer close(p.cleaned)
-	<-p.janitorDone
+	p.janitors.Wait()
 	p.inflight.Wait()
 	// No call is left: end what derives from the base context, such as a
 	// MinConns top-up and its password read.

@@ -86,7 +86,7 @@ func (s *application) Scrape(ctx context.Context, _ Querier) *Result {
 	for i := range pools {
 		pools[i].NoLeakDetection = true
 	}
-	res.Pools, res.PoolsDropped = capPools(pools, s.cfg.MaxPools, "")
+	res.Pools, res.PoolsDropped = capPools(pools, &s.cfg, "")
 	return res
 }
 

@@ -279,7 +279,7 @@ func (r *consoleRound) result() *Result {
 			States: p.states, NoLeakDetection: true,
 		})
 	}
-	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, "")
+	res.Pools, res.PoolsDropped = capPools(pools, &r.cfg, "")
 	return res
 }
 

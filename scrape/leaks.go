@@ -57,8 +57,14 @@ type Leak struct {
 	// TransactionAge is how long the transaction has been open (postgres
 	// only; 0 on pgbouncer, whose console does not show it).
 	TransactionAge time.Duration
-	// Query is the backend's last query, cut to MaxQueryLength characters
-	// (postgres); "" on pgbouncer.
+	// QueryKeyword is the first keyword of the backend's last query in
+	// upper case ("UPDATE", "ALTER"), QueryID its query_id (PostgreSQL 14+
+	// with compute_query_id on or auto with pg_stat_statements loaded; ""
+	// otherwise). Postgres only.
+	QueryKeyword, QueryID string
+	// Query is the backend's last query, cut to MaxQueryLength characters,
+	// with every string literal and comment redacted (RedactQuery); only
+	// with log_query_text, "" otherwise and on pgbouncer.
 	Query string
 }
 
@@ -223,6 +229,12 @@ func (l *LeakLog) Observe(leaks []Leak) {
 		kv := []any{"msg", "leaked connection", "pool", lk.Pool, "application_name", lk.ApplicationName,
 			"user", lk.User, "database", lk.Database, "client_addr", lk.ClientAddr, "pid", lk.PID,
 			"held_for", lk.Age.Round(time.Second)}
+		if lk.QueryKeyword != "" {
+			kv = append(kv, "query_keyword", lk.QueryKeyword)
+		}
+		if lk.QueryID != "" {
+			kv = append(kv, "query_id", lk.QueryID)
+		}
 		if lk.Query != "" {
 			kv = append(kv, "last_query", lk.Query)
 		}

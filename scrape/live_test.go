@@ -233,7 +233,8 @@ func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.
 	assert.Equal(t, "leaky", pl.Pool)
 	assert.Equal(t, "leaky-app", pl.ApplicationName)
 	assert.Equal(t, bl.PID, pl.PID, "PgBouncer's remote_pid is the backend's pid")
-	assert.Equal(t, "BEGIN; SELECT 1", pl.Query)
+	assert.Equal(t, "BEGIN", pl.QueryKeyword)
+	assert.Empty(t, pl.Query, "no query text unless log_query_text is set")
 	assert.Greater(t, pl.Age, time.Second)
 	assert.GreaterOrEqual(t, pl.TransactionAge, pl.Age)
 	assert.True(t, strings.HasPrefix(pl.ClientAddr, "127.0.0.1:"), pl.ClientAddr)
@@ -245,6 +246,12 @@ func TestPgBouncerAndPostgres_Live_IdleTransactionIsALeakUntilCommit(t *testing.
 	res = ps.Scrape(context.Background(), pq)
 	require.Len(t, res.Leaks, 1)
 	assert.Equal(t, id, res.Leaks[0].ID)
+
+	// With log_query_text, the text comes too.
+	withText := newPostgres(config.Target{LeakThreshold: time.Second, LogQueryText: true})
+	res = withText.Scrape(context.Background(), pq)
+	require.Len(t, res.Leaks, 1)
+	assert.Equal(t, "BEGIN; SELECT 1", res.Leaks[0].Query)
 
 	h.Release() // COMMIT
 	pollScrape(t, bs, bq, "leak gone on pgbouncer", func(r *Result) bool {
@@ -571,4 +578,62 @@ func TestPgBouncer_Live_CancelledRoundRecordsEachQuery(t *testing.T) {
 	assert.Equal(t, []string{"show_pools", "show_databases", "show_config", "show_lists", "show_stats", "show_mem", "show_clients"}, names)
 	assert.Equal(t, "1.18.0", res.Version)
 	assert.Empty(t, res.Pools)
+}
+
+// TestPostgres_Live_CulpritQueryTextStaysOnTheServerUnlessAskedFor leaves
+// transactions idle after statements whose text holds a password, behind
+// leading comments: the culprit carries the statement's first keyword and,
+// with compute_query_id on, its query_id, and no text; with
+// log_query_text, the text with every literal and comment redacted.
+func TestPostgres_Live_CulpritQueryTextStaysOnTheServerUnlessAskedFor(t *testing.T) {
+	const password = "AppRolePassw0rd-LEAKME"
+	for _, queryID := range []string{"on", "off"} {
+		t.Run("compute_query_id="+queryID, func(t *testing.T) {
+			pg := testenv.StartPostgres(t, testenv.PostgresOptions{ExtraConf: map[string]string{"compute_query_id": queryID}})
+			pg.CreateRole(t, "monitor", statsPassword, "LOGIN", "IN ROLE pg_monitor")
+			pg.CreateRole(t, "app", appPassword, "LOGIN")
+			pg.Exec(t, "GRANT CREATE ON DATABASE postgres TO app")
+			q := newConnPerDo(t, pg.DSN("monitor", statsPassword, "postgres"), pgx.QueryExecModeCacheStatement)
+
+			ctx := context.Background()
+			statements := map[string]string{
+				"ALTER":  "ALTER ROLE app PASSWORD '" + password + "'",
+				"CREATE": "/* rotate */ -- the app role\n  CREATE ROLE app_tmp LOGIN PASSWORD '" + password + "'",
+			}
+			for keyword, stmt := range statements {
+				c, err := pgx.Connect(ctx, pg.DSN("postgres", pg.SuperPassword, "postgres")+"&application_name=culprit-"+keyword)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = c.Close(context.Background()) })
+				_, err = c.Exec(ctx, "BEGIN")
+				require.NoError(t, err)
+				_, err = c.Exec(ctx, stmt)
+				require.NoError(t, err)
+			}
+
+			s := newPostgres(config.Target{LeakThreshold: 500 * time.Millisecond})
+			res := pollScrape(t, s, q, "both culprits leaked", func(r *Result) bool { return len(r.Leaks) == 2 })
+			got := map[string]Leak{}
+			for _, l := range res.Leaks {
+				got[strings.TrimPrefix(l.ApplicationName, "culprit-")] = l
+			}
+			for keyword := range statements {
+				l := got[keyword]
+				assert.Equal(t, keyword, l.QueryKeyword)
+				assert.Empty(t, l.Query)
+				if queryID == "on" {
+					assert.Regexp(t, `^-?[0-9]+$`, l.QueryID)
+				} else {
+					assert.Empty(t, l.QueryID, "compute_query_id off: no query_id")
+				}
+			}
+
+			withText := newPostgres(config.Target{LeakThreshold: 500 * time.Millisecond, LogQueryText: true})
+			res = withText.Scrape(ctx, q)
+			require.Len(t, res.Leaks, 2)
+			for _, l := range res.Leaks {
+				assert.NotContains(t, l.Query, password)
+				assert.Contains(t, l.Query, "PASSWORD '***'")
+			}
+		})
+	}
 }

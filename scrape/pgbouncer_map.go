@@ -662,7 +662,8 @@ func (r *bouncerRound) result() *Result {
 	}
 	sort.Slice(res.Databases, func(i, j int) bool { return res.Databases[i].Name < res.Databases[j].Name })
 
-	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, PoolClients)
-	res.Stats, res.Lists, res.Memory = r.stats, r.lists, r.mem
+	res.Pools, res.PoolsDropped = capPools(pools, &r.cfg, PoolClients)
+	res.Databases, res.Stats = capDatabases(res.Databases, r.stats, res.Pools, r.cfg.MaxPools)
+	res.Lists, res.Memory = r.lists, r.mem
 	return res
 }

@@ -519,13 +519,13 @@ func TestCapPools_DefaultAndOrder(t *testing.T) {
 	for _, n := range []string{"c", "a", "server", "b"} {
 		pools = append(pools, Pool{Name: n})
 	}
-	kept, dropped := capPools(append([]Pool(nil), pools...), 0, "server")
+	kept, dropped := capPools(append([]Pool(nil), pools...), &config.Target{}, "server")
 	assert.Zero(t, dropped)
 	assert.Equal(t, []string{"a", "b", "c", "server"}, names(kept))
-	kept, dropped = capPools(append([]Pool(nil), pools...), 1, "server")
+	kept, dropped = capPools(append([]Pool(nil), pools...), &config.Target{MaxPools: 1}, "server")
 	assert.Equal(t, 3, dropped)
 	assert.Equal(t, []string{"server"}, names(kept))
-	kept, dropped = capPools(append([]Pool(nil), pools...), 3, "missing")
+	kept, dropped = capPools(append([]Pool(nil), pools...), &config.Target{MaxPools: 3}, "missing")
 	assert.Equal(t, 1, dropped)
 	assert.Equal(t, []string{"a", "b", "c"}, names(kept))
 }

@@ -383,6 +383,6 @@ func (r *pgpoolRound) result() *Result {
 		})
 	}
 	sort.Slice(res.Nodes, func(i, j int) bool { return res.Nodes[i].Name < res.Nodes[j].Name })
-	res.Pools, res.PoolsDropped = capPools(pools, r.cfg.MaxPools, PoolChildren)
+	res.Pools, res.PoolsDropped = capPools(pools, &r.cfg, PoolChildren)
 	return res
 }

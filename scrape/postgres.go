@@ -62,7 +62,10 @@ GROUP BY 1, 2`
 //
 // $1..$4: the application pools' names and LIKE patterns, in config order
 // (an empty user or database pattern matches any); $5: the leak threshold in
-// seconds; $6: the culprit limit.
+// seconds; $6: the culprit limit; $7: whether to send the culprits' query
+// text (log_query_text). Without it, the text never leaves the server: only
+// its first keyword (queryKeywordSQL) and query_id (PostgreSQL 14+, read
+// through to_jsonb so that one statement serves every version) do.
 const activitySQL = `WITH pools AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
     WITH ORDINALITY AS p(name, app_like, user_like, db_like, ord)
@@ -73,6 +76,7 @@ const activitySQL = `WITH pools AS (
          extract(epoch FROM now() - a.state_change)::float8 AS idle_s,
          extract(epoch FROM now() - a.xact_start)::float8 AS xact_s,
          ` + postgresLeakedSQL + ` AS leaked,
+         CASE WHEN ` + postgresLeakedSQL + ` THEN to_jsonb(a) ->> 'query_id' END AS query_id,
          (SELECT p.name FROM pools p
            WHERE a.application_name LIKE p.app_like ESCAPE E'\\'
              AND (p.user_like = '' OR a.usename LIKE p.user_like ESCAPE E'\\')
@@ -95,7 +99,9 @@ SELECT current_setting('max_connections')::int8,
           FROM b WHERE pool IS NOT NULL GROUP BY pool) g),
        (SELECT coalesce(json_agg(l), '[]')::text FROM (
           SELECT pool, application_name, usename, datname, client_addr, client_port,
-                 pid, xact_start::text AS xact_start, idle_s, xact_s, left(query, 200) AS query
+                 pid, xact_start::text AS xact_start, idle_s, xact_s, query_id,
+                 upper(substring(query FROM ` + queryKeywordSQL + `)) AS keyword,
+                 CASE WHEN $7::bool THEN left(query, 200) END AS query
           FROM b WHERE leaked ORDER BY idle_s DESC LIMIT $6) l),
        pg_has_role('pg_read_all_stats', 'USAGE')`
 
@@ -117,6 +123,11 @@ type appCounts struct {
 	Oldest float64 `json:"oldest"`
 }
 
+// queryKeywordSQL is the regular expression (a PostgreSQL string literal)
+// whose one capturing group is a query's first keyword: the first word
+// after any whitespace and comments.
+const queryKeywordSQL = `'^(?:[[:space:]]|--[^\n]*(?:\n|$)|/\*(?:[^*]|\*+[^*/])*\*+/)*([[:alpha:]_]+)'`
+
 type leakRow struct {
 	Pool            *string  `json:"pool"`
 	ApplicationName *string  `json:"application_name"`
@@ -128,6 +139,8 @@ type leakRow struct {
 	XactStart       *string  `json:"xact_start"`
 	IdleSeconds     float64  `json:"idle_s"`
 	XactSeconds     *float64 `json:"xact_s"`
+	QueryID         *string  `json:"query_id"`
+	Keyword         *string  `json:"keyword"`
 	Query           *string  `json:"query"`
 }
 
@@ -142,7 +155,7 @@ func (s *postgres) Scrape(ctx context.Context, q Querier) *Result {
 	err := q.Do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		res.Version = postgresVersion(conn.PgConn().ParameterStatus("server_version"))
 		queryErr = conn.QueryRow(ctx, activitySQL,
-			s.names, s.apps, s.users, s.dbs, s.cfg.LeakThreshold.Seconds(), MaxLeaks,
+			s.names, s.apps, s.users, s.dbs, s.cfg.LeakThreshold.Seconds(), MaxLeaks, s.cfg.LogQueryText,
 		).Scan(&row.maxConnections, &row.superuserReserved, &row.reserved,
 			&row.open, &row.leaked, &row.oldest, &row.appsJSON, &row.leaksJSON, &row.seesAll)
 		if queryErr == nil && len(s.seenLikes) > 0 {
@@ -238,7 +251,7 @@ func (s *postgres) fill(res *Result, row *activityRow) error {
 			Leaked: a.Leaked, OldestLeakSeconds: a.Oldest,
 		})
 	}
-	res.Pools, res.PoolsDropped = capPools(pools, s.cfg.MaxPools, PoolServer)
+	res.Pools, res.PoolsDropped = capPools(pools, &s.cfg, PoolServer)
 
 	var leaks []leakRow
 	if err := json.Unmarshal([]byte(row.leaksJSON), &leaks); err != nil {
@@ -252,7 +265,9 @@ func (s *postgres) fill(res *Result, row *activityRow) error {
 			Database:        deref(l.Datname),
 			PID:             l.PID,
 			Age:             seconds(l.IdleSeconds),
-			Query:           truncate(deref(l.Query), MaxQueryLength),
+			QueryKeyword:    deref(l.Keyword),
+			QueryID:         deref(l.QueryID),
+			Query:           RedactQuery(truncate(deref(l.Query), MaxQueryLength)),
 			ID:              strconv.Itoa(l.PID) + "@" + deref(l.XactStart),
 		}
 		if l.Pool != nil {

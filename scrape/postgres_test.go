@@ -43,9 +43,10 @@ func TestPostgresFill_MapsServerAndApplicationPools(t *testing.T) {
 		appsJSON: `[{"pool":"billing","open":5,"in_use":3,"leaked":2,"oldest":42.5}]`,
 		leaksJSON: `[
  {"pool":"billing","application_name":"billing-api","usename":"app","datname":"orders","client_addr":"10.0.0.5","client_port":51000,
-  "pid":4242,"xact_start":"2026-11-26 05:00:00.123456+00","idle_s":42.5,"xact_s":50.25,"query":"UPDATE t SET x = 1"},
+  "pid":4242,"xact_start":"2026-11-26 05:00:00.123456+00","idle_s":42.5,"xact_s":50.25,
+  "query_id":"-8512345678901234567","keyword":"UPDATE","query":"UPDATE t SET x = 'secret'"},
  {"pool":null,"application_name":"","usename":"app","datname":"orders","client_addr":null,"client_port":-1,
-  "pid":4243,"xact_start":"2026-11-26 05:00:10+00","idle_s":7,"xact_s":null,"query":null}]`,
+  "pid":4243,"xact_start":"2026-11-26 05:00:10+00","idle_s":7,"xact_s":null,"query_id":null,"keyword":"ALTER","query":null}]`,
 	}
 	res := &Result{Kind: config.KindPostgres}
 	require.NoError(t, s.fill(res, row))
@@ -58,11 +59,12 @@ func TestPostgresFill_MapsServerAndApplicationPools(t *testing.T) {
 		{
 			ID: "4242@2026-11-26 05:00:00.123456+00", Pool: "billing", ApplicationName: "billing-api",
 			User: "app", Database: "orders", ClientAddr: "10.0.0.5:51000", PID: 4242,
-			Age: 42500 * time.Millisecond, TransactionAge: 50250 * time.Millisecond, Query: "UPDATE t SET x = 1",
+			Age: 42500 * time.Millisecond, TransactionAge: 50250 * time.Millisecond,
+			QueryKeyword: "UPDATE", QueryID: "-8512345678901234567", Query: "UPDATE t SET x = '***'",
 		},
 		{
 			ID: "4243@2026-11-26 05:00:10+00", Pool: "server", User: "app", Database: "orders",
-			ClientAddr: "[local]", PID: 4243, Age: 7 * time.Second,
+			ClientAddr: "[local]", PID: 4243, Age: 7 * time.Second, QueryKeyword: "ALTER",
 		},
 	}, res.Leaks)
 }

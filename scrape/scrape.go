@@ -21,7 +21,6 @@ package scrape
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -305,11 +304,13 @@ type Result struct {
 	// the target was configured, this round's included: a copy, set by the
 	// agent. Every name of Queries(Kind) is present.
 	ScrapeErrors map[string]float64
-	// Pools is sorted by Name and capped at MaxPools.
+	// Pools is sorted by Name and capped at MaxPools, the pools that
+	// matter ranked first (cap.go).
 	Pools []Pool
 	// PoolsDropped counts the pools the cap dropped this round.
 	PoolsDropped int
-	// Databases and Stats are pgbouncer only, sorted by database name.
+	// Databases and Stats are pgbouncer only, sorted by database name, and
+	// capped with the pools (cap.go).
 	Databases []DatabaseState
 	Stats     []DatabaseStats
 	// Lists and Memory are PgBouncer's SHOW LISTS and SHOW MEM, in its
@@ -349,40 +350,4 @@ type ProbePool struct {
 	// Labels are the target's static labels (do not modify).
 	Labels map[string]string
 	Stats  pool.Stats
-}
-
-// capPools sorts pools by Name and keeps at most max of them, always keeping
-// the pool named keep (if present). It returns the kept pools and how many
-// were dropped.
-func capPools(pools []Pool, maxPools int, keep string) ([]Pool, int) {
-	if maxPools <= 0 {
-		maxPools = DefaultMaxPools
-	}
-	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
-	if len(pools) <= maxPools {
-		return pools, 0
-	}
-	kept := make([]Pool, 0, maxPools)
-	keepIdx := -1
-	for i := range pools {
-		if pools[i].Name == keep {
-			keepIdx = i
-			break
-		}
-	}
-	budget := maxPools
-	if keepIdx >= 0 {
-		budget--
-	}
-	for i := range pools {
-		if i == keepIdx {
-			kept = append(kept, pools[i])
-			continue
-		}
-		if budget > 0 {
-			kept = append(kept, pools[i])
-			budget--
-		}
-	}
-	return kept, len(pools) - len(kept)
 }

@@ -69,19 +69,30 @@ func New(o Options) (http.Handler, error) {
 	return mux, nil
 }
 
+// maxBudgetSeconds is the largest X-Prometheus-Scrape-Timeout-Seconds
+// taken as a budget (a day); a larger value is ignored like a bad one.
+const maxBudgetSeconds = 86400
+
 type server struct {
 	o Options
+	// metricsCost and probeCost are the answer costs of the metrics path
+	// and of /probe (reserve.go).
+	metricsCost, probeCost answerCost
 }
 
 // budget derives the request's scrape budget from Prometheus' header, minus
-// the offset. Without the header, only the targets' own timeouts apply.
+// the offset. Without the header, only the targets' own timeouts apply. The
+// budget bounds how long this request waits, never a round (agent.Scrape):
+// any client can send the header.
 func (s *server) budget(r *http.Request) (context.Context, context.CancelFunc) {
 	h := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
 	if h == "" {
 		return context.WithCancel(r.Context())
 	}
 	secs, err := strconv.ParseFloat(h, 64)
-	if err != nil || secs <= 0 {
+	// NaN, infinities and values past time.Duration's range are not a
+	// budget.
+	if err != nil || !(secs > 0) || secs > maxBudgetSeconds {
 		level.Debug(s.o.Logger).Log("msg", "ignoring bad scrape timeout header", "value", h)
 		return context.WithCancel(r.Context())
 	}
@@ -95,6 +106,8 @@ func (s *server) budget(r *http.Request) (context.Context, context.CancelFunc) {
 func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.budget(r)
 	defer cancel()
+	ctx, cancelWait := s.metricsCost.waitContext(ctx)
+	defer cancelWait()
 	reg := prometheus.NewRegistry()
 	if s.o.MetricsTargets {
 		reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, s.o.Agent.Names())))
@@ -102,7 +115,7 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	// Taken after the round, so the round's own connections are back.
 	reg.MustRegister(collector.NewProbePools(s.o.Agent.ProbePools()))
 	s.addressMetrics(reg)
-	s.serve(w, r, prometheus.Gatherers{s.o.Gatherer, reg})
+	s.serve(w, r, s.metricsCost.gatherer(prometheus.Gatherers{s.o.Gatherer, reg}))
 }
 
 func (s *server) probe(w http.ResponseWriter, r *http.Request) {
@@ -125,9 +138,11 @@ func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.budget(r)
 	defer cancel()
+	ctx, cancelWait := s.probeCost.waitContext(ctx)
+	defer cancelWait()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector.NewTargets(s.o.Agent.Scrape(ctx, []string{name})))
-	s.serve(w, r, reg)
+	s.serve(w, r, s.probeCost.gatherer(reg))
 }
 
 func (s *server) serve(w http.ResponseWriter, r *http.Request, g prometheus.Gatherer) {

@@ -224,22 +224,24 @@ func TestProbeByAddress_ServiceDiscoveryAloneDrivesTheAgent(t *testing.T) {
 	t.Logf("3 databases known only to file_sd up through /probe %.1fs after Prometheus started", time.Since(start).Seconds())
 
 	// The address outside the allow-list is a failed scrape, with the reason.
-	active, _, err := api.Targets(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, at := range active {
-		if at.Labels["instance"] == outside {
-			found = true
-			if at.Health != "down" || !strings.Contains(at.LastError, "403") {
-				t.Errorf("scrape of %s: health %s, last error %q, want down with 403", outside, at.Health, at.LastError)
-			}
+	// Prometheus scrapes each target on its own schedule, so this one may
+	// not have been scraped yet when the others are up.
+	eventually(t, "the scrape of the address outside the allow-list to fail with 403", func() error {
+		active, _, err := api.Targets(t.Context())
+		if err != nil {
+			return err
 		}
-	}
-	if !found {
-		t.Errorf("Prometheus has no scrape of %s", outside)
-	}
+		for _, at := range active {
+			if at.Labels["instance"] != outside {
+				continue
+			}
+			if at.Health != "down" || !strings.Contains(at.LastError, "403") {
+				return fmt.Errorf("scrape of %s: health %s, last error %q, want down with 403", outside, at.Health, at.LastError)
+			}
+			return nil
+		}
+		return fmt.Errorf("Prometheus has no scrape of %s", outside)
+	})
 
 	// The shipped alerts work on addresses known only to service
 	// discovery: the down database pages.

@@ -43,10 +43,29 @@ func moduleRoot() (string, error) {
 	}
 }
 
+// RaceBuild reports whether the agent binary the tests run is built with
+// the race detector (as it is when the tests run with -race): its memory
+// and CPU figures are then the race detector's, not the agent's.
+func RaceBuild() bool { return raceEnabled && os.Getenv(BinaryEnv) == "" }
+
+// BinaryEnv names an environment variable that, when set, is the path of
+// the poolwatch binary the tests run instead of building one: to check that
+// a test fails on an older build (`go build` it from the older commit). It
+// is refused under CI, which always tests the code it checked out.
+const BinaryEnv = "POOLWATCH_TEST_BINARY"
+
 // BuildPoolwatch builds the poolwatch binary once per test process (with the
-// race detector when the tests run with it) and returns its path.
+// race detector when the tests run with it) and returns its path; or
+// returns the binary that POOLWATCH_TEST_BINARY names.
 func BuildPoolwatch(tb testing.TB) string {
 	tb.Helper()
+	if bin := os.Getenv(BinaryEnv); bin != "" {
+		if InCI() {
+			tb.Fatalf("%s=%s is set under CI=true: CI tests the binary it builds", BinaryEnv, bin)
+		}
+		tb.Logf("%s: running %s instead of this tree's code", BinaryEnv, bin)
+		return bin
+	}
 	builtBinary.once.Do(func() {
 		root, err := moduleRoot()
 		if err != nil {
