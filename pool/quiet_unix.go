@@ -20,6 +20,14 @@ import (
 // peek looks at the TCP connection beneath (a pending record or the end).
 // When the socket cannot be inspected, quiet is false too, and the caller
 // falls back to a health check.
+//
+// quiet never blocks: it peeks through RawConn.Control, which does not take
+// the socket's read lock, because another goroutine may hold that lock in a
+// Read that lasts until the server next speaks (pgx's background reader,
+// which a write slower than 15 ms starts, can leave one behind on an idle
+// connection). RawConn.Read would wait for that Read, with no deadline and
+// no context. Callers still sync the connection first (pgconn's SyncConn),
+// so that such a reader's bytes are not missed.
 func quiet(c net.Conn) bool {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -34,13 +42,12 @@ func quiet(c net.Conn) bool {
 	}
 	idle := false
 	var buf [1]byte
-	if err := raw.Read(func(fd uintptr) bool {
+	if err := raw.Control(func(fd uintptr) {
 		_, _, rerr := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		// Nothing to read on an open socket: EAGAIN. No error means data
 		// (the server spoke) or the end of the stream (it left); any other
 		// error means the socket is broken.
 		idle = errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EWOULDBLOCK)
-		return true // never wait for readiness
 	}); err != nil {
 		return false
 	}
