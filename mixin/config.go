@@ -124,6 +124,10 @@ type Config struct {
 	// LimitedVisibilityFor is how long a postgres target must report that
 	// the agent's role cannot see every connection.
 	LimitedVisibilityFor time.Duration
+	// PoolsDroppedFor is how long max_pools must have dropped pools of a
+	// target (at some point in every 10m window) before
+	// PoolwatchPoolsDropped.
+	PoolsDroppedFor time.Duration
 	// ReloadFailedFor is how long the last configuration reload must have
 	// failed before PoolwatchConfigReloadFailed.
 	ReloadFailedFor time.Duration
@@ -206,6 +210,7 @@ func Default() Config {
 		ProbeDownFor:          5 * time.Minute,
 		LimitedVisibilityFor:  10 * time.Minute,
 		ReloadFailedFor:       5 * time.Minute,
+		PoolsDroppedFor:       15 * time.Minute,
 		ProbeLeakFor:          5 * time.Minute,
 		ProbeRetriesWindow:    5 * time.Minute,
 		ProbeRetriesThreshold: 0,
@@ -253,6 +258,7 @@ func Short() Config {
 	c.ProbeDownFor = 5 * time.Second
 	c.LimitedVisibilityFor = 5 * time.Second
 	c.ReloadFailedFor = 2 * time.Second
+	c.PoolsDroppedFor = 5 * time.Second
 	c.ProbeLeakFor = 5 * time.Second
 	c.ProbeRetriesWindow = 10 * time.Second
 	c.ProbeRetriesFor = 15 * time.Second
@@ -302,6 +308,7 @@ func (c Config) Validate() error {
 		{"ProbeDownFor", c.ProbeDownFor},
 		{"LimitedVisibilityFor", c.LimitedVisibilityFor},
 		{"ReloadFailedFor", c.ReloadFailedFor},
+		{"PoolsDroppedFor", c.PoolsDroppedFor},
 		{"ProbeLeakFor", c.ProbeLeakFor},
 		{"ProbeRetriesWindow", c.ProbeRetriesWindow},
 		{"ProbeRetriesFor", c.ProbeRetriesFor},

@@ -92,6 +92,7 @@ const (
 	AlertProbeDown              = "PoolwatchProbeDown"
 	AlertLimitedVisibility      = "PoolwatchLimitedVisibility"
 	AlertReloadFailed           = "PoolwatchConfigReloadFailed"
+	AlertPoolsDropped           = "PoolwatchPoolsDropped"
 	AlertProbePoolLeak          = "PoolwatchProbePoolLeak"
 	AlertProbeRetriesHigh       = "PoolwatchProbeRetriesHigh"
 	AlertPoolwatchDown          = "PoolwatchDown"
@@ -457,6 +458,19 @@ func Rules(c Config) []RuleGroup {
 				Annotations: ann(AlertLimitedVisibility, "poolwatch's role cannot see every connection of a target.",
 					fmt.Sprintf("%s connects to target {{ $labels.target }} as a role that cannot see other roles' connections, and has for more than %s: every count and leak of that target is too low. Fix: GRANT pg_monitor TO that role.",
 						agent, promDuration(c.LimitedVisibilityFor))),
+			},
+			{
+				Alert: AlertPoolsDropped,
+				// max_over_time bridges rounds in which the cut did not bite
+				// (gaps under 10m): a cut that comes and goes is still a
+				// cut. The window is shorter than the for, so one cut round
+				// alone never fires.
+				Expr:   "max_over_time(" + selector("poolwatch_target_pools_dropped", p) + "[10m]) > 0",
+				For:    promDuration(c.PoolsDroppedFor),
+				Labels: sev(SeverityWarning),
+				Annotations: ann(AlertPoolsDropped, "poolwatch drops pools of a target because of max_pools.",
+					fmt.Sprintf("%s has dropped pools of target {{ $labels.target }} (max_pools) for more than %s ({{ $value }} at most in the last 10m): their series are missing, and so are their alerts. Raise max_pools, or pin the pools that matter with pinned_pools; if the extra pools are PgBouncer auto-databases a client created, find the client.",
+						agent, promDuration(c.PoolsDroppedFor))),
 			},
 			{
 				Alert:  AlertReloadFailed,

@@ -39,6 +39,7 @@ func TestRules_HaveExactlyTheAlertsOfTheSpec(t *testing.T) {
 		AlertProbeDown:              {SeverityCritical, 1},
 		AlertLimitedVisibility:      {SeverityWarning, 1},
 		AlertReloadFailed:           {SeverityWarning, 1},
+		AlertPoolsDropped:           {SeverityWarning, 1},
 		AlertProbePoolLeak:          {SeverityWarning, 1},
 		AlertProbeRetriesHigh:       {SeverityWarning, 1},
 		AlertPoolwatchDown:          {SeverityCritical, 1},
@@ -344,6 +345,7 @@ func configMutations() []mutation {
 		{name: "probe down for 10m", config: func(c *Config) { c.ProbeDownFor = 10 * time.Minute }},
 		{name: "limited visibility for 20m", config: func(c *Config) { c.LimitedVisibilityFor = 20 * time.Minute }},
 		{name: "reload failed for 10m", config: func(c *Config) { c.ReloadFailedFor = 10 * time.Minute }},
+		{name: "pools dropped for 30m", config: func(c *Config) { c.PoolsDroppedFor = 30 * time.Minute }},
 		{name: "alert when not scraped", config: func(c *Config) { c.AlertWhenNotScraped = true }},
 	}
 }

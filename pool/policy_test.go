@@ -52,6 +52,35 @@ func TestDo_HandsOutAConnectionThatSucceededWithinFreshForWithoutAHealthCheck(t 
 	require.Equal(t, uint64(1), p.Stats().NewConnections)
 }
 
+// TestDo_AFreshConnectionWhoseBackendWasTerminatedIsCheckedNotHandedOut:
+// a connection that succeeded within FreshFor but whose server ended the
+// session since (pg_terminate_backend sends an error and closes the socket)
+// is not handed out on freshness alone: the socket shows it, the health
+// check fails, the connection is destroyed and the call gets a new one. The
+// callback's query succeeds; without the socket check it would meet the
+// dead connection.
+func TestDo_AFreshConnectionWhoseBackendWasTerminatedIsCheckedNotHandedOut(t *testing.T) {
+	checkGoroutines(t)
+	opts := testOptions(t, pgDSN(t, ""))
+	opts.MaxConnections = 1
+	clock := useFakeClock(&opts)
+	p := newPool(t, opts)
+	pingFn := func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }
+	require.NoError(t, p.Do(context.Background(), pingFn))
+
+	require.Equal(t, 1, pgServer(t).TerminateBackends(t, appName(t)))
+	// The backend is gone when pg_stat_activity no longer lists it; its
+	// error and end of stream are then in the agent's socket.
+	pgServer(t).WaitBackends(t, appName(t), func(n int) bool { return n == 0 }, 10*time.Second)
+	clock.Advance(pool.FreshFor / 2) // still fresh by the clock
+
+	require.NoError(t, p.Do(context.Background(), pingFn), "the callback never sees the dead connection")
+	s := p.Stats()
+	require.Equal(t, uint64(1), s.HealthCheckFailures, "the socket sent it to its health check, which failed")
+	require.Equal(t, uint64(2), s.NewConnections)
+	require.Equal(t, uint64(0), s.AcquireErrors)
+}
+
 // TestDo_ReplacesADestroyedConnectionInTheBackgroundUpToMinConns: with
 // MinConns 1, a connection destroyed after a callback (left in a
 // transaction) is replaced by a dial that the call does not wait for: the

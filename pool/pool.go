@@ -588,7 +588,10 @@ func (p *Pool) acquire(ctx context.Context, inner *pgxpool.Pool) (*pgxpool.Conn,
 // connection it acquired is destroyed before attempt returns or unwinds.
 //
 // A connection that completed a query successfully within FreshFor is
-// handed out without a health check.
+// handed out without a health check, unless its socket shows that the
+// server has spoken or left since (see quiet): a backend terminated or a
+// server restarted within the last second is caught here, not by the
+// caller's first query.
 func (p *Pool) attempt(ctx context.Context, inner *pgxpool.Pool) (_ *pgxpool.Conn, err error) {
 	conn, err := inner.Acquire(ctx)
 	if err != nil {
@@ -601,7 +604,7 @@ func (p *Pool) attempt(ctx context.Context, inner *pgxpool.Pool) (_ *pgxpool.Con
 		}
 	}()
 	p.at(ctx, pointAcquired)
-	if c := conn.Conn(); !p.fresh(c) {
+	if c := conn.Conn(); !p.fresh(c) || !synced(ctx, c) || !quiet(c.PgConn().Conn()) {
 		if err := p.healthCheck(ctx, c); err != nil {
 			p.healthFailures.Add(1)
 			return nil, fmt.Errorf("health check: %w", err)
@@ -641,6 +644,15 @@ func (p *Pool) healthCheck(ctx context.Context, conn *pgx.Conn) error {
 		return err
 	}
 	return conn.Ping(ctx)
+}
+
+// synced reports whether pgx has nothing of c's left to read: its
+// background reader stopped and its buffer empty, so that a peek at the
+// socket sees all the server has sent. pgconn's SyncConn costs nothing
+// then; otherwise it pings under ctx (a round trip, which the health check
+// would make anyway), and a failed ping sends c to the health check.
+func synced(ctx context.Context, c *pgx.Conn) bool {
+	return c.PgConn().SyncConn(ctx) == nil
 }
 
 // fresh reports whether c completed a query successfully within FreshFor.

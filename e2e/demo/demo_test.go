@@ -2,8 +2,8 @@
 // demo program, built as `go run` builds it, runs its whole script against
 // real PostgreSQL, PgBouncer, Prometheus and Alertmanager, takes its
 // screenshot with headless Chromium, and must leave nothing running. About
-// 75 s. It guards the README's first command; e2e/alerting covers the
-// alerting pipeline itself.
+// 2 min. It guards the README's first command; e2e/alerting covers the
+// alerting pipeline itself, e2e/founding the retry-loop leak.
 package demo
 
 import (
@@ -30,7 +30,7 @@ const repoRoot = "../.."
 const demoBudget = 4 * time.Minute
 
 func TestDemo_PagesExhaustionAndLeakThenLeavesNothingRunning(t *testing.T) {
-	testenv.Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager")
+	testenv.Require(t, "postgres", "pgbouncer", "prometheus", "alertmanager", "python")
 	screenshot := testenv.Optional(t, "chromium")
 	pw := testenv.BuildPoolwatch(t)
 	bin := filepath.Join(t.TempDir(), "demo")
@@ -60,6 +60,12 @@ func TestDemo_PagesExhaustionAndLeakThenLeavesNothingRunning(t *testing.T) {
 		`PAGE  FIRING   PoolConnectionLeak \(warning\)  target=bouncer pool=shop/app`,
 		`PAGE  RESOLVED PoolConnectionLeak \(warning\)  target=bouncer pool=shop/app`,
 		`poolwatch logs the culprit: target=bouncer pool=shop/app application_name=shop-web-7`,
+		// The retry-loop scene: the page, the app's own error (in either
+		// order: the short rules' 5 s lead is the margin), the fix.
+		`PAGE  FIRING   PoolUnaccountedConnections \(critical\)  target=orders-api pool=default`,
+		`orders-api logs: \S+ ERROR getconn failed \(1 so far\): psycopg2\.pool\.PoolError: connection pool exhausted`,
+		`poolwatch paged \d+\.\ds (before|after) orders-api's first "connection pool exhausted" error`,
+		`PAGE  RESOLVED PoolUnaccountedConnections \(critical\)  target=orders-api pool=default`,
 		`bouncer  shop/app     \[##########\]   3/3   100%`,
 		`: no process left\.`,
 	} {

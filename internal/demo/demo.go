@@ -82,9 +82,15 @@ type demo struct {
 	shop    *traffic
 	reports *traffic
 	leaker  *leak
+	// orders is the retry-loop scene's application (founding.go).
+	orders *orders
+	// before5 is what the receiver had seen of the alerts of phases 2 to 4
+	// when phase 5 began: report judges those phases on it, whatever
+	// phase 5's application then fires.
+	before5 map[string]alertState
 
-	// phaseAt is when each phase of the script began (index 1 to 4).
-	phaseAt [5]time.Time
+	// phaseAt is when each phase of the script began (index 1 to phases).
+	phaseAt [phases + 1]time.Time
 	// shotErr is why the screenshot asked for was not taken.
 	shotErr error
 
@@ -123,7 +129,7 @@ func (d *demo) preflight() error {
 	if _, err := os.Stat(d.o.poolwatch); err != nil { //nolint:gosec // G703: the binary the user named
 		missing = append(missing, fmt.Sprintf("poolwatch (%s; run make build)", d.o.poolwatch))
 	}
-	deps := []string{"postgres", "pgbouncer", "prometheus", "alertmanager"}
+	deps := []string{"postgres", "pgbouncer", "prometheus", "alertmanager", "python"}
 	if d.o.screenshot != "" {
 		deps = append(deps, "chromium")
 	}
@@ -191,6 +197,7 @@ func (d *demo) startServices(ctx context.Context) error {
 	}{
 		{"PostgreSQL 15", d.startPostgres},
 		{"PgBouncer", d.startPgBouncer},
+		{"orders-api (Python app)", func() (string, error) { return d.startOrders(ctx) }},
 		{"poolwatch", func() (string, error) { return d.startPoolwatch(ctx) }},
 		{"Alertmanager + webhook", func() (string, error) { return d.startAlertmanager(ctx) }},
 		{"Prometheus (short rules)", func() (string, error) { return d.startPrometheus(ctx) }},
@@ -310,8 +317,11 @@ targets:
       - name: %s
         application_name: "%s-*"
         max_connections: 10
+      - name: %s
+        application_name: %s
+        max_connections: %d
 `, d.o.leakThreshold, bouncerTarget, d.pgb.DSN(monUser, "", "pgbouncer"), pgTarget,
-		pgTarget, d.pg.DSN(monUser, "", "postgres"), appPoolName, webApp)
+		pgTarget, d.pg.DSN(monUser, "", "postgres"), appPoolName, webApp, ordersApp, ordersApp, ordersMax) + d.ordersConfig()
 }
 
 func (d *demo) startPoolwatch(ctx context.Context) (string, error) {
@@ -494,7 +504,8 @@ func (d *demo) showWhereToLook() {
 	d.scr.line("  service logs         %s/{poolwatch,prometheus,alertmanager}/*.log", d.dir)
 	d.scr.line("                       %s", d.pg.LogPath)
 	d.scr.line("                       %s", d.pgb.LogPath)
-	d.scr.line("Rules: the short variant from mixin/ (mixin.Short(): PoolExhausted after 5s at 100%% of max, PoolConnectionLeak after 5s past leak_threshold %s).", d.o.leakThreshold)
+	d.scr.line("Rules: the short variant from mixin/ (mixin.Short(): PoolExhausted after 5s at 100%% of max, PoolConnectionLeak after 5s past leak_threshold %s,", d.o.leakThreshold)
+	d.scr.line("       PoolUnaccountedConnections after 5s of connections an application counts in use that the server does not see).")
 	d.scr.line("Ctrl-C stops everything at any time.")
 	d.scr.line("")
 	d.scr.startClock()
@@ -560,10 +571,13 @@ func (d *demo) onPage(p page) {
 	d.scr.event("PAGE  %s", text)
 }
 
+// phases is the number of phases of the script.
+const phases = 5
+
 // phase announces a step of the script.
 func (d *demo) phase(n int, title, what string) {
 	d.phaseAt[n] = time.Now()
-	d.scr.event("%s", d.scr.colour("1", fmt.Sprintf("== %d/4 %s", n, title)))
+	d.scr.event("%s", d.scr.colour("1", fmt.Sprintf("== %d/%d %s", n, phases, title)))
 	d.scr.line("         %s", what)
 }
 
@@ -644,6 +658,11 @@ func (d *demo) script(ctx context.Context) error {
 		return ctx.Err()
 	}
 	d.scr.flushPools()
+	d.before5 = map[string]alertState{alertExhausted: d.hook.state(alertExhausted), alertLeak: d.hook.state(alertLeak)}
+
+	if err := d.ordersScene(ctx); err != nil {
+		return err
+	}
 	d.scr.event("end of the script")
 	return nil
 }
@@ -692,7 +711,10 @@ func (d *demo) report() error {
 		{alertLeak, 3, 4, "the leak began", "it ended"},
 	}
 	for _, c := range causes {
-		st := d.hook.state(c.name)
+		st, ok := d.before5[c.name]
+		if !ok {
+			st = d.hook.state(c.name)
+		}
 		fired, resolved := "never", "never"
 		if !st.Fired.IsZero() {
 			fired = fmt.Sprintf("%5.1fs", st.Fired.Sub(d.readyAt).Seconds())
@@ -711,6 +733,7 @@ func (d *demo) report() error {
 			missing = append(missing, c.name)
 		}
 	}
+	ordersErr := d.ordersReport()
 	for _, t := range []*traffic{d.shop, d.reports} {
 		if n, last := t.failures(); n > 0 {
 			d.scr.line("  %s clients: %d failed queries or connections (last: %s)", t.appName, n, last)
@@ -726,7 +749,7 @@ func (d *demo) report() error {
 	if d.o.screenshot != "" && d.shotErr == nil && d.hook.state(alertExhausted).Fired.IsZero() {
 		d.shotErr = errors.New("no screenshot: PoolExhausted never fired")
 	}
-	return errors.Join(err, d.shotErr)
+	return errors.Join(err, ordersErr, d.shotErr)
 }
 
 // cleanup stops everything in order, checks that no process is left and

@@ -114,11 +114,11 @@ func installCalls(pkgs string) []string {
 	return []string{"update -qq", "install -y -qq " + all}
 }
 
-const demoPackages = "pgbouncer prometheus prometheus-alertmanager"
+const demoPackages = "pgbouncer prometheus prometheus-alertmanager python3-psycopg2"
 
 func TestDepsApt_InstallsOnlyTheMissingPackages(t *testing.T) {
 	f := newFakeSystem(t)
-	out, calls := f.makeRun(t, "pgbouncer", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
+	out, calls := f.makeRun(t, "pgbouncer python3-psycopg2", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
 	require.Contains(t, out, ">> installing apt packages: prometheus prometheus-alertmanager")
 	require.Equal(t, []string{"update -qq", "install -y -qq prometheus prometheus-alertmanager" + pgPackage()}, calls)
 }
@@ -127,7 +127,7 @@ func TestDepsApt_ReinstallsAPackageRemovedWithItsConfigKept(t *testing.T) {
 	// "apt-get remove" leaves the package known to dpkg -s, without binaries.
 	t.Setenv("FAKE_REMOVED", "pgbouncer")
 	f := newFakeSystem(t)
-	out, calls := f.makeRun(t, "prometheus prometheus-alertmanager", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
+	out, calls := f.makeRun(t, "prometheus prometheus-alertmanager python3-psycopg2", "0", "deps-apt", "APT_PACKAGES="+demoPackages)
 	require.Contains(t, out, ">> installing apt packages: pgbouncer")
 	require.Equal(t, []string{"update -qq", "install -y -qq pgbouncer" + pgPackage()}, calls)
 }

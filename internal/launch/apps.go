@@ -71,6 +71,9 @@ type AppOptions struct {
 	// GoAppDir is the source directory of apps/goapp, for the Go apps:
 	// it is a module of its own, so it is not embedded.
 	GoAppDir string
+	// Addr is the listen address, to start an app again where its
+	// scrapers know it; "" picks a free loopback port (see DaemonOptions).
+	Addr string
 	ProcessOptions
 }
 
@@ -118,6 +121,7 @@ func StartApp(ctx context.Context, opts AppOptions) (*Daemon, error) {
 		Name: "app-" + strings.ReplaceAll(string(opts.App), "/", "-"), Bin: bin, Dir: opts.Dir,
 		Args:           func(addr string) []string { return append(append([]string(nil), args(addr)...), opts.Args...) },
 		ReadyPath:      "/ready",
+		Addr:           opts.Addr,
 		ProcessOptions: opts.ProcessOptions,
 	})
 }

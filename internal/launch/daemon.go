@@ -84,6 +84,10 @@ type DaemonOptions struct {
 	Args func(addr string) []string
 	// ReadyPath is polled until it answers 200; "" means "/-/ready".
 	ReadyPath string
+	// Addr is the listen address ("127.0.0.1:PORT") to start on, to start a
+	// daemon again where its clients know it; "" picks a free loopback
+	// port.
+	Addr string
 	ProcessOptions
 }
 
@@ -103,10 +107,11 @@ type Daemon struct {
 	waitErr error         // valid once done is closed
 }
 
-// StartDaemon starts a daemon on a free loopback port and returns once its
-// ReadyPath answers 200. ctx cancels the start. A start that fails because
-// another process took the port is retried with a new one (3 attempts).
-// When the daemon does not come up, the error holds its log's tail.
+// StartDaemon starts a daemon on a free loopback port (or on opts.Addr)
+// and returns once its ReadyPath answers 200. ctx cancels the start. A
+// start on a free port that fails because another process took the port
+// is retried with a new one (3 attempts). When the daemon does not come
+// up, the error holds its log's tail.
 func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 	if opts.Name == "" || opts.Bin == "" || opts.Dir == "" || opts.Args == nil {
 		return nil, errors.New("launch: DaemonOptions need Name, Bin, Dir and Args")
@@ -116,12 +121,19 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 		readyPath = "/-/ready"
 	}
 	var lastErr error
-	for attempt := 1; attempt <= daemonStartAttempts; attempt++ {
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
+	attempts := daemonStartAttempts
+	if opts.Addr != "" {
+		attempts = 1
+	}
+	for attempt := 1; attempt <= attempts; attempt++ {
+		addr := opts.Addr
+		if addr == "" {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		cmd := exec.Command(opts.Bin, opts.Args(addr)...) //nolint:gosec // the caller's binary (LookPath) and arguments
 		cmd.Dir = opts.Dir
 		cmd.Env = childEnv(opts.Dir)

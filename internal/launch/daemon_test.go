@@ -112,6 +112,32 @@ func TestStartDaemon_ServesOnALoopbackPortAndLogsToItsDir(t *testing.T) {
 	require.True(t, PIDAlive(d.PID()))
 }
 
+func TestStartDaemon_StartsAgainOnTheAddressOfAStoppedOne(t *testing.T) {
+	first := startDaemon(t, helperDaemon(t, "serve", ProcessOptions{}))
+	require.NoError(t, first.Close())
+
+	opts := helperDaemon(t, "serve", ProcessOptions{})
+	opts.Addr = first.Addr
+	again := startDaemon(t, opts)
+	require.Equal(t, first.Addr, again.Addr)
+	require.Equal(t, first.URL, again.URL)
+	require.NoError(t, getOK(context.Background(), &http.Client{Timeout: 5 * time.Second}, again.URL+"/-/ready"))
+}
+
+func TestStartDaemon_OnATakenAddressFailsWithoutTryingAnother(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	opts := helperDaemon(t, "serve", ProcessOptions{})
+	opts.Addr = l.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = StartDaemon(ctx, opts)
+	require.ErrorContains(t, err, "address already in use")
+	_, err = os.Stat(opts.Dir + "/helper-serve-2.log")
+	require.True(t, os.IsNotExist(err), "one attempt only")
+}
+
 func TestDaemon_CloseEndsItWithSIGTERMAndIsIdempotent(t *testing.T) {
 	d := startDaemon(t, helperDaemon(t, "serve", ProcessOptions{}))
 	pid := d.PID()

@@ -274,6 +274,27 @@ func (p *Postgres) Exec(ctx context.Context, sql string, args ...any) (err error
 	return nil
 }
 
+// TerminateIdleBackends calls pg_terminate_backend, as the superuser, on
+// every client backend that is idle (state 'idle': between transactions,
+// not in one) and whose application_name is one of names, and returns how
+// many it signalled. This is the fault of a database that drops idle
+// sessions (idle_session_timeout, a failover, an operator): a pool holding
+// those connections finds them dead at its next checkout. The backends
+// leave pg_stat_activity a moment after the call returns.
+func (p *Postgres) TerminateIdleBackends(ctx context.Context, names ...string) (n int, err error) {
+	c, err := p.ConnectAdmin(ctx, "postgres")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = errors.Join(err, CloseConn(ctx, c)) }()
+	const q = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state = 'idle' AND application_name = ANY($1) AND pid <> pg_backend_pid()`
+	if err := c.QueryRow(ctx, q, names).Scan(&n); err != nil {
+		return 0, fmt.Errorf("terminate idle backends of %q: %w", names, err)
+	}
+	return n, nil
+}
+
 // CreateRole creates a role with a password (none when empty) and extra
 // CREATE ROLE options, e.g. "LOGIN", "IN ROLE pg_monitor", "CONNECTION
 // LIMIT 5". Attributes are SQL, spliced verbatim. The password never

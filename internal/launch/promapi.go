@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -33,11 +34,13 @@ type PromAPI struct {
 }
 
 // Sample is one series of a query result: for a vector its value at the
-// evaluation time, for a matrix its values over the range, oldest first.
+// evaluation time, for a matrix its values over the range, oldest first,
+// and their timestamps (Times[i] is the time of Values[i]).
 type Sample struct {
 	Metric map[string]string
-	Value  float64   // vector
-	Values []float64 // matrix
+	Value  float64     // vector
+	Values []float64   // matrix
+	Times  []time.Time // matrix
 }
 
 // QueryResult is the answer of an instant or range query.
@@ -197,8 +200,12 @@ func (p PromAPI) query(ctx context.Context, path string, params url.Values) (Que
 				s.Value, err = pointValue(e.Value)
 			} else {
 				s.Values = make([]float64, len(e.Values))
+				s.Times = make([]time.Time, len(e.Values))
 				for i, pt := range e.Values {
 					if s.Values[i], err = pointValue(pt); err != nil {
+						break
+					}
+					if s.Times[i], err = pointTime(pt); err != nil {
 						break
 					}
 				}
@@ -229,6 +236,19 @@ func pointValue(pt []any) (float64, error) {
 		return 0, fmt.Errorf("value %q: %w", s, err)
 	}
 	return v, nil
+}
+
+// pointTime returns the time of a [ts, "v"] pair (ts in seconds, with
+// milliseconds).
+func pointTime(pt []any) (time.Time, error) {
+	if len(pt) != 2 {
+		return time.Time{}, errors.New("no [timestamp, value] pair")
+	}
+	ts, ok := pt[0].(float64)
+	if !ok {
+		return time.Time{}, fmt.Errorf("timestamp %v is not a number", pt[0])
+	}
+	return time.UnixMilli(int64(math.Round(ts * 1000))), nil
 }
 
 // Series returns the label sets of the series that match the selector

@@ -44,7 +44,7 @@ func TestPromAPI_DecodesVectorsAndMatrices(t *testing.T) {
 			{"metric":{"job":"a"},"value":[1700000000.5,"3"]},
 			{"metric":{"job":"b"},"value":[1700000000.5,"NaN"]}]}}`,
 		"/api/v1/query_range": `{"status":"success","data":{"resultType":"matrix","result":[
-			{"metric":{"job":"a"},"values":[[1,"1"],[2,"2.5"]]}]}}`,
+			{"metric":{"job":"a"},"values":[[1,"1"],[2.125,"2.5"]]}]}}`,
 	})
 	ctx := context.Background()
 
@@ -66,6 +66,7 @@ func TestPromAPI_DecodesVectorsAndMatrices(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, m.Len())
 	require.Equal(t, []float64{1, 2.5}, m.Samples[0].Values)
+	require.Equal(t, []time.Time{time.Unix(1, 0), time.Unix(2, 125e6)}, m.Samples[0].Times)
 	require.Equal(t, "/api/v1/query_range?end=20.000&query=up&start=10.000&step=1.5", asked()[2])
 }
 

@@ -156,6 +156,32 @@ func TestPostgres_CountsWaitsForAndTerminatesBackendsByApplicationName(t *testin
 	require.Equal(t, 0, pg.TerminateBackends(t, app))
 }
 
+func TestPostgres_TerminateIdleBackendsKillsOnlyIdleSessionsOfTheNamedApplications(t *testing.T) {
+	pg := sharedPG(t)
+	app, other := uniqueName(t, "tib"), uniqueName(t, "tib-other")
+	dsn := func(name string) string {
+		return pg.DSN(pg.SuperUser, pg.SuperPassword, "postgres") + "&application_name=" + name
+	}
+	idle, inTx, otherIdle := connect(t, dsn(app)), connect(t, dsn(app)), connect(t, dsn(other))
+	ctx := context.Background()
+	_, err := inTx.Exec(ctx, "BEGIN")
+	require.NoError(t, err)
+	_, err = inTx.Exec(ctx, "SELECT 1") // idle in transaction: not idle
+	require.NoError(t, err)
+	pg.WaitBackends(t, app, func(n int) bool { return n == 2 }, 5*time.Second)
+
+	n, err := pg.TerminateIdleBackends(ctx, app, "nobody-uses-this")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, 1, pg.WaitBackends(t, app, func(n int) bool { return n == 1 }, 5*time.Second))
+	_, err = idle.Exec(ctx, "SELECT 1")
+	require.Error(t, err, "the idle session is gone")
+	_, err = inTx.Exec(ctx, "COMMIT")
+	require.NoError(t, err, "the session in a transaction lives")
+	_, err = otherIdle.Exec(ctx, "SELECT 1")
+	require.NoError(t, err, "another application's idle session lives")
+}
+
 func TestWaitBackends_FailsWithTheLastCountOnTimeout(t *testing.T) {
 	pg := sharedPG(t)
 	f := &fakeTB{TB: t}

@@ -7,7 +7,12 @@ GET  /ready          200 once the pool is open
 GET  /status         the pool, as a typical get_pool_status() writes it:
                      minconn, maxconn, in_use, idle, timeouts (the
                      "connection pool exhausted" errors so far), plus keys
-                     poolwatch ignores (first_exhausted_at, held, leaked)
+                     poolwatch ignores: first_exhausted_at and
+                     first_full_at (Unix times of the first "exhausted"
+                     error and of the first time the pool counted maxconn
+                     in use; null until then), lost (connections the
+                     retry loop lost), connect_errors (new connections
+                     that failed), held and leaked
 POST /hold?n=K       check out K healthy connections through the retry loop
                      below (--mode decides what happens to a dead one) and
                      keep them
@@ -20,11 +25,16 @@ With --workers N, N threads loop on the founding bug's retry loop: check a
 connection out, health-check it with SELECT 1, and on failure try again;
 --mode leaky loses the failed connection (it stays counted in use),
 --mode fixed closes it with putconn(conn, close=True). Each successful
-checkout runs SELECT pg_sleep(--work) and is returned.
+checkout runs SELECT pg_sleep(--work) and is returned. A connection that
+cannot be opened (the server or PgBouncer is down) is counted in
+connect_errors and the worker tries again after a pause. The first
+"connection pool exhausted" error is logged to stderr, as an application
+logs it, and then every 100th.
 """
 
 import argparse
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +54,9 @@ class App:
         self.leaked = []
         self.exhausted = 0
         self.first_exhausted_at = None
+        self.first_full_at = None
+        self.lost = 0
+        self.connect_errors = 0
         self.stop = threading.Event()
 
     def status(self):
@@ -55,18 +68,38 @@ class App:
                 "minconn": p.minconn, "maxconn": p.maxconn,
                 "in_use": in_use, "idle": idle, "timeouts": self.exhausted,
                 "first_exhausted_at": self.first_exhausted_at,
+                "first_full_at": self.first_full_at,
+                "lost": self.lost, "connect_errors": self.connect_errors,
                 "held": len(self.held), "leaked": len(self.leaked),
             }
 
     def getconn(self):
         try:
-            return self.pool.getconn()
-        except psycopg2.pool.PoolError:
+            conn = self.pool.getconn()
+        except psycopg2.pool.PoolError as e:
+            now = time.time()
             with self.lock:
                 self.exhausted += 1
+                n = self.exhausted
                 if self.first_exhausted_at is None:
-                    self.first_exhausted_at = time.time()
+                    self.first_exhausted_at = now
+                if self.first_full_at is None:
+                    self.first_full_at = now
+            if n == 1 or n % 100 == 0:
+                log("ERROR getconn failed (%d so far): psycopg2.pool.PoolError: %s" % (n, e))
             raise
+        except psycopg2.Error:
+            with self.lock:
+                self.connect_errors += 1
+            raise
+        p = self.pool
+        with p._lock:
+            full = len(p._used) >= p.maxconn
+        if full:
+            with self.lock:
+                if self.first_full_at is None:
+                    self.first_full_at = time.time()
+        return conn
 
     def hold(self, n):
         """Check out n healthy connections through the retry loop (so a
@@ -103,7 +136,7 @@ class App:
         while not self.stop.is_set():
             try:
                 conn = self.acquire_with_retries()
-            except psycopg2.pool.PoolError:
+            except psycopg2.Error:  # PoolError, or a connection that failed to open
                 self.stop.wait(0.2)
                 continue
             try:
@@ -128,8 +161,16 @@ class App:
                 last = e
                 if self.args.mode == "fixed":
                     self.pool.putconn(conn, close=True)
-                # leaky: conn1 is lost here, still counted in the pool's _used.
+                else:
+                    # leaky: conn1 is lost here, still counted in the pool's _used.
+                    with self.lock:
+                        self.lost += 1
         raise psycopg2.pool.PoolError("no healthy connection after 3 attempts: %s" % last)
+
+
+def log(msg):
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    print("%s %s" % (ts, msg), file=sys.stderr, flush=True)
 
 
 def handler_for(app):
