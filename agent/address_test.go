@@ -130,7 +130,7 @@ func TestProbeAddress_NeverAnswersACleartextOrMD5PasswordRequestUnlessAllowed(t 
 	old, err := os.ReadFile(hba)
 	require.NoError(t, err)
 	rules := fmt.Sprintf("host all %s 127.0.0.1/32 password\nhost all %s 127.0.0.1/32 md5\n", clearUser, md5User)
-	require.NoError(t, os.WriteFile(hba, append([]byte(rules), old...), 0o600))
+	require.NoError(t, os.WriteFile(hba, append([]byte(rules), old...), 0o600)) //nolint:gosec // G703: the test's own cluster's pg_hba.conf
 	pg.Exec(t, "SELECT pg_reload_conf()")
 	t.Setenv("POOLWATCH_AGENT_TEST_ADDR_PW", pw)
 	module := func(name, user string, insecure bool) string {

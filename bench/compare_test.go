@@ -481,7 +481,7 @@ func BenchmarkVersusPgbouncerExporter(b *testing.B) {
 		b.ReportMetric(statOf(r.ratioFloor).med, fmt.Sprintf("floor-ratio-%d", r.pools))
 	}
 	report := renderReport(results, nofile)
-	if err := os.MkdirAll("out", 0o755); err != nil {
+	if err := os.MkdirAll("out", 0o750); err != nil {
 		b.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join("out", "compare.md"), []byte(report), 0o644); err != nil {

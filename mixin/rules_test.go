@@ -370,7 +370,7 @@ func dropOperands(expr string) []string {
 		}
 		d := len(m[1])
 		end := i + 1
-		for end < len(lines) && indentOf(lines[end]) >= d && !(indentOf(lines[end]) == d && operatorLine.MatchString(lines[end])) {
+		for end < len(lines) && indentOf(lines[end]) >= d && (indentOf(lines[end]) != d || !operatorLine.MatchString(lines[end])) {
 			end++
 		}
 		kept := append(append([]string{}, lines[:i]...), lines[end:]...)

@@ -743,7 +743,7 @@ func TestDo_StressKeepsInvariants(t *testing.T) {
 	require.Positive(t, failed.Load())
 	require.Positive(t, seamPanics.Load())
 	require.Positive(t, s.HealthCheckFailures, "connections killed behind the pool's back failed their health check")
-	verifyNoLeaks(t, p, int(opts.MaxConnections))
+	verifyNoLeaks(t, p, opts.MaxConnections)
 }
 
 // TestDo_RereadsTLSFilesForEveryNewConnection: the CA file named in the DSN

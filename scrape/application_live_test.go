@@ -42,15 +42,15 @@ func TestApplication_Live_EachDialectReadsWhatTheLibraryReports(t *testing.T) {
 			testenv.AppCall(t, app, "POST", fmt.Sprintf("/hold?n=%d", n), nil)
 		}
 	}
-	exhaustAndTimeOut := func(max int) func(t *testing.T, app *testenv.Daemon) {
+	exhaustAndTimeOut := func(size int) func(t *testing.T, app *testenv.Daemon) {
 		return func(t *testing.T, app *testenv.Daemon) {
-			testenv.AppCall(t, app, "POST", fmt.Sprintf("/hold?n=%d", max), nil)
+			testenv.AppCall(t, app, "POST", fmt.Sprintf("/hold?n=%d", size), nil)
 			testenv.AppCall(t, app, "POST", "/timeout", nil)
 			testenv.AppCall(t, app, "POST", "/release", nil)
 			testenv.AppCall(t, app, "POST", "/hold?n=2", nil)
 		}
 	}
-	hikari := func(t *testing.T, s map[string]float64, raw map[string]any) Pool {
+	hikari := func(_ *testing.T, s map[string]float64, raw map[string]any) Pool {
 		return Pool{Name: raw["pool"].(string), Min: Some(s["min"]), Max: Some(s["max"]), Open: s["total"],
 			InUse: s["active"], Waiting: Some(s["pending"]), AcquireTimeouts: Some(s["timeouts"])}
 	}

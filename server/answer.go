@@ -332,7 +332,7 @@ func (a *answer) write(w http.ResponseWriter) {
 		h.Set("Content-Encoding", encodingGzip)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(a.body)))
-	_, _ = w.Write(a.body)
+	_, _ = w.Write(a.body) //nolint:gosec // G705: an exposition under its own Content-Type (text, OpenMetrics or protobuf), never HTML
 }
 
 // maxGenerations bounds the answers an answerCache keeps: those of the

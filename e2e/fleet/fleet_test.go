@@ -181,11 +181,11 @@ func TestProbeByAddress_ServiceDiscoveryAloneDrivesTheAgent(t *testing.T) {
 	}
 	for i, g := range groups {
 		for j, a := range g.Targets {
-			real, ok := addrs[a]
+			served, ok := addrs[a]
 			if !ok {
 				t.Fatalf("targets/databases.yml lists %s, which the test does not serve", a)
 			}
-			groups[i].Targets[j] = real
+			groups[i].Targets[j] = served
 		}
 	}
 	groups = append(groups, sdGroup{Targets: []string{down, outside}, Labels: map[string]string{"__param_kind": "postgres"}})

@@ -577,11 +577,11 @@ func (e *env) status(t *testing.T, name string) appStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.apps[name].URL+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.apps[name].URL+"/status", nil) //nolint:gosec // G704: the test's own application on loopback
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := e.client.Do(req)
+	resp, err := e.client.Do(req) //nolint:gosec // G704: the test's own application on loopback
 	if err != nil {
 		t.Fatalf("%s /status: %v", name, err)
 	}

@@ -14,10 +14,11 @@ import (
 	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
-// The small applications of internal/launch/apps, under the names the tests
-// know them by.
+// The types of internal/launch under the names the tests know them by.
 type (
-	App        = launch.App
+	// App is launch.App.
+	App = launch.App
+	// AppOptions is launch.AppOptions.
 	AppOptions = launch.AppOptions
 )
 

@@ -7,21 +7,32 @@ import (
 	"github.com/poolwatch/poolwatch/internal/launch"
 )
 
-// The daemons and the Prometheus API client of launch, under the names the
-// tests know them by.
+// The types of internal/launch under the names the tests know them by.
 type (
-	Daemon              = launch.Daemon
-	DaemonOptions       = launch.DaemonOptions
-	ProcessOptions      = launch.ProcessOptions
-	PrometheusOptions   = launch.PrometheusOptions
+	// Daemon is launch.Daemon.
+	Daemon = launch.Daemon
+	// DaemonOptions is launch.DaemonOptions.
+	DaemonOptions = launch.DaemonOptions
+	// ProcessOptions is launch.ProcessOptions.
+	ProcessOptions = launch.ProcessOptions
+	// PrometheusOptions is launch.PrometheusOptions.
+	PrometheusOptions = launch.PrometheusOptions
+	// AlertmanagerOptions is launch.AlertmanagerOptions.
 	AlertmanagerOptions = launch.AlertmanagerOptions
-	WebhookReceiver     = launch.WebhookReceiver
-	WebhookAlert        = launch.WebhookAlert
+	// WebhookReceiver is launch.WebhookReceiver.
+	WebhookReceiver = launch.WebhookReceiver
+	// WebhookAlert is launch.WebhookAlert.
+	WebhookAlert = launch.WebhookAlert
+	// WebhookNotification is launch.WebhookNotification.
 	WebhookNotification = launch.WebhookNotification
-	AlertEvent          = launch.AlertEvent
-	PromAPI             = launch.PromAPI
-	QueryResult         = launch.QueryResult
-	Sample              = launch.Sample
+	// AlertEvent is launch.AlertEvent.
+	AlertEvent = launch.AlertEvent
+	// PromAPI is launch.PromAPI.
+	PromAPI = launch.PromAPI
+	// QueryResult is launch.QueryResult.
+	QueryResult = launch.QueryResult
+	// Sample is launch.Sample.
+	Sample = launch.Sample
 )
 
 // StartDaemon starts a daemon for tb (see launch.StartDaemon). A cleanup
