@@ -17,9 +17,16 @@ import (
 //
 //  1. the target-wide pool (`clients` on pgbouncer, `server` on postgres);
 //  2. pools whose name matches one of the target's pinned_pools globs;
-//  3. pools in use: with open, in-use or leaked connections or waiting
-//     clients;
-//  4. idle pools.
+//  3. busy pools: with connections in use or leaked, or clients waiting;
+//  4. pools that only hold open, idle connections;
+//  5. pools with nothing open.
+//
+// Busy pools come before merely open ones because anyone who can log in
+// can open connections: each login to a made-up database through a
+// PgBouncer `*` catch-all leaves an auto-database whose pool keeps an idle
+// server connection for server_idle_timeout (10 minutes by default), and a
+// thousand such logins would otherwise push a busy pool with a later name
+// out of the cap.
 //
 // The first max_pools pools are kept, pinned ones included: the cap is a
 // hard bound. The kept pools are returned sorted by name.
@@ -31,10 +38,12 @@ func poolRank(p *Pool, keep string, pinned []string) int {
 		return 0
 	case matchesAny(pinned, p.Name):
 		return 1
-	case p.Open > 0 || p.InUse > 0 || p.Leaked > 0 || (p.Waiting.Valid && p.Waiting.Value > 0):
+	case p.InUse > 0 || p.Leaked > 0 || (p.Waiting.Valid && p.Waiting.Value > 0):
 		return 2
-	default:
+	case p.Open > 0:
 		return 3
+	default:
+		return 4
 	}
 }
 

@@ -25,6 +25,28 @@ func TestCapPools_PoolsInUseOutrankIdleOnesThenByName(t *testing.T) {
 		"the target-wide pool and the four pools in use, then idle ones by name")
 }
 
+// TestCapPools_BusyPoolsOutrankPoolsThatOnlyHoldIdleConnections: junk
+// auto-databases whose pools each keep an idle server connection (for
+// server_idle_timeout after the login that made them) cannot push a busy
+// pool with a later name out; seen in the hostile-pools e2e test when a
+// round came within a second of 1,100 junk logins.
+func TestCapPools_BusyPoolsOutrankPoolsThatOnlyHoldIdleConnections(t *testing.T) {
+	var pools []Pool
+	for i := range 200 {
+		pools = append(pools, Pool{Name: fmt.Sprintf("aaa_junk_%05d/app", i), Open: 1})
+	}
+	pools = append(pools,
+		Pool{Name: "shop/app", Open: 1, InUse: 1},
+		Pool{Name: "queue/app", Waiting: Some(1)},
+		Pool{Name: "zzz/empty"},
+		Pool{Name: "clients", Open: 5, InUse: 5},
+	)
+	kept, dropped := capPools(pools, &config.Target{MaxPools: 5}, PoolClients)
+	assert.Equal(t, 199, dropped)
+	assert.Equal(t, []string{"aaa_junk_00000/app", "aaa_junk_00001/app", "clients", "queue/app", "shop/app"}, names(kept),
+		"the target-wide pool and the busy pools, then pools with idle connections by name, then empty ones")
+}
+
 func TestCapPools_PinnedPoolsStayWhateverTheirActivity(t *testing.T) {
 	var pools []Pool
 	for i := range 50 {
