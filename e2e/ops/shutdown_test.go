@@ -54,7 +54,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
     dsn: %s
 `, slowDSN, pgb.DSN("stats", statPassword, "pgbouncer")))
 	pw := testenv.StartPoolwatch(t, cfg)
-	wantTargets(t, scrape(t, pw), "pg", "slow", "bouncer")
+	wantTargets(t, pw.Scrape(t), "pg", "slow", "bouncer")
 	if n := pg.CountBackends(t, "pw-term") + pg.CountBackends(t, "pw-slow"); n < 2 {
 		t.Fatalf("%d agent backends after a scrape, want at least 2", n)
 	}
@@ -80,7 +80,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 	if r.err != nil || r.code != http.StatusOK {
 		t.Fatalf("the scrape in flight at SIGTERM: status %d, err %v; want a full answer", r.code, r.err)
 	}
-	if up := parseMetrics(t, r.body).must(t, targetUp, "target", "slow"); up != 1 {
+	if up := testenv.ParseMetrics(t, r.body).Must(t, targetUp, "target", "slow"); up != 1 {
 		t.Fatalf("the scrape in flight at SIGTERM: slow up %v, want 1 (the round was cut short)", up)
 	}
 	select {
@@ -111,7 +111,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 	if strings.Contains(logs, "incomplete") || strings.Contains(logs, "cancelled") {
 		t.Errorf("an unhurried shutdown cut something short")
 	}
-	stopAndCheck(t, pw, monPassword, statPassword)
+	pw.StopAndCheck(t, monPassword, statPassword)
 }
 
 // TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout sends SIGTERM while a
@@ -166,5 +166,5 @@ func TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout(t *testing.T) {
 		t.Errorf("the log does not say that the HTTP shutdown was cut short")
 	}
 	pg.WaitBackends(t, "pw-term", func(n int) bool { return n == 0 }, settle)
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
