@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -150,19 +151,10 @@ func (b *PgBouncer) userlist() string {
 	for u, p := range b.opts.Users {
 		users[u] = p
 	}
-	for _, u := range sortedKeys(users) {
+	for _, u := range slices.Sorted(maps.Keys(users)) {
 		fmt.Fprintf(&sb, "%s %s\n", quoteUserlist(u), quoteUserlist(users[u]))
 	}
 	return sb.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // hasKey reports whether a libpq-style fragment sets key.
@@ -179,7 +171,7 @@ func hasKey(fragment, key string) bool {
 func (b *PgBouncer) config() string {
 	var sb strings.Builder
 	sb.WriteString("; written by poolwatch internal/launch\n[databases]\n")
-	for _, name := range sortedKeys(b.opts.Databases) {
+	for _, name := range slices.Sorted(maps.Keys(b.opts.Databases)) {
 		frag := b.opts.Databases[name]
 		var prefix []string
 		if !hasKey(frag, "host") {
@@ -223,7 +215,7 @@ func (b *PgBouncer) config() string {
 	}
 	set["listen_port"] = strconv.Itoa(b.Port) // the port is launch's
 	sb.WriteString("\n[pgbouncer]\n")
-	for _, k := range sortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
 	}
 	return sb.String()

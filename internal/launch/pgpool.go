@@ -3,9 +3,11 @@ package launch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,7 +134,7 @@ func (p *Pgpool) poolPasswd() string {
 		users[u] = pw
 	}
 	var sb strings.Builder
-	for _, u := range sortedKeys(users) {
+	for _, u := range slices.Sorted(maps.Keys(users)) {
 		fmt.Fprintf(&sb, "%s:TEXT%s\n", u, users[u])
 	}
 	return sb.String()
@@ -203,7 +205,7 @@ func (p *Pgpool) config() string {
 	set["memqcache_oiddir"] = quoteConf(filepath.Join(p.Dir, "oiddir"))
 	var sb strings.Builder
 	sb.WriteString("# written by poolwatch internal/launch\n")
-	for _, k := range sortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
 	}
 	return sb.String()
