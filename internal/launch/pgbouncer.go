@@ -210,15 +210,20 @@ func (b *PgBouncer) config() string {
 			set[k] = strconv.Itoa(v)
 		}
 	}
-	for k, v := range b.opts.Extra {
-		set[k] = v
-	}
+	maps.Copy(set, b.opts.Extra)
 	set["listen_port"] = strconv.Itoa(b.Port) // the port is launch's
 	sb.WriteString("\n[pgbouncer]\n")
-	for _, k := range slices.Sorted(maps.Keys(set)) {
-		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
-	}
+	writeSettings(&sb, set)
 	return sb.String()
+}
+
+// writeSettings writes set into sb as "key = value" lines sorted by key,
+// the form of pgbouncer.ini and pgpool.conf. Values are written as they
+// are: quoting is the caller's.
+func writeSettings(sb *strings.Builder, set map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		fmt.Fprintf(sb, "%s = %s\n", k, set[k])
+	}
 }
 
 // writeConfig writes pgbouncer.ini for the current port and returns the

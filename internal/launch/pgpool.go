@@ -190,9 +190,7 @@ func (p *Pgpool) config() string {
 		set["backend_flag"+n] = "'ALLOW_TO_FAILOVER'"
 		set["backend_application_name"+n] = quoteConf("node" + n)
 	}
-	for k, v := range p.opts.Extra {
-		set[k] = v
-	}
+	maps.Copy(set, p.opts.Extra)
 	// Fixed: the ports and directories are launch's.
 	set["listen_addresses"] = quoteConf(p.Host)
 	set["port"] = strconv.Itoa(p.Port)
@@ -205,9 +203,7 @@ func (p *Pgpool) config() string {
 	set["memqcache_oiddir"] = quoteConf(filepath.Join(p.Dir, "oiddir"))
 	var sb strings.Builder
 	sb.WriteString("# written by poolwatch internal/launch\n")
-	for _, k := range slices.Sorted(maps.Keys(set)) {
-		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
-	}
+	writeSettings(&sb, set)
 	return sb.String()
 }
 
