@@ -38,13 +38,7 @@ func newConnections(t *testing.T, m testenv.Metrics, targets ...string) float64 
 func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t *testing.T) {
 	flood := size(6*time.Second, 30*time.Second)
 	const every = 500 * time.Millisecond
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
-	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
-		Databases:  map[string]string{"appdb": "dbname=postgres"},
-		Users:      map[string]string{"stats": statPassword},
-		StatsUsers: []string{"stats"},
-	})
+	pg, pgb := monitoredBouncer(t)
 	targets := []string{"pg", "pg-cached", "bouncer"}
 	cfg := fmt.Sprintf(`targets:
   - name: pg

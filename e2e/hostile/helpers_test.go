@@ -51,6 +51,21 @@ func size[T any](small, big T) T {
 	return small
 }
 
+// monitoredBouncer starts PostgreSQL with the role mon (pg_monitor,
+// monPassword) and a PgBouncer in front of it with the database appdb and
+// the stats user stats (statPassword).
+func monitoredBouncer(t *testing.T) (*testenv.Postgres, *testenv.PgBouncer) {
+	t.Helper()
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
+	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
+		Databases:  map[string]string{"appdb": "dbname=postgres"},
+		Users:      map[string]string{"stats": statPassword},
+		StatsUsers: []string{"stats"},
+	})
+	return pg, pgb
+}
+
 // request sends a GET with header pairs and returns the status and body;
 // safe from any goroutine (errors are returned, not reported).
 func request(c *http.Client, url string, header ...string) (int, string, error) {

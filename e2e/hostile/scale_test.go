@@ -86,13 +86,7 @@ func TestScale_ThousandsOfTargetsFitTheScrapeAndGiveMemoryBack(t *testing.T) {
 	if testenv.RaceBuild() {
 		n = size(300, 10000) // the race detector multiplies CPU and memory
 	}
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
-	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
-		Databases:  map[string]string{"appdb": "dbname=postgres"},
-		Users:      map[string]string{"stats": statPassword},
-		StatsUsers: []string{"stats"},
-	})
+	pg, pgb := monitoredBouncer(t)
 	closedPort := testenv.FreePort(t) // nothing listens there
 	pw := testenv.StartPoolwatch(t, scaleConfig(pg, pgb, closedPort, 2), "--web.enable-lifecycle")
 	header := []string{"X-Prometheus-Scrape-Timeout-Seconds", "3"}

@@ -112,6 +112,17 @@ func backendPIDs(t *testing.T, pg *testenv.Postgres, app string) []int32 {
 // testenv.MainWithoutRaceExitSleep).
 func TestMain(m *testing.M) { testenv.MainWithoutRaceExitSleep(m) }
 
+// monDSNVia returns the DSN of mon (monPassword) on pg's postgres
+// database through proxy, with application_name app.
+func monDSNVia(t *testing.T, proxy *testenv.Proxy, pg *testenv.Postgres, app string) string {
+	t.Helper()
+	dsn, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=" + app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
 // monRole creates the least-privileged monitoring role: LOGIN and
 // pg_monitor, nothing else.
 func monRole(t *testing.T, pg *testenv.Postgres) {

@@ -440,10 +440,7 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	proxy := testenv.StartProxy(t, pg.Addr())
-	holeDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-hole")
-	if err != nil {
-		t.Fatal(err)
-	}
+	holeDSN := monDSNVia(t, proxy, pg, "pw-hole")
 	keep := pgTarget("keep", pg, "pw-keep", "")
 	pw := testenv.StartPoolwatch(t, configOf(keep, fmt.Sprintf(`  - name: hole
     kind: postgres

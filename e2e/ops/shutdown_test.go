@@ -42,10 +42,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 		Databases: map[string]string{"appdb": "dbname=postgres"},
 	})
 	proxy := testenv.StartProxy(t, pg.Addr())
-	slowDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-slow")
-	if err != nil {
-		t.Fatal(err)
-	}
+	slowDSN := monDSNVia(t, proxy, pg, "pw-slow")
 	cfg := configOf(pgTarget("pg", pg, "pw-term", ""), fmt.Sprintf(`  - name: slow
     kind: postgres
     dsn: %s
@@ -123,10 +120,7 @@ func TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	proxy := testenv.StartProxy(t, pg.Addr())
-	holeDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-hole")
-	if err != nil {
-		t.Fatal(err)
-	}
+	holeDSN := monDSNVia(t, proxy, pg, "pw-hole")
 	cfg := configOf(pgTarget("pg", pg, "pw-term", ""), fmt.Sprintf(`  - name: hole
     kind: postgres
     dsn: %s
