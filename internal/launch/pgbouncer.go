@@ -308,14 +308,5 @@ func (b *PgBouncer) AdminQuery(ctx context.Context, cmd string) (*ShowResult, er
 	if err != nil {
 		return nil, fmt.Errorf("parse console DSN: %w", err)
 	}
-	c, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to pgbouncer console on port %d: %w", b.Port, err)
-	}
-	defer func() { _ = c.Close(ctx) }()
-	results, err := c.Exec(ctx, cmd).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer console %q: %w", cmd, err)
-	}
-	return showResult(results), nil
+	return simpleQuery(ctx, cfg, "pgbouncer console", cmd)
 }

@@ -255,14 +255,21 @@ func (p *Pgpool) Query(ctx context.Context, sql string) (*ShowResult, error) {
 		return nil, fmt.Errorf("parse pgpool DSN: %w", err)
 	}
 	cfg.RuntimeParams["application_name"] = AdminApplicationName
+	return simpleQuery(ctx, cfg, "pgpool", sql)
+}
+
+// simpleQuery connects with cfg, runs sql with the simple protocol and
+// returns the rows of its last result, closing the connection. Its errors
+// name the server as what ("pgbouncer console") and the port it dialled.
+func simpleQuery(ctx context.Context, cfg *pgconn.Config, what, sql string) (*ShowResult, error) {
 	c, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to pgpool on port %d: %w", p.Port, err)
+		return nil, fmt.Errorf("connect to %s on port %d: %w", what, cfg.Port, err)
 	}
 	defer func() { _ = c.Close(ctx) }()
 	results, err := c.Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return nil, fmt.Errorf("pgpool %q: %w", sql, err)
+		return nil, fmt.Errorf("%s %q: %w", what, sql, err)
 	}
 	return showResult(results), nil
 }
