@@ -89,13 +89,7 @@ func BenchmarkMetricsEndpointApplications(b *testing.B) {
 	}
 	pw := testenv.StartPoolwatch(b, cfg.String())
 
-	get := func() string {
-		code, body := pw.Get(b, "/metrics")
-		if code != 200 {
-			b.Fatalf("status %d", code)
-		}
-		return body
-	}
+	get := metricsGetter(b, pw)
 	body := get()
 	if n := strings.Count(body, "poolwatch_pool_unaccounted_connections{"); n != applicationTargets {
 		b.Fatalf("want %d cross-checked application pools, got %d:\n%s", applicationTargets, n, body)

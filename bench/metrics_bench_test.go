@@ -56,6 +56,18 @@ func rssKB(b *testing.B, pid int) int64 {
 
 // seriesIn counts the samples of a text exposition: its lines that are not
 // comments.
+// metricsGetter returns a function that GETs pw's /metrics and returns
+// the body, failing b on a status other than 200.
+func metricsGetter(b *testing.B, pw *testenv.Poolwatch) func() string {
+	return func() string {
+		code, body := pw.Get(b, "/metrics")
+		if code != 200 {
+			b.Fatalf("status %d", code)
+		}
+		return body
+	}
+}
+
 // timeScrapes resets the timer, calls get b.N times and stops the timer,
 // then reports the latency of one call (p50-ms, p99-ms) and the CPU time
 // process pid spent per call (cpu-ms/scrape, from /proc at 100 ticks a
@@ -130,13 +142,7 @@ func BenchmarkMetricsEndpoint(b *testing.B) {
 	}
 	pw := testenv.StartPoolwatch(b, cfg.String())
 
-	get := func() string {
-		code, body := pw.Get(b, "/metrics")
-		if code != 200 {
-			b.Fatalf("status %d", code)
-		}
-		return body
-	}
+	get := metricsGetter(b, pw)
 	body := get()
 	pools := strings.Count(body, "poolwatch_pool_open_connections{")
 	if want := bouncers*(dbsPerBouncer+1) + 1; pools < want {
