@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/poolwatch/poolwatch/internal/testenv"
 )
@@ -91,13 +89,7 @@ func BenchmarkMetricsEndpointApplications(b *testing.B) {
 	}
 	pw := testenv.StartPoolwatch(b, cfg.String())
 
-	get := func() string {
-		code, body := pw.Get(b, "/metrics")
-		if code != 200 {
-			b.Fatalf("status %d", code)
-		}
-		return body
-	}
+	get := metricsGetter(b, pw)
 	body := get()
 	if n := strings.Count(body, "poolwatch_pool_unaccounted_connections{"); n != applicationTargets {
 		b.Fatalf("want %d cross-checked application pools, got %d:\n%s", applicationTargets, n, body)
@@ -110,30 +102,13 @@ func BenchmarkMetricsEndpointApplications(b *testing.B) {
 		get()
 	}
 	before := get()
-	cpu0 := cpuTicks(b, pw.PID())
-
-	durations := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
-		get()
-		durations = append(durations, time.Since(start))
-	}
-	b.StopTimer()
-	cpu := cpuTicks(b, pw.PID()) - cpu0
+	timeScrapes(b, pw.PID(), get)
 	after := get()
-	sort.Slice(durations, func(i, j int) bool { return durations[i] < durations[j] })
-	pct := func(p float64) float64 {
-		return float64(durations[int(p*float64(len(durations)-1))].Microseconds()) / 1000
-	}
 	// The counters are read by a request of their own on each side: n+1
 	// requests lie between them.
 	per := func(name string) float64 {
 		return (agentCounter(b, after, name) - agentCounter(b, before, name)) / float64(b.N+1)
 	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(cpu)*10/float64(b.N), "cpu-ms/scrape")
 	b.ReportMetric(per("go_memstats_mallocs_total"), "agent-allocs/scrape")
 	b.ReportMetric(per("go_memstats_alloc_bytes_total")/1024, "agent-KiB/scrape")
 	b.ReportMetric(float64(rssKB(b, pw.PID()))/1024, "rss-MB")

@@ -56,6 +56,43 @@ func rssKB(b *testing.B, pid int) int64 {
 
 // seriesIn counts the samples of a text exposition: its lines that are not
 // comments.
+// metricsGetter returns a function that GETs pw's /metrics and returns
+// the body, failing b on a status other than 200.
+func metricsGetter(b *testing.B, pw *testenv.Poolwatch) func() string {
+	return func() string {
+		code, body := pw.Get(b, "/metrics")
+		if code != 200 {
+			b.Fatalf("status %d", code)
+		}
+		return body
+	}
+}
+
+// timeScrapes resets the timer, calls get b.N times and stops the timer,
+// then reports the latency of one call (p50-ms, p99-ms) and the CPU time
+// process pid spent per call (cpu-ms/scrape, from /proc at 100 ticks a
+// second).
+func timeScrapes(b *testing.B, pid int, get func() string) {
+	b.Helper()
+	cpu0 := cpuTicks(b, pid)
+	durations := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		get()
+		durations = append(durations, time.Since(start))
+	}
+	b.StopTimer()
+	cpu := cpuTicks(b, pid) - cpu0
+	sort.Slice(durations, func(i, j int) bool { return durations[i] < durations[j] })
+	pct := func(p float64) float64 {
+		return float64(durations[int(p*float64(len(durations)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(cpu)*10/float64(b.N), "cpu-ms/scrape")
+}
+
 func seriesIn(body string) int {
 	n := 0
 	for _, line := range strings.Split(body, "\n") {
@@ -105,13 +142,7 @@ func BenchmarkMetricsEndpoint(b *testing.B) {
 	}
 	pw := testenv.StartPoolwatch(b, cfg.String())
 
-	get := func() string {
-		code, body := pw.Get(b, "/metrics")
-		if code != 200 {
-			b.Fatalf("status %d", code)
-		}
-		return body
-	}
+	get := metricsGetter(b, pw)
 	body := get()
 	pools := strings.Count(body, "poolwatch_pool_open_connections{")
 	if want := bouncers*(dbsPerBouncer+1) + 1; pools < want {
@@ -124,28 +155,11 @@ func BenchmarkMetricsEndpoint(b *testing.B) {
 		return strings.Join(regexp.MustCompile(`poolwatch_probe_pool_new_connections_total\{target="[^"]+"\} \d+`).FindAllString(body, -1), ", ")
 	}
 	before := newConns(get())
-	cpu0 := cpuTicks(b, pw.PID())
-
-	durations := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
-		get()
-		durations = append(durations, time.Since(start))
-	}
-	b.StopTimer()
-	cpu := cpuTicks(b, pw.PID()) - cpu0
+	timeScrapes(b, pw.PID(), get)
 	after := get()
 	if newConns(after) != before {
 		b.Fatalf("the agent opened connections during the run:\nbefore %s\nafter  %s", before, newConns(after))
 	}
-	sort.Slice(durations, func(i, j int) bool { return durations[i] < durations[j] })
-	pct := func(p float64) float64 {
-		return float64(durations[int(p*float64(len(durations)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(cpu)*10/float64(b.N), "cpu-ms/scrape")
 	b.ReportMetric(float64(rssKB(b, pw.PID()))/1024, "rss-MB")
 	b.ReportMetric(float64(pools), "pools")
 	b.ReportMetric(float64(seriesIn(after)), "series")

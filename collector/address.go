@@ -47,15 +47,7 @@ func (c *AddressProbes) Collect(ch chan<- prometheus.Metric) {
 
 // WriteText writes the series Collect sends into t (see Targets.WriteText).
 func (c *AddressProbes) WriteText(t *Text) error {
-	if err := c.textSafe(); err != nil {
-		return err
-	}
-	sink, err := newTextSink(t, c.set)
-	if err != nil {
-		return err
-	}
-	c.collect(&emitter{text: sink})
-	return nil
+	return writeText(t, c.set, c)
 }
 
 func (c *AddressProbes) collect(e *emitter) {

@@ -73,10 +73,7 @@ func (*Targets) Describe(chan<- *prometheus.Desc) {}
 // Collect sends every series of every target. A pool's series share their
 // label pairs.
 func (c *Targets) Collect(ch chan<- prometheus.Metric) {
-	e := &emitter{ch: ch}
-	for i, r := range c.rounds {
-		collectTarget(e, c.descs[i], r)
-	}
+	c.collect(&emitter{ch: ch})
 }
 
 // WriteText writes the series Collect sends into t (see Text). It returns
@@ -84,18 +81,13 @@ func (c *Targets) Collect(ch chan<- prometheus.Metric) {
 // checks would reject (a label value that is not UTF-8, two pools of one
 // name): gather them through a registry then, which reports it.
 func (c *Targets) WriteText(t *Text) error {
-	if err := c.textSafe(); err != nil {
-		return err
-	}
-	sink, err := newTextSink(t, c.set)
-	if err != nil {
-		return err
-	}
-	e := &emitter{text: sink}
+	return writeText(t, c.set, c)
+}
+
+func (c *Targets) collect(e *emitter) {
 	for i, r := range c.rounds {
 		collectTarget(e, c.descs[i], r)
 	}
-	return nil
 }
 
 // targetDescs are the descriptors of one target's series. The static labels
@@ -304,15 +296,7 @@ func (c *ProbePools) Collect(ch chan<- prometheus.Metric) {
 
 // WriteText writes the series Collect sends into t (see Targets.WriteText).
 func (c *ProbePools) WriteText(t *Text) error {
-	if err := c.textSafe(); err != nil {
-		return err
-	}
-	sink, err := newTextSink(t, c.set)
-	if err != nil {
-		return err
-	}
-	c.collect(&emitter{text: sink})
-	return nil
+	return writeText(t, c.set, c)
 }
 
 func (c *ProbePools) collect(e *emitter) {

@@ -168,6 +168,30 @@ type textSink struct {
 	fams []*textFamily
 }
 
+// textSource is a collector that writes into a Text: textSafe reports what
+// the registry's checks would reject, collect emits its series.
+type textSource interface {
+	textSafe() error
+	collect(e *emitter)
+}
+
+// writeText is the body of the collectors' WriteText: it runs c's checks,
+// resolves the families of set in t and emits c's series into them. When
+// the checks fail it returns their error and leaves t as it was; when a
+// family clashes with one of t's (errFamilyClash) it returns that error and
+// emits no series.
+func writeText(t *Text, set *familySet, c textSource) error {
+	if err := c.textSafe(); err != nil {
+		return err
+	}
+	sink, err := newTextSink(t, set)
+	if err != nil {
+		return err
+	}
+	c.collect(&emitter{text: sink})
+	return nil
+}
+
 // newTextSink resolves the families of set in t.
 func newTextSink(t *Text, set *familySet) (*textSink, error) {
 	s := &textSink{fams: make([]*textFamily, len(set.families))}

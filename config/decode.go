@@ -217,6 +217,19 @@ func (p *parser) pairs(n *yaml.Node, path string, known []string, each func(key,
 // list calls each for the items of the list n (null is empty), which must be
 // mappings (a noun, such as "a target", names one in errors).
 func (p *parser) list(n *yaml.Node, line int, path, noun string, each func(item *yaml.Node, line int, path string) error) error {
+	return p.items(n, line, path, func(item *yaml.Node, line int, path string) error {
+		if item.Kind != yaml.MappingNode {
+			return p.errorf(line, path, "%s must be a mapping, not %s", noun, kindName(item))
+		}
+		return each(item, line, path)
+	})
+}
+
+// items calls each for the items of the list n (null is empty; written at
+// line), in order, with each item's aliases resolved, its line and its path,
+// and records where the item is written. It stops at the first error: n not
+// a list, an item that resolves to nothing, or each's.
+func (p *parser) items(n *yaml.Node, line int, path string, each func(item *yaml.Node, line int, path string) error) error {
 	if isNull(n) {
 		return nil
 	}
@@ -226,11 +239,8 @@ func (p *parser) list(n *yaml.Node, line int, path, noun string, each func(item 
 	for i, in := range n.Content {
 		item, ipath := deref(in), joinIndex(path, i)
 		p.at[ipath] = loc{key: in.Line, val: in.Line}
-		switch {
-		case item == nil:
+		if item == nil {
 			return p.errorf(in.Line, path, "unsupported YAML value")
-		case item.Kind != yaml.MappingNode:
-			return p.errorf(in.Line, ipath, "%s must be a mapping, not %s", noun, kindName(item))
 		}
 		if err := each(item, in.Line, ipath); err != nil {
 			return err
@@ -356,25 +366,14 @@ func (p *parser) value(v reflect.Value, n *yaml.Node, line int, path string, tag
 // slice v, each checked by the field's tag.
 func (p *parser) scalars(v reflect.Value, n *yaml.Node, line int, path string, tag reflect.StructTag) error {
 	v.SetLen(0)
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		return p.errorf(line, path, "must be a list, not %s", kindName(n))
-	}
-	for i, in := range n.Content {
-		item, ipath := deref(in), joinIndex(path, i)
-		if item == nil {
-			return p.errorf(in.Line, path, "unsupported YAML value")
-		}
-		p.at[ipath] = loc{key: in.Line, val: in.Line}
+	return p.items(n, line, path, func(item *yaml.Node, line int, path string) error {
 		e := reflect.New(v.Type().Elem()).Elem()
-		if err := p.value(e, item, in.Line, ipath, tag); err != nil {
+		if err := p.value(e, item, line, path, tag); err != nil {
 			return err
 		}
 		v.Set(reflect.Append(v, e))
-	}
-	return nil
+		return nil
+	})
 }
 
 // labelName checks the name of a static label.

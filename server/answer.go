@@ -139,22 +139,17 @@ type sources struct {
 	agent   prometheus.Gatherer
 }
 
-func (src sources) textWriters() []interface{ WriteText(*collector.Text) error } {
-	var ws []interface{ WriteText(*collector.Text) error }
-	if src.targets != nil {
-		ws = append(ws, src.targets)
-	}
-	if src.probes != nil {
-		ws = append(ws, src.probes)
-	}
-	if src.address != nil {
-		ws = append(ws, src.address)
-	}
-	return ws
+// exposer is one of the collectors of sources: a prometheus.Collector that
+// also writes its series straight into a collector.Text.
+type exposer interface {
+	prometheus.Collector
+	WriteText(t *collector.Text) error
 }
 
-func (src sources) collectors() []prometheus.Collector {
-	var cs []prometheus.Collector
+// collectors returns the collectors src holds, in the order targets,
+// probes, address; the agent's own registry is not among them.
+func (src sources) collectors() []exposer {
+	var cs []exposer
 	if src.targets != nil {
 		cs = append(cs, src.targets)
 	}
@@ -263,7 +258,7 @@ var errAgentGather = errors.New("the agent's own metrics")
 
 // fillText writes src into txt.
 func (b *builder) fillText(txt *collector.Text, key answerKey, src sources) error {
-	for _, w := range src.textWriters() {
+	for _, w := range src.collectors() {
 		if err := w.WriteText(txt); err != nil {
 			return err
 		}

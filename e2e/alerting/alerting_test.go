@@ -3,8 +3,10 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -367,13 +369,8 @@ func (e *env) expectResolved(t *testing.T, what string, since time.Time, sel fun
 	if len(fired) == 0 {
 		t.Fatalf("%s: nothing fired to resolve", what)
 	}
-	keys := make([]string, 0, len(fired))
-	for k := range fired {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	deadline := time.Now().Add(resolveBudget)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(fired)) {
 		ev, ok := e.hook.Await(deadline, func(ev testenv.AlertEvent) bool {
 			return ev.Status == "resolved" && ev.Key() == k
 		})

@@ -3,8 +3,9 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -331,13 +332,8 @@ func summary(hook *testenv.WebhookReceiver) string {
 	if len(seen) == 0 {
 		return "(no notification received)"
 	}
-	keys := make([]string, 0, len(seen))
-	for k := range seen {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(seen)) {
 		fmt.Fprintf(&b, "\t%s (x%d)\n", k, seen[k])
 	}
 	return b.String()

@@ -2,7 +2,9 @@ package founding
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,7 +179,7 @@ func seriesTable(results []*result) (string, seriesCounts) {
 			since(s, l.firstExhausted), since(s, l.unaccountedFirst), yes(v.unaccountedFirst),
 			since(s, l.firedAt(alertUnaccounted)), yes(v.alertInTime),
 			since(s, l.firstFull), since(s, l.firedAt(alertExhausted+"/"+reasonAllInUse)), yes(v.exhaustedPaged),
-			l.serverMaxInUse, f.unaccountedMax, strings.Join(sortedKeys(f.pending), " "), strings.Join(sortedKeys(f.fired), " "), yes(v.fixedQuiet))
+			l.serverMaxInUse, f.unaccountedMax, strings.Join(slices.Sorted(maps.Keys(f.pending)), " "), strings.Join(slices.Sorted(maps.Keys(f.fired)), " "), yes(v.fixedQuiet))
 	}
 	n := len(results)
 	fmt.Fprintf(&b, "\nunaccounted >= 1 before the first exhausted error: %d of %d; PoolUnaccountedConnections before or within %v of it: %d of %d; PoolExhausted once all slots in use: %d of %d; fixed app never paged: %d of %d\n",

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -372,18 +372,9 @@ func (e *env) checkRules(t *testing.T) {
 	}
 	for _, a := range []string{alertUnaccounted, alertExhausted} {
 		if !have[a] {
-			t.Fatalf("the rules Prometheus loaded have no alert %s (alerts: %v)", a, sortedKeys(have))
+			t.Fatalf("the rules Prometheus loaded have no alert %s (alerts: %v)", a, slices.Sorted(maps.Keys(have)))
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // killIdle terminates the idle backends of the apps on the direct and
@@ -622,10 +613,10 @@ func (r *result) describe() string {
 			fmt.Fprintf(&b, ", server side in use at most %v", a.serverMaxInUse)
 		}
 		b.WriteString("\n")
-		for _, k := range sortedKeys(a.pending) {
+		for _, k := range slices.Sorted(maps.Keys(a.pending)) {
 			fmt.Fprintf(&b, "    pending  %-34s %s\n", k, since(r.faultsStart, a.pending[k]))
 		}
-		for _, k := range sortedKeys(a.fired) {
+		for _, k := range slices.Sorted(maps.Keys(a.fired)) {
 			ev := a.fired[k]
 			fmt.Fprintf(&b, "    fired    %-34s %s (at the webhook %s)\n", k, since(r.faultsStart, ev.StartsAt), since(r.faultsStart, ev.Received))
 		}

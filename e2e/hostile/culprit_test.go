@@ -77,7 +77,7 @@ targets:
 	if _, err := admin.Exec(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	stopAndCheck(t, pw, monPassword, rolePassword)
+	pw.StopAndCheck(t, monPassword, rolePassword)
 }
 
 // lineOf returns the first line of logs that contains s.

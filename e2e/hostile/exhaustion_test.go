@@ -29,11 +29,11 @@ func connectN(t *testing.T, dsn string, n int) {
 
 // refusedReason returns the reason whose poolwatch_target_connection_refused
 // series reads 1 for target, "" when none does.
-func refusedReason(t *testing.T, m metrics, target string) string {
+func refusedReason(t *testing.T, m testenv.Metrics, target string) string {
 	t.Helper()
 	var reasons []string
 	for _, s := range m["poolwatch_target_connection_refused"].GetMetric() {
-		if hasLabels(s, []string{"target", target}) && s.GetGauge().GetValue() == 1 {
+		if testenv.HasLabels(s, "target", target) && s.GetGauge().GetValue() == 1 {
 			for _, lp := range s.GetLabel() {
 				if lp.GetName() == "reason" {
 					reasons = append(reasons, lp.GetValue())
@@ -97,11 +97,11 @@ targets:
 	pw := testenv.StartPoolwatch(t, cfg, "--scrape.timeout-offset=200ms")
 
 	t.Run("pgbouncer_max_client_conn", func(t *testing.T) {
-		m := scrape(t, pw)
+		m := pw.Scrape(t)
 		if r := refusedReason(t, m, "via-bouncer"); r != "pgbouncer_max_client_conn" {
 			t.Errorf("via-bouncer refused for %q, want pgbouncer_max_client_conn\n%s", r, pw.Logs())
 		}
-		if _, ok := m.get(t, "poolwatch_pool_in_use_connections", "target", "via-bouncer", "pool", "server"); ok {
+		if _, ok := m.Get(t, "poolwatch_pool_in_use_connections", "target", "via-bouncer", "pool", "server"); ok {
 			t.Errorf("an in-use count for a target the agent could not reach")
 		}
 	})
@@ -149,16 +149,16 @@ targets:
 		// succeeded within the last second: its socket shows the
 		// termination (docs/connections.md). The first round dials, is
 		// refused, and says so.
-		reason := refusedReason(t, scrape(t, pw), "pg")
+		reason := refusedReason(t, pw.Scrape(t), "pg")
 		t.Logf("refused with reason %q on the first scrape after the kill (%v)", reason, time.Since(kill).Round(time.Millisecond))
 		if reason != "reserved_slots" {
 			t.Fatalf("refusal reason %q, want reserved_slots\n%s", reason, pw.Logs())
 		}
-		m := scrape(t, pw)
-		if up := m.must(t, "poolwatch_target_up", "target", "pg"); up != 0 {
+		m := pw.Scrape(t)
+		if up := m.Must(t, "poolwatch_target_up", "target", "pg"); up != 0 {
 			t.Errorf("up %v while refused, want 0", up)
 		}
-		if _, ok := m.get(t, "poolwatch_pool_in_use_connections", "target", "pg", "pool", "server"); ok {
+		if _, ok := m.Get(t, "poolwatch_pool_in_use_connections", "target", "pg", "pool", "server"); ok {
 			t.Errorf("an in-use count for a server the agent could not read")
 		}
 	})
@@ -183,7 +183,7 @@ targets:
 			t.Errorf("PoolExhausted for the server pool was firing at %d of the %d evaluations after the agent was refused, want all", got, want)
 		}
 	})
-	stopAndCheck(t, pw, monPassword, appPassword)
+	pw.StopAndCheck(t, monPassword, appPassword)
 }
 
 // rulesUse reports whether an alerting rule's expression names metric.

@@ -14,11 +14,11 @@ import (
 
 // newConnections sums poolwatch_probe_pool_new_connections_total over the
 // targets: the connections the agent has opened to them.
-func newConnections(t *testing.T, m metrics, targets ...string) float64 {
+func newConnections(t *testing.T, m testenv.Metrics, targets ...string) float64 {
 	t.Helper()
 	var n float64
 	for _, tg := range targets {
-		n += m.must(t, "poolwatch_probe_pool_new_connections_total", "target", tg)
+		n += m.Must(t, "poolwatch_probe_pool_new_connections_total", "target", tg)
 	}
 	return n
 }
@@ -38,13 +38,7 @@ func newConnections(t *testing.T, m metrics, targets ...string) float64 {
 func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t *testing.T) {
 	flood := size(6*time.Second, 30*time.Second)
 	const every = 500 * time.Millisecond
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
-	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
-		Databases:  map[string]string{"appdb": "dbname=postgres"},
-		Users:      map[string]string{"stats": statPassword},
-		StatsUsers: []string{"stats"},
-	})
+	pg, pgb := monitoredBouncer(t)
 	targets := []string{"pg", "pg-cached", "bouncer"}
 	cfg := fmt.Sprintf(`targets:
   - name: pg
@@ -59,9 +53,9 @@ func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t 
     dsn: %[2]s
 `, pg.DSN("mon", monPassword, "postgres"), pgb.DSN("stats", statPassword, "pgbouncer"))
 	pw := testenv.StartPoolwatch(t, cfg)
-	before := scrape(t, pw, "X-Prometheus-Scrape-Timeout-Seconds", "10")
+	before := pw.Scrape(t, "X-Prometheus-Scrape-Timeout-Seconds", "10")
 	for _, tg := range targets {
-		if up := before.must(t, "poolwatch_target_up", "target", tg); up != 1 {
+		if up := before.Must(t, "poolwatch_target_up", "target", tg); up != 1 {
 			t.Fatalf("target %s up %v before the flood, want 1", tg, up)
 		}
 	}
@@ -95,11 +89,11 @@ func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t 
 	deadline := time.Now().Add(flood)
 	for time.Now().Before(deadline) {
 		<-tick.C
-		m := scrape(t, pw, "X-Prometheus-Scrape-Timeout-Seconds", "10")
+		m := pw.Scrape(t, "X-Prometheus-Scrape-Timeout-Seconds", "10")
 		normal++
 		var bad []string
 		for _, tg := range targets {
-			if up := m.must(t, "poolwatch_target_up", "target", tg); up != 1 {
+			if up := m.Must(t, "poolwatch_target_up", "target", tg); up != 1 {
 				bad = append(bad, tg)
 			}
 		}
@@ -112,7 +106,7 @@ func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t 
 	close(stop)
 	wg.Wait()
 
-	after := scrape(t, pw, "X-Prometheus-Scrape-Timeout-Seconds", "10")
+	after := pw.Scrape(t, "X-Prometheus-Scrape-Timeout-Seconds", "10")
 	opened := newConnections(t, after, targets...) - conns
 	t.Logf("flood of %v: %d hostile requests (%d errors), %d normal scrapes, %d with a target down %v, %v new target connections",
 		flood, sent.Load(), sendErrs.Load(), normal, down, downs, opened)
@@ -128,5 +122,5 @@ func TestHeader_AHostileScrapeTimeoutCannotFailOtherScrapesNorForceReconnects(t 
 	if n := strings.Count(pw.Logs(), "target scrape failed"); n != 0 {
 		t.Errorf("%d failure lines logged during the flood, want 0", n)
 	}
-	stopAndCheck(t, pw, monPassword, statPassword)
+	pw.StopAndCheck(t, monPassword, statPassword)
 }

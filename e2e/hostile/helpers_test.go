@@ -22,10 +22,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/poolwatch/poolwatch/internal/testenv"
 )
 
@@ -37,15 +33,9 @@ const (
 	statPassword = "Stat-H0stile-90ab"
 )
 
-// TestMain stops a -race build of the agent from sleeping 1 s at exit, so
-// that shutdown timings measure the agent.
-func TestMain(m *testing.M) {
-	if err := os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")); err != nil {
-		fmt.Fprintln(os.Stderr, "set GORACE:", err)
-		os.Exit(2)
-	}
-	os.Exit(m.Run())
-}
+// TestMain runs the tests without the -race agent's 1 s sleep at exit (see
+// testenv.MainWithoutRaceExitSleep).
+func TestMain(m *testing.M) { testenv.MainWithoutRaceExitSleep(m) }
 
 // full reports whether POOLWATCH_E2E_FULL asks for the full-size attacks.
 func full() bool {
@@ -61,108 +51,19 @@ func size[T any](small, big T) T {
 	return small
 }
 
-// metrics is one parsed /metrics answer.
-type metrics map[string]*dto.MetricFamily
-
-func parseMetrics(t *testing.T, body string) metrics {
+// monitoredBouncer starts PostgreSQL with the role mon (pg_monitor,
+// monPassword) and a PgBouncer in front of it with the database appdb and
+// the stats user stats (statPassword).
+func monitoredBouncer(t *testing.T) (*testenv.Postgres, *testenv.PgBouncer) {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return metrics(mfs)
-}
-
-// scrape GETs /metrics with optional header pairs and parses it.
-func scrape(t *testing.T, pw *testenv.Poolwatch, header ...string) metrics {
-	t.Helper()
-	code, body := pw.Get(t, "/metrics", header...)
-	if code != http.StatusOK {
-		t.Fatalf("GET /metrics: status %d\n%s", code, body)
-	}
-	return parseMetrics(t, body)
-}
-
-// get returns the value of the one series of family name whose labels
-// include every pair of kv; ok is false when none matches.
-func (m metrics) get(t *testing.T, name string, kv ...string) (float64, bool) {
-	t.Helper()
-	var found []*dto.Metric
-	if mf, ok := m[name]; ok {
-		for _, s := range mf.GetMetric() {
-			if hasLabels(s, kv) {
-				found = append(found, s)
-			}
-		}
-	}
-	switch len(found) {
-	case 0:
-		return 0, false
-	case 1:
-	default:
-		t.Fatalf("%s%v: %d series match, want at most 1", name, kv, len(found))
-	}
-	s := found[0]
-	switch {
-	case s.GetGauge() != nil:
-		return s.GetGauge().GetValue(), true
-	case s.GetCounter() != nil:
-		return s.GetCounter().GetValue(), true
-	}
-	return s.GetUntyped().GetValue(), true
-}
-
-// must is get, failing the test when the series is absent.
-func (m metrics) must(t *testing.T, name string, kv ...string) float64 {
-	t.Helper()
-	v, ok := m.get(t, name, kv...)
-	if !ok {
-		t.Fatalf("series %s%v is absent", name, kv)
-	}
-	return v
-}
-
-// seriesOf counts the series that carry target=name.
-func (m metrics) seriesOf(name string) int {
-	n := 0
-	for _, mf := range m {
-		for _, s := range mf.GetMetric() {
-			if hasLabels(s, []string{"target", name}) {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// values returns the values of label in family name's series.
-func (m metrics) values(name, label string) []string {
-	var out []string
-	for _, s := range m[name].GetMetric() {
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == label {
-				out = append(out, lp.GetValue())
-			}
-		}
-	}
-	return out
-}
-
-func hasLabels(s *dto.Metric, kv []string) bool {
-	for i := 0; i+1 < len(kv); i += 2 {
-		found := false
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == kv[i] && lp.GetValue() == kv[i+1] {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
+	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
+	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
+		Databases:  map[string]string{"appdb": "dbname=postgres"},
+		Users:      map[string]string{"stats": statPassword},
+		StatsUsers: []string{"stats"},
+	})
+	return pg, pgb
 }
 
 // request sends a GET with header pairs and returns the status and body;
@@ -193,25 +94,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 		ok, last := cond()
 		return ok, what + ": last: " + last
 	})
-}
-
-// stopAndCheck stops the agent and fails the test unless it exited with
-// status 0 and its log shows no data race and none of the secrets.
-func stopAndCheck(t *testing.T, pw *testenv.Poolwatch, secrets ...string) {
-	t.Helper()
-	pw.Stop(t)
-	if err := pw.ExitErr(); err != nil {
-		t.Errorf("the agent exited with %v, want status 0", err)
-	}
-	logs := pw.Logs()
-	if strings.Contains(logs, "DATA RACE") {
-		t.Errorf("the agent reported a data race")
-	}
-	for _, s := range secrets {
-		if strings.Contains(logs, s) {
-			t.Errorf("the agent's log contains a password (%d bytes)", len(s))
-		}
-	}
 }
 
 // openFDs counts the open file descriptors of process pid.

@@ -55,7 +55,7 @@ func TestHTTP_IdleConnectionsAreClosedAndDescriptorsComeBack(t *testing.T) {
 	// accept queue, to be served one idle timeout after another: raise it
 	// here, where what is measured is the idle timeout.
 	pw := testenv.StartPoolwatch(t, cfg, "--web.idle-timeout="+idle.String(), "--web.max-connections=2000")
-	scrape(t, pw) // the target's connection is part of the baseline
+	pw.Scrape(t) // the target's connection is part of the baseline
 	baseline := openFDs(t, pw.PID())
 
 	opened := make([]net.Conn, conns)
@@ -92,7 +92,7 @@ func TestHTTP_IdleConnectionsAreClosedAndDescriptorsComeBack(t *testing.T) {
 	if peak < baseline+conns {
 		t.Fatalf("the agent holds %d descriptors with %d connections open, want at least %d: the attack did not happen", peak, conns, baseline+conns)
 	}
-	if up := scrape(t, pw).must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
+	if up := pw.Scrape(t).Must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
 		t.Errorf("up %v while the idle connections are open, want 1", up)
 	}
 
@@ -103,8 +103,8 @@ func TestHTTP_IdleConnectionsAreClosedAndDescriptorsComeBack(t *testing.T) {
 	})
 	t.Logf("descriptors back to %d (baseline %d) %v after the connections went idle (--web.idle-timeout=%v)",
 		last, baseline, time.Since(held).Round(100*time.Millisecond), idle)
-	if up := scrape(t, pw).must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
+	if up := pw.Scrape(t).Must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
 		t.Errorf("up %v after the idle connections were closed, want 1", up)
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }

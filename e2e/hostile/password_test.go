@@ -66,7 +66,7 @@ func TestPasswordFile_ANamedPipeCannotWedgeTheTargetNorShutdown(t *testing.T) {
     probe_pool: {connect_timeout: 1s, acquire_retries: 1}
 `, pg.DSN("mon", "", "postgres"), app, pwFile, scrapeTimeout)
 	pw := testenv.StartPoolwatch(t, cfg, "--web.shutdown-timeout="+shutdownTimeout.String())
-	if up := scrape(t, pw).must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
+	if up := pw.Scrape(t).Must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
 		t.Fatalf("up %v before the attack, want 1", up)
 	}
 
@@ -75,19 +75,19 @@ func TestPasswordFile_ANamedPipeCannotWedgeTheTargetNorShutdown(t *testing.T) {
 	swapInFIFO(t, pwFile)
 	pg.TerminateBackends(t, app)
 	pg.WaitBackends(t, app, func(n int) bool { return n == 0 }, 10*time.Second)
-	var m metrics
+	var m testenv.Metrics
 	for i := range 2 { // the first round may be handed the dead connection (docs/connections.md)
 		start := time.Now()
-		m = scrape(t, pw)
+		m = pw.Scrape(t)
 		took := time.Since(start)
 		if took > scrapeTimeout+time.Second {
 			t.Fatalf("scrape %d with the password file a named pipe took %v, want at most the scrape timeout %v", i, took, scrapeTimeout)
 		}
-		if m.must(t, "poolwatch_target_scrape_errors_total", "target", "pg", "query", "connect") > 0 {
+		if m.Must(t, "poolwatch_target_scrape_errors_total", "target", "pg", "query", "connect") > 0 {
 			break
 		}
 	}
-	if up := m.must(t, "poolwatch_target_up", "target", "pg"); up != 0 {
+	if up := m.Must(t, "poolwatch_target_up", "target", "pg"); up != 0 {
 		t.Fatalf("up %v with the password file a named pipe, want 0", up)
 	}
 	if !strings.Contains(pw.Logs(), "named pipe") {
@@ -96,7 +96,7 @@ func TestPasswordFile_ANamedPipeCannotWedgeTheTargetNorShutdown(t *testing.T) {
 
 	// Fixed: the very next scrape is up.
 	swapInFile(t, pwFile, monPassword+"\n")
-	if up := scrape(t, pw).must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
+	if up := pw.Scrape(t).Must(t, "poolwatch_target_up", "target", "pg"); up != 1 {
 		t.Fatalf("up %v on the first scrape after the file was fixed, want 1\n%s", up, pw.Logs())
 	}
 
@@ -122,5 +122,5 @@ func TestPasswordFile_ANamedPipeCannotWedgeTheTargetNorShutdown(t *testing.T) {
 		t.Errorf("exited %v after SIGTERM, want at most %v", took, limit)
 	}
 	<-inflight
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }

@@ -68,15 +68,15 @@ func TestPools_JunkAutoDatabasesCannotPushOutThePoolsThatMatter(t *testing.T) {
 	_ = c.Close(ctx)
 
 	eventually(t, 20*time.Second, "shop/app in use and audit/app idle", func() (bool, string) {
-		m := scrape(t, pw)
-		shop, _ := m.get(t, "poolwatch_pool_in_use_connections", "target", "bouncer", "pool", "shop/app")
-		audit, ok := m.get(t, "poolwatch_pool_open_connections", "target", "bouncer", "pool", "audit/app")
+		m := pw.Scrape(t)
+		shop, _ := m.Get(t, "poolwatch_pool_in_use_connections", "target", "bouncer", "pool", "shop/app")
+		audit, ok := m.Get(t, "poolwatch_pool_open_connections", "target", "bouncer", "pool", "audit/app")
 		return shop == 1 && ok && audit == 0, fmt.Sprintf("shop in use %v, audit open %v (present %v)", shop, audit, ok)
 	})
-	base := scrape(t, pw)
-	pools := len(base.values("poolwatch_pool_info", "pool"))
-	perPool := float64(base.seriesOf("bouncer")) / float64(pools)
-	t.Logf("before the junk: %d pools, %d series (%.1f per pool, the target's own series included)", pools, base.seriesOf("bouncer"), perPool)
+	base := pw.Scrape(t)
+	pools := len(base.Values("poolwatch_pool_info", "pool"))
+	perPool := float64(base.SeriesOf("bouncer")) / float64(pools)
+	t.Logf("before the junk: %d pools, %d series (%.1f per pool, the target's own series included)", pools, base.SeriesOf("bouncer"), perPool)
 
 	// The attack: logins to made-up database names, 8 at a time. Each
 	// makes PgBouncer create an auto-database and its pool, which outlive
@@ -123,18 +123,18 @@ func TestPools_JunkAutoDatabasesCannotPushOutThePoolsThatMatter(t *testing.T) {
 		t.Fatalf("PgBouncer shows %d junk pools, want %d: the attack did not happen", junkPools, junk)
 	}
 
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	for _, pool := range []string{"shop/app", "audit/app", "clients"} {
-		if _, ok := m.get(t, "poolwatch_pool_info", "target", "bouncer", "pool", pool); !ok {
+		if _, ok := m.Get(t, "poolwatch_pool_info", "target", "bouncer", "pool", pool); !ok {
 			t.Errorf("pool %s is gone from /metrics after %d junk auto-databases", pool, junk)
 		}
 	}
-	if v := m.must(t, "poolwatch_pool_in_use_connections", "target", "bouncer", "pool", "shop/app"); v != 1 {
+	if v := m.Must(t, "poolwatch_pool_in_use_connections", "target", "bouncer", "pool", "shop/app"); v != 1 {
 		t.Errorf("shop/app in use %v, want 1", v)
 	}
-	kept := len(m.values("poolwatch_pool_info", "pool"))
-	dropped := m.must(t, "poolwatch_target_pools_dropped", "target", "bouncer")
-	series := m.seriesOf("bouncer")
+	kept := len(m.Values("poolwatch_pool_info", "pool"))
+	dropped := m.Must(t, "poolwatch_target_pools_dropped", "target", "bouncer")
+	series := m.SeriesOf("bouncer")
 	bound := int(float64(maxPools) * perPool)
 	t.Logf("after %d junk auto-databases: %d pools kept, %v dropped, %d series (bound max_pools × %.1f = %d)", junk, kept, dropped, series, perPool, bound)
 	if kept != maxPools {
@@ -146,5 +146,5 @@ func TestPools_JunkAutoDatabasesCannotPushOutThePoolsThatMatter(t *testing.T) {
 	if series >= bound {
 		t.Errorf("%d series for the target, want under max_pools × series per pool = %d", series, bound)
 	}
-	stopAndCheck(t, pw, statPassword, appPassword)
+	pw.StopAndCheck(t, statPassword, appPassword)
 }

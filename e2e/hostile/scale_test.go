@@ -50,7 +50,7 @@ func sampleSelf(t *testing.T, pw *testenv.Poolwatch, header ...string) selfSampl
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %v", code, err)
 	}
-	m := parseMetrics(t, body)
+	m := testenv.ParseMetrics(t, body)
 	s := selfSample{took: took, bytes: len(body), rss: rssBytes(t, pw.PID())}
 	for _, mt := range m["poolwatch_target_up"].GetMetric() {
 		if mt.GetGauge().GetValue() == 1 {
@@ -60,12 +60,12 @@ func sampleSelf(t *testing.T, pw *testenv.Poolwatch, header ...string) selfSampl
 		}
 	}
 	for _, live := range []string{"pg", "bouncer"} {
-		if up, _ := m.get(t, "poolwatch_target_up", "target", live); up != 1 {
+		if up, _ := m.Get(t, "poolwatch_target_up", "target", live); up != 1 {
 			s.liveDown = append(s.liveDown, live)
 		}
 	}
-	s.goroutines = m.must(t, "go_goroutines")
-	s.cpu = m.must(t, "process_cpu_seconds_total")
+	s.goroutines = m.Must(t, "go_goroutines")
+	s.cpu = m.Must(t, "process_cpu_seconds_total")
 	return s
 }
 
@@ -86,13 +86,7 @@ func TestScale_ThousandsOfTargetsFitTheScrapeAndGiveMemoryBack(t *testing.T) {
 	if testenv.RaceBuild() {
 		n = size(300, 10000) // the race detector multiplies CPU and memory
 	}
-	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
-	pg.CreateRole(t, "mon", monPassword, "LOGIN", "IN ROLE pg_monitor")
-	pgb := testenv.StartPgBouncer(t, pg, testenv.PgBouncerOptions{
-		Databases:  map[string]string{"appdb": "dbname=postgres"},
-		Users:      map[string]string{"stats": statPassword},
-		StatsUsers: []string{"stats"},
-	})
+	pg, pgb := monitoredBouncer(t)
 	closedPort := testenv.FreePort(t) // nothing listens there
 	pw := testenv.StartPoolwatch(t, scaleConfig(pg, pgb, closedPort, 2), "--web.enable-lifecycle")
 	header := []string{"X-Prometheus-Scrape-Timeout-Seconds", "3"}
@@ -176,7 +170,7 @@ func TestScale_ThousandsOfTargetsFitTheScrapeAndGiveMemoryBack(t *testing.T) {
 			return s.up+s.down == 2, fmt.Sprintf("%d targets", s.up+s.down)
 		})
 		t.Logf("race build: RSS %.1f MB back at 2 targets, not compared with the start", mb(rssBytes(t, pw.PID())))
-		stopAndCheck(t, pw, monPassword, statPassword)
+		pw.StopAndCheck(t, monPassword, statPassword)
 		return
 	}
 	eventually(t, 2*time.Minute, "RSS back within 2× of the 2-target agent's", func() (bool, string) {
@@ -191,7 +185,7 @@ func TestScale_ThousandsOfTargetsFitTheScrapeAndGiveMemoryBack(t *testing.T) {
 	if after.goroutines > small.goroutines+10 {
 		t.Errorf("%v goroutines back at 2 targets, want about %v", after.goroutines, small.goroutines)
 	}
-	stopAndCheck(t, pw, monPassword, statPassword)
+	pw.StopAndCheck(t, monPassword, statPassword)
 }
 
 // sampleSelfNoScrape reads the agent's RSS without scraping it.

@@ -9,14 +9,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
-	"strings"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/poolwatch/poolwatch/internal/testenv"
 )
@@ -28,126 +22,6 @@ const (
 	appPassword  = "App-S3cret-77ad"
 	statPassword = "Stat-S3cret-2e90"
 )
-
-// metrics is one parsed /metrics answer.
-type metrics map[string]*dto.MetricFamily
-
-// parseMetrics parses the text exposition format.
-func parseMetrics(t *testing.T, body string) metrics {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-	return metrics(mfs)
-}
-
-// scrape GETs /metrics of a plain-HTTP agent and parses it; a status other
-// than 200 fails the test.
-func scrape(t *testing.T, pw *testenv.Poolwatch) metrics {
-	t.Helper()
-	code, body := pw.Get(t, "/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("GET /metrics: status %d\n%s", code, body)
-	}
-	return parseMetrics(t, body)
-}
-
-// get returns the value of the series of family name whose labels include
-// every pair of kv ("target", "pg", "pool", "server"...). ok is false when
-// no series matches; more than one match fails the test.
-func (m metrics) get(t *testing.T, name string, kv ...string) (v float64, ok bool) {
-	t.Helper()
-	ms := m.find(name, kv...)
-	switch len(ms) {
-	case 0:
-		return 0, false
-	case 1:
-	default:
-		t.Fatalf("%s%v: %d series match, want at most 1", name, kv, len(ms))
-	}
-	switch {
-	case ms[0].GetGauge() != nil:
-		return ms[0].GetGauge().GetValue(), true
-	case ms[0].GetCounter() != nil:
-		return ms[0].GetCounter().GetValue(), true
-	case ms[0].GetUntyped() != nil:
-		return ms[0].GetUntyped().GetValue(), true
-	}
-	t.Fatalf("%s%v: not a gauge, counter or untyped series", name, kv)
-	return 0, false
-}
-
-// must is get, failing the test when the series is absent.
-func (m metrics) must(t *testing.T, name string, kv ...string) float64 {
-	t.Helper()
-	v, ok := m.get(t, name, kv...)
-	if !ok {
-		t.Fatalf("series %s%v is absent", name, kv)
-	}
-	return v
-}
-
-func (m metrics) find(name string, kv ...string) []*dto.Metric {
-	mf, ok := m[name]
-	if !ok {
-		return nil
-	}
-	var out []*dto.Metric
-	for _, s := range mf.GetMetric() {
-		if hasLabels(s, kv) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func hasLabels(s *dto.Metric, kv []string) bool {
-	for i := 0; i+1 < len(kv); i += 2 {
-		found := false
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == kv[i] && lp.GetValue() == kv[i+1] {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-// targets returns the sorted set of values of the target label over every
-// series of every family.
-func (m metrics) targets() []string {
-	set := map[string]bool{}
-	for _, mf := range m {
-		for _, s := range mf.GetMetric() {
-			for _, lp := range s.GetLabel() {
-				if lp.GetName() == "target" {
-					set[lp.GetValue()] = true
-				}
-			}
-		}
-	}
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// seriesOf counts the series that carry target=name.
-func (m metrics) seriesOf(name string) int {
-	n := 0
-	for _, mf := range m {
-		n += len(m.find(mf.GetName(), "target", name))
-	}
-	return n
-}
 
 // eventually is testenv.Eventually every 50 ms, naming what it waits for.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
@@ -234,37 +108,19 @@ func backendPIDs(t *testing.T, pg *testenv.Postgres, app string) []int32 {
 	return pids
 }
 
-// TestMain stops a -race build of the agent from sleeping 1 s at exit (the
-// race runtime's atexit_sleep_ms), so that shutdown timings measure the
-// agent and every test does not pay a second. Race reports are still
-// printed, and a race still makes the agent exit with status 66, which
-// stopAndCheck catches.
-func TestMain(m *testing.M) {
-	if err := os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")); err != nil {
-		fmt.Fprintln(os.Stderr, "set GORACE:", err)
-		os.Exit(2)
-	}
-	os.Exit(m.Run())
-}
+// TestMain runs the tests without the -race agent's 1 s sleep at exit (see
+// testenv.MainWithoutRaceExitSleep).
+func TestMain(m *testing.M) { testenv.MainWithoutRaceExitSleep(m) }
 
-// stopAndCheck stops the agent (SIGTERM; a no-op if it already exited) and
-// fails the test unless it exited with status 0 and its whole log shows no
-// data race and none of the secrets.
-func stopAndCheck(t *testing.T, pw *testenv.Poolwatch, secrets ...string) {
+// monDSNVia returns the DSN of mon (monPassword) on pg's postgres
+// database through proxy, with application_name app.
+func monDSNVia(t *testing.T, proxy *testenv.Proxy, pg *testenv.Postgres, app string) string {
 	t.Helper()
-	pw.Stop(t)
-	if err := pw.ExitErr(); err != nil {
-		t.Errorf("the agent exited with %v, want status 0", err)
+	dsn, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=" + app)
+	if err != nil {
+		t.Fatal(err)
 	}
-	logs := pw.Logs()
-	if strings.Contains(logs, "DATA RACE") {
-		t.Errorf("the agent reported a data race:\n%s", logs)
-	}
-	for _, s := range secrets {
-		if strings.Contains(logs, s) {
-			t.Errorf("the agent's log contains a password (%d bytes)", len(s))
-		}
-	}
+	return dsn
 }
 
 // monRole creates the least-privileged monitoring role: LOGIN and

@@ -85,24 +85,24 @@ func TestPrivileges_LeastPrivilegedUsersSeeEverything(t *testing.T) {
 
 	// Leaks are reported once idle for more than 1 s (PgBouncer: on its
 	// 1 s clock, so after up to 2 s).
-	var m metrics
+	var m testenv.Metrics
 	eventually(t, 15*time.Second, "both leaks seen by the least-privileged users", func() (bool, string) {
-		m = scrape(t, pw)
-		pgLeaks, _ := m.get(t, leaked, "target", "pg-monitor", "pool", "server")
-		rsLeaks, _ := m.get(t, leaked, "target", "pg-read-all-stats", "pool", "server")
-		pgbLeaks, _ := m.get(t, leaked, "target", "bouncer-stats", "pool", "appdb/app")
+		m = pw.Scrape(t)
+		pgLeaks, _ := m.Get(t, leaked, "target", "pg-monitor", "pool", "server")
+		rsLeaks, _ := m.Get(t, leaked, "target", "pg-read-all-stats", "pool", "server")
+		pgbLeaks, _ := m.Get(t, leaked, "target", "bouncer-stats", "pool", "appdb/app")
 		return pgLeaks == 2 && rsLeaks == 2 && pgbLeaks == 1, fmt.Sprintf("pg-monitor server leaked %v, pg-read-all-stats %v, bouncer-stats appdb/app %v", pgLeaks, rsLeaks, pgbLeaks)
 	})
 
 	// Once more, so that every probe pool has its connection open (the first
 	// round of each runs in parallel with the others).
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 
 	for _, tg := range []string{"pg-monitor", "pg-read-all-stats", "pg-no-monitor", "bouncer-stats"} {
-		if up := m.must(t, targetUp, "target", tg); up != 1 {
+		if up := m.Must(t, targetUp, "target", tg); up != 1 {
 			t.Errorf("%s{target=%q} = %v, want 1", targetUp, tg, up)
 		}
-		for _, e := range m.find("poolwatch_target_scrape_errors_total", "target", tg) {
+		for _, e := range m.Find("poolwatch_target_scrape_errors_total", "target", tg) {
 			if v := e.GetCounter().GetValue(); v != 0 {
 				t.Errorf("target %q: %v failed queries: %v", tg, v, e.GetLabel())
 			}
@@ -114,9 +114,9 @@ func TestPrivileges_LeastPrivilegedUsersSeeEverything(t *testing.T) {
 	// leaked.
 	for _, tg := range []string{"pg-monitor", "pg-read-all-stats"} {
 		got := [3]float64{
-			m.must(t, open, "target", tg, "pool", "leaky"),
-			m.must(t, inUse, "target", tg, "pool", "leaky"),
-			m.must(t, leaked, "target", tg, "pool", "leaky"),
+			m.Must(t, open, "target", tg, "pool", "leaky"),
+			m.Must(t, inUse, "target", tg, "pool", "leaky"),
+			m.Must(t, leaked, "target", tg, "pool", "leaky"),
 		}
 		if got != [3]float64{2, 2, 2} {
 			t.Errorf("%s pool leaky: open, in use, leaked = %v, want [2 2 2]", tg, got)
@@ -129,18 +129,18 @@ func TestPrivileges_LeastPrivilegedUsersSeeEverything(t *testing.T) {
 	// only its own backends: a silent undercount of slots, in use and
 	// leaks, which is why the docs require pg_monitor.
 	gotNo := [3]float64{
-		m.must(t, open, "target", "pg-no-monitor", "pool", "leaky"),
-		m.must(t, inUse, "target", "pg-no-monitor", "pool", "leaky"),
-		m.must(t, leaked, "target", "pg-no-monitor", "pool", "leaky"),
+		m.Must(t, open, "target", "pg-no-monitor", "pool", "leaky"),
+		m.Must(t, inUse, "target", "pg-no-monitor", "pool", "leaky"),
+		m.Must(t, leaked, "target", "pg-no-monitor", "pool", "leaky"),
 	}
 	if gotNo != [3]float64{0, 0, 0} {
 		t.Errorf("pg-no-monitor pool leaky: open, in use, leaked = %v, want [0 0 0] (other roles hidden without pg_monitor)", gotNo)
 	}
-	if v := m.must(t, leaked, "target", "pg-no-monitor", "pool", "server"); v != 0 {
+	if v := m.Must(t, leaked, "target", "pg-no-monitor", "pool", "server"); v != 0 {
 		t.Errorf("pg-no-monitor server leaked = %v, want 0 (other roles hidden without pg_monitor)", v)
 	}
-	noOpen := m.must(t, open, "target", "pg-no-monitor", "pool", "server")
-	monOpen := m.must(t, open, "target", "pg-monitor", "pool", "server")
+	noOpen := m.Must(t, open, "target", "pg-no-monitor", "pool", "server")
+	monOpen := m.Must(t, open, "target", "pg-monitor", "pool", "server")
 	if noOpen < 1 || noOpen > 2 {
 		t.Errorf("pg-no-monitor server open = %v, want only its own 1-2 probe connections", noOpen)
 	}
@@ -161,23 +161,23 @@ func TestPrivileges_LeastPrivilegedUsersSeeEverything(t *testing.T) {
 	}
 
 	// stats_users: every pool of PgBouncer, its clients and its leak.
-	if v := m.must(t, inUse, "target", "bouncer-stats", "pool", "appdb/app"); v != 1 {
+	if v := m.Must(t, inUse, "target", "bouncer-stats", "pool", "appdb/app"); v != 1 {
 		t.Errorf("bouncer-stats appdb/app in use = %v, want 1", v)
 	}
-	if v := m.must(t, "poolwatch_pool_max_connections", "target", "bouncer-stats", "pool", "clients"); v != 100 {
+	if v := m.Must(t, "poolwatch_pool_max_connections", "target", "bouncer-stats", "pool", "clients"); v != 100 {
 		t.Errorf("bouncer-stats clients max = %v, want 100 (max_client_conn from SHOW CONFIG)", v)
 	}
-	if _, ok := m.get(t, "poolwatch_pgbouncer_transactions_total", "target", "bouncer-stats", "database", "appdb"); !ok {
+	if _, ok := m.Get(t, "poolwatch_pgbouncer_transactions_total", "target", "bouncer-stats", "database", "appdb"); !ok {
 		t.Errorf("bouncer-stats has no SHOW STATS series for appdb")
 	}
 	waitLog(t, pw, "target=bouncer-stats", `msg="leaked connection"`, "pool=appdb/app")
 
 	// A console user in neither list is refused.
-	if up := m.must(t, targetUp, "target", "bouncer-no-role"); up != 0 {
+	if up := m.Must(t, targetUp, "target", "bouncer-no-role"); up != 0 {
 		t.Errorf("%s{target=bouncer-no-role} = %v, want 0", targetUp, up)
 	}
 	waitLog(t, pw, "target=bouncer-no-role", `msg="target scrape failed"`, "not allowed")
-	stopAndCheck(t, pw, monPassword, appPassword, statPassword)
+	pw.StopAndCheck(t, monPassword, appPassword, statPassword)
 }
 
 // waitLog polls the agent's log until one line contains every one of

@@ -29,14 +29,14 @@ func configOf(targets ...string) string {
 
 // wantTargets fails the test unless the agent's series carry exactly these
 // target names, each with up 1.
-func wantTargets(t *testing.T, m metrics, names ...string) {
+func wantTargets(t *testing.T, m testenv.Metrics, names ...string) {
 	t.Helper()
 	slices.Sort(names)
-	if got := m.targets(); !slices.Equal(got, names) {
+	if got := m.Targets(); !slices.Equal(got, names) {
 		t.Fatalf("targets on /metrics: got %v, want %v", got, names)
 	}
 	for _, n := range names {
-		if up := m.must(t, targetUp, "target", n); up != 1 {
+		if up := m.Must(t, targetUp, "target", n); up != 1 {
 			t.Fatalf("%s{target=%q} = %v, want 1", targetUp, n, up)
 		}
 	}
@@ -47,16 +47,16 @@ func TestReload_SIGHUPAndPOSTBothReloadAndGETIsRefused(t *testing.T) {
 	monRole(t, pg)
 	a := pgTarget("a", pg, "pw-a", "")
 	pw := testenv.StartPoolwatch(t, configOf(a), lifecycle)
-	wantTargets(t, scrape(t, pw), "a")
+	wantTargets(t, pw.Scrape(t), "a")
 
 	// SIGHUP: asynchronous, so poll until the new target shows.
 	replaceFile(t, pw.ConfigPath, configOf(a, pgTarget("b", pg, "pw-b", "")))
 	pw.Signal(t, syscall.SIGHUP)
 	eventually(t, settle, "target b after SIGHUP", func() (bool, string) {
-		got := scrape(t, pw).targets()
+		got := pw.Scrape(t).Targets()
 		return slices.Equal(got, []string{"a", "b"}), fmt.Sprint(got)
 	})
-	wantTargets(t, scrape(t, pw), "a", "b")
+	wantTargets(t, pw.Scrape(t), "a", "b")
 
 	// POST: synchronous, so the very next scrape has the new configuration.
 	replaceFile(t, pw.ConfigPath, configOf(a, pgTarget("c", pg, "pw-c", "")))
@@ -64,9 +64,9 @@ func TestReload_SIGHUPAndPOSTBothReloadAndGETIsRefused(t *testing.T) {
 	if code != http.StatusOK || strings.TrimSpace(body) != "Reloaded" {
 		t.Fatalf("POST /-/reload: %d %q, want 200 \"Reloaded\"", code, body)
 	}
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	wantTargets(t, m, "a", "c")
-	if v := m.must(t, reloadOK); v != 1 {
+	if v := m.Must(t, reloadOK); v != 1 {
 		t.Fatalf("%s = %v after a good reload, want 1", reloadOK, v)
 	}
 
@@ -89,8 +89,8 @@ func TestReload_SIGHUPAndPOSTBothReloadAndGETIsRefused(t *testing.T) {
 			t.Fatalf("%s /-/reload: Allow %q, want it to name POST", method, allow)
 		}
 	}
-	wantTargets(t, scrape(t, pw), "a", "c")
-	stopAndCheck(t, pw, monPassword)
+	wantTargets(t, pw.Scrape(t), "a", "c")
+	pw.StopAndCheck(t, monPassword)
 }
 
 // By default (no --web.enable-lifecycle) POST /-/reload is refused with 403
@@ -100,21 +100,21 @@ func TestReload_OverHTTPIsOffByDefaultAndSIGHUPStillWorks(t *testing.T) {
 	monRole(t, pg)
 	a := pgTarget("a", pg, "pw-a", "")
 	pw := testenv.StartPoolwatch(t, configOf(a))
-	wantTargets(t, scrape(t, pw), "a")
+	wantTargets(t, pw.Scrape(t), "a")
 
 	replaceFile(t, pw.ConfigPath, configOf(a, pgTarget("b", pg, "pw-b", "")))
 	code, body := reload(t, pw)
 	if code != http.StatusForbidden || !strings.Contains(body, "--web.enable-lifecycle") {
 		t.Fatalf("POST /-/reload without --web.enable-lifecycle: %d %q, want 403 naming the flag", code, body)
 	}
-	wantTargets(t, scrape(t, pw), "a")
+	wantTargets(t, pw.Scrape(t), "a")
 
 	pw.Signal(t, syscall.SIGHUP)
 	eventually(t, settle, "target b after SIGHUP", func() (bool, string) {
-		got := scrape(t, pw).targets()
+		got := pw.Scrape(t).Targets()
 		return slices.Equal(got, []string{"a", "b"}), fmt.Sprint(got)
 	})
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
@@ -126,14 +126,14 @@ func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
 	}
 	pw := testenv.StartPoolwatch(t, configOf(keep, other("1")), lifecycle)
 
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	wantTargets(t, m, "keep", "other")
 	keepPIDs := backendPIDs(t, pg, "pw-keep")
 	otherPIDs := backendPIDs(t, pg, "pw-other")
 	if len(keepPIDs) != 1 || len(otherPIDs) != 1 {
 		t.Fatalf("backends after one scrape: keep %v, other %v; want one each (max_connections 1)", keepPIDs, otherPIDs)
 	}
-	keepNew := m.must(t, newConns, "target", "keep")
+	keepNew := m.Must(t, newConns, "target", "keep")
 	if keepNew != 1 {
 		t.Fatalf("%s{target=keep} = %v after one scrape, want 1", newConns, keepNew)
 	}
@@ -146,33 +146,33 @@ func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
 	// The changed target's pool is closed by the reload itself.
 	pg.WaitBackends(t, "pw-other", func(n int) bool { return n == 0 }, settle)
 
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "keep", "other")
 	if got := backendPIDs(t, pg, "pw-keep"); !slices.Equal(got, keepPIDs) {
 		t.Fatalf("keep's backends after reloading another target: %v, want the same %v", got, keepPIDs)
 	}
-	if v := m.must(t, newConns, "target", "keep"); v != keepNew {
+	if v := m.Must(t, newConns, "target", "keep"); v != keepNew {
 		t.Fatalf("%s{target=keep} moved from %v to %v across a reload that did not change it", newConns, keepNew, v)
 	}
 	if got := backendPIDs(t, pg, "pw-other"); len(got) != 1 || got[0] == otherPIDs[0] {
 		t.Fatalf("other's backends after its change: %v, want one new one (old %v)", got, otherPIDs)
 	}
-	if v := m.must(t, newConns, "target", "other"); v != 1 {
+	if v := m.Must(t, newConns, "target", "other"); v != 1 {
 		t.Fatalf("%s{target=other} = %v, want 1: a changed target gets a new pool", newConns, v)
 	}
-	if _, ok := m.get(t, targetUp, "target", "other", "rev", "2"); !ok {
+	if _, ok := m.Get(t, targetUp, "target", "other", "rev", "2"); !ok {
 		t.Fatalf("other's series do not carry the new label rev=\"2\"")
 	}
 
 	// A SIGHUP with the file unchanged keeps every pool.
-	ts := m.must(t, reloadTS)
+	ts := m.Must(t, reloadTS)
 	otherPIDs = backendPIDs(t, pg, "pw-other")
 	pw.Signal(t, syscall.SIGHUP)
 	eventually(t, settle, "a newer reload timestamp after SIGHUP", func() (bool, string) {
-		v := scrape(t, pw).must(t, reloadTS)
+		v := pw.Scrape(t).Must(t, reloadTS)
 		return v > ts, fmt.Sprintf("%v (before: %v)", v, ts)
 	})
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	if got := backendPIDs(t, pg, "pw-keep"); !slices.Equal(got, keepPIDs) {
 		t.Fatalf("keep's backends after an idempotent SIGHUP: %v, want %v", got, keepPIDs)
 	}
@@ -180,11 +180,11 @@ func TestReload_KeepsTheConnectionsOfUnchangedTargets(t *testing.T) {
 		t.Fatalf("other's backends after an idempotent SIGHUP: %v, want %v", got, otherPIDs)
 	}
 	for _, n := range []string{"keep", "other"} {
-		if v := m.must(t, newConns, "target", n); v != 1 {
+		if v := m.Must(t, newConns, "target", n); v != 1 {
 			t.Fatalf("%s{target=%s} = %v after an idempotent SIGHUP, want 1", newConns, n, v)
 		}
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 func TestReload_ClosesRemovedTargetsAndOpensNewOnes(t *testing.T) {
@@ -192,13 +192,13 @@ func TestReload_ClosesRemovedTargetsAndOpensNewOnes(t *testing.T) {
 	monRole(t, pg)
 	keep := pgTarget("keep", pg, "pw-keep", "")
 	pw := testenv.StartPoolwatch(t, configOf(keep, pgTarget("gone", pg, "pw-gone", "")), lifecycle)
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	wantTargets(t, m, "gone", "keep")
 	if n := pg.CountBackends(t, "pw-gone"); n < 1 {
 		t.Fatalf("gone has %d backends after a scrape, want at least 1", n)
 	}
-	if m.seriesOf("gone") < 10 {
-		t.Fatalf("gone has only %d series before the reload", m.seriesOf("gone"))
+	if m.SeriesOf("gone") < 10 {
+		t.Fatalf("gone has only %d series before the reload", m.SeriesOf("gone"))
 	}
 
 	replaceFile(t, pw.ConfigPath, configOf(keep, pgTarget("fresh", pg, "pw-fresh", "")))
@@ -211,17 +211,17 @@ func TestReload_ClosesRemovedTargetsAndOpensNewOnes(t *testing.T) {
 		t.Fatalf("fresh has %d backends before its first scrape, want 0 (pools open on first use)", n)
 	}
 
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "fresh", "keep")
-	if n := m.seriesOf("gone"); n != 0 {
+	if n := m.SeriesOf("gone"); n != 0 {
 		t.Fatalf("a removed target still has %d series on /metrics", n)
 	}
 	for _, name := range []string{newConns, "poolwatch_probe_pool_open_connections"} {
-		if _, ok := m.get(t, name, "target", "fresh"); !ok {
+		if _, ok := m.Get(t, name, "target", "fresh"); !ok {
 			t.Fatalf("%s{target=fresh} is absent after the reload", name)
 		}
 	}
-	if v := m.must(t, "poolwatch_pool_max_connections", "target", "fresh", "pool", "server"); v != 97 {
+	if v := m.Must(t, "poolwatch_pool_max_connections", "target", "fresh", "pool", "server"); v != 97 {
 		t.Fatalf("fresh's server pool max = %v, want 97 (100 - 3 reserved)", v)
 	}
 	if n := pg.CountBackends(t, "pw-fresh"); n < 1 {
@@ -231,7 +231,7 @@ func TestReload_ClosesRemovedTargetsAndOpensNewOnes(t *testing.T) {
 	if code, _ := pw.Get(t, "/probe?target=gone"); code != http.StatusBadRequest {
 		t.Fatalf("/probe?target=gone after removal: status %d, want 400", code)
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
@@ -239,12 +239,12 @@ func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
 	monRole(t, pg)
 	a, b := pgTarget("a", pg, "pw-a", ""), pgTarget("b", pg, "pw-b", "")
 	pw := testenv.StartPoolwatch(t, configOf(a, b), lifecycle)
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	wantTargets(t, m, "a", "b")
-	if v := m.must(t, reloadOK); v != 1 {
+	if v := m.Must(t, reloadOK); v != 1 {
 		t.Fatalf("%s = %v after start, want 1", reloadOK, v)
 	}
-	ts0 := m.must(t, reloadTS)
+	ts0 := m.Must(t, reloadTS)
 	aPIDs := backendPIDs(t, pg, "pw-a")
 
 	// Line 1 is "targets:", each target entry is three lines and the
@@ -262,12 +262,12 @@ func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
 		t.Fatalf("POST /-/reload body contains the password")
 	}
 
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "a", "b") // the old configuration is in force
-	if v := m.must(t, reloadOK); v != 0 {
+	if v := m.Must(t, reloadOK); v != 0 {
 		t.Fatalf("%s = %v after a rejected reload, want 0", reloadOK, v)
 	}
-	if v := m.must(t, reloadTS); v != ts0 {
+	if v := m.Must(t, reloadTS); v != ts0 {
 		t.Fatalf("%s moved from %v to %v on a rejected reload", reloadTS, ts0, v)
 	}
 	if got := backendPIDs(t, pg, "pw-a"); !slices.Equal(got, aPIDs) {
@@ -283,9 +283,9 @@ func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
 		n := strings.Count(pw.Logs(), "config reload failed")
 		return n == 2, fmt.Sprintf("%d failure lines", n)
 	})
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "a", "b")
-	if v := m.must(t, reloadOK); v != 0 {
+	if v := m.Must(t, reloadOK); v != 0 {
 		t.Fatalf("%s = %v after a rejected SIGHUP reload, want 0", reloadOK, v)
 	}
 
@@ -294,15 +294,15 @@ func TestReload_RejectsABadConfigAndKeepsTheOldOne(t *testing.T) {
 	if code, body := reload(t, pw); code != http.StatusOK {
 		t.Fatalf("POST /-/reload with a good config: %d %s", code, body)
 	}
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "a", "c")
-	if v := m.must(t, reloadOK); v != 1 {
+	if v := m.Must(t, reloadOK); v != 1 {
 		t.Fatalf("%s = %v after a good reload, want 1", reloadOK, v)
 	}
-	if v := m.must(t, reloadTS); !(v > ts0) {
+	if v := m.Must(t, reloadTS); !(v > ts0) {
 		t.Fatalf("%s = %v after a good reload, want it past %v", reloadTS, v, ts0)
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
@@ -312,10 +312,10 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 	withB := configOf(a, pgTarget("b", pg, "pw-b", onePoolOfOne))
 	withC := configOf(a, pgTarget("c", pg, "pw-c", onePoolOfOne))
 	pw := testenv.StartPoolwatch(t, withB, lifecycle)
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 	wantTargets(t, m, "a", "b")
 	aPIDs := backendPIDs(t, pg, "pw-a")
-	aNew := m.must(t, newConns, "target", "a")
+	aNew := m.Must(t, newConns, "target", "a")
 
 	// Two scrapers keep hitting /metrics through the whole storm, so pools
 	// are used while reloads add and close them.
@@ -410,15 +410,15 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 
 	// One consistent end state: the file's.
 	pg.WaitBackends(t, "pw-b", func(n int) bool { return n == 0 }, settle)
-	m = scrape(t, pw)
+	m = pw.Scrape(t)
 	wantTargets(t, m, "a", "c")
-	if v := m.must(t, reloadOK); v != 1 {
+	if v := m.Must(t, reloadOK); v != 1 {
 		t.Fatalf("%s = %v, want 1", reloadOK, v)
 	}
 	if got := backendPIDs(t, pg, "pw-a"); !slices.Equal(got, aPIDs) {
 		t.Fatalf("a's backends after %d reloads that did not change it: %v, want %v", loaded-1, got, aPIDs)
 	}
-	if v := m.must(t, newConns, "target", "a"); v != aNew {
+	if v := m.Must(t, newConns, "target", "a"); v != aNew {
 		t.Fatalf("%s{target=a} moved from %v to %v across reloads that did not change it", newConns, aNew, v)
 	}
 	// c's current pool is one pool of one: at most one backend, however
@@ -428,7 +428,7 @@ func TestReload_ConcurrentReloadsEndInOneConsistentState(t *testing.T) {
 	}
 	t.Logf("%d reload requests (%d POST, %d SIGHUP) in %d waves gave %d loads; %d scrapes ran meanwhile",
 		2*waves*perWave, waves*perWave, waves*perWave, waves, loaded-1, scrapes.Load())
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 // TestReload_RemovingAHungTargetTakesEffectAtOnce removes a target whose
@@ -440,10 +440,7 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	proxy := testenv.StartProxy(t, pg.Addr())
-	holeDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-hole")
-	if err != nil {
-		t.Fatal(err)
-	}
+	holeDSN := monDSNVia(t, proxy, pg, "pw-hole")
 	keep := pgTarget("keep", pg, "pw-keep", "")
 	pw := testenv.StartPoolwatch(t, configOf(keep, fmt.Sprintf(`  - name: hole
     kind: postgres
@@ -451,7 +448,7 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
     scrape_timeout: 30s
     probe_pool: {connect_timeout: 20s}
 `, holeDSN)), "--web.shutdown-timeout="+closeBound.String(), lifecycle)
-	wantTargets(t, scrape(t, pw), "hole", "keep")
+	wantTargets(t, pw.Scrape(t), "hole", "keep")
 
 	// The hole's pooled connection and any new one now hang.
 	proxy.FreezeExisting()
@@ -489,14 +486,14 @@ func TestReload_RemovingAHungTargetDoesNotBlockTheReload(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
-	if got := parseMetrics(t, body).targets(); !slices.Equal(got, []string{"keep"}) {
+	if got := testenv.ParseMetrics(t, body).Targets(); !slices.Equal(got, []string{"keep"}) {
 		t.Fatalf("targets after the reload: %v, want [keep]", got)
 	}
 	// The removed pool's hung round is cancelled when the bound expires.
 	waitLog(t, pw, "closing the probe pool of a removed target cancelled its queries", "target=hole")
 	<-hung
-	if m := scrape(t, pw); m.must(t, reloadOK) != 1 {
+	if m := pw.Scrape(t); m.Must(t, reloadOK) != 1 {
 		t.Fatalf("%s != 1 after the reload", reloadOK)
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }

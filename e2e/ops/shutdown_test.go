@@ -42,10 +42,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 		Databases: map[string]string{"appdb": "dbname=postgres"},
 	})
 	proxy := testenv.StartProxy(t, pg.Addr())
-	slowDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-slow")
-	if err != nil {
-		t.Fatal(err)
-	}
+	slowDSN := monDSNVia(t, proxy, pg, "pw-slow")
 	cfg := configOf(pgTarget("pg", pg, "pw-term", ""), fmt.Sprintf(`  - name: slow
     kind: postgres
     dsn: %s
@@ -54,7 +51,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
     dsn: %s
 `, slowDSN, pgb.DSN("stats", statPassword, "pgbouncer")))
 	pw := testenv.StartPoolwatch(t, cfg)
-	wantTargets(t, scrape(t, pw), "pg", "slow", "bouncer")
+	wantTargets(t, pw.Scrape(t), "pg", "slow", "bouncer")
 	if n := pg.CountBackends(t, "pw-term") + pg.CountBackends(t, "pw-slow"); n < 2 {
 		t.Fatalf("%d agent backends after a scrape, want at least 2", n)
 	}
@@ -80,7 +77,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 	if r.err != nil || r.code != http.StatusOK {
 		t.Fatalf("the scrape in flight at SIGTERM: status %d, err %v; want a full answer", r.code, r.err)
 	}
-	if up := parseMetrics(t, r.body).must(t, targetUp, "target", "slow"); up != 1 {
+	if up := testenv.ParseMetrics(t, r.body).Must(t, targetUp, "target", "slow"); up != 1 {
 		t.Fatalf("the scrape in flight at SIGTERM: slow up %v, want 1 (the round was cut short)", up)
 	}
 	select {
@@ -111,7 +108,7 @@ func TestShutdown_SIGTERMFinishesTheScrapeInFlightAndClosesEveryPool(t *testing.
 	if strings.Contains(logs, "incomplete") || strings.Contains(logs, "cancelled") {
 		t.Errorf("an unhurried shutdown cut something short")
 	}
-	stopAndCheck(t, pw, monPassword, statPassword)
+	pw.StopAndCheck(t, monPassword, statPassword)
 }
 
 // TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout sends SIGTERM while a
@@ -123,10 +120,7 @@ func TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	monRole(t, pg)
 	proxy := testenv.StartProxy(t, pg.Addr())
-	holeDSN, err := proxy.DSN(pg.DSN("mon", monPassword, "postgres") + "&application_name=pw-hole")
-	if err != nil {
-		t.Fatal(err)
-	}
+	holeDSN := monDSNVia(t, proxy, pg, "pw-hole")
 	cfg := configOf(pgTarget("pg", pg, "pw-term", ""), fmt.Sprintf(`  - name: hole
     kind: postgres
     dsn: %s
@@ -166,5 +160,5 @@ func TestShutdown_SIGTERMIsBoundedByTheShutdownTimeout(t *testing.T) {
 		t.Errorf("the log does not say that the HTTP shutdown was cut short")
 	}
 	pg.WaitBackends(t, "pw-term", func(n int) bool { return n == 0 }, settle)
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }

@@ -106,13 +106,13 @@ func TestTLS_VerifyFullToPostgresWithCAAndClientCertificates(t *testing.T) {
 		certuser("pw-rogue-cert"), af["ca.pem"], af["rogue.crt"], af["rogue.key"],
 	)
 	pw := testenv.StartPoolwatch(t, cfg)
-	m := scrape(t, pw)
+	m := pw.Scrape(t)
 
 	for tg, want := range map[string]float64{
 		"verify-full": 1, "verify-ca": 1, "client-cert": 1,
 		"wrong-ca": 0, "wrong-host": 0, "no-tls": 0, "rogue-cert": 0,
 	} {
-		if up := m.must(t, targetUp, "target", tg); up != want {
+		if up := m.Must(t, targetUp, "target", tg); up != want {
 			t.Errorf("%s{target=%q} = %v, want %v", targetUp, tg, up, want)
 		}
 	}
@@ -145,7 +145,7 @@ func TestTLS_VerifyFullToPostgresWithCAAndClientCertificates(t *testing.T) {
 	} {
 		waitLog(t, pw, "target="+tg+" ", `msg="target scrape failed"`, reason)
 	}
-	stopAndCheck(t, pw, monPassword)
+	pw.StopAndCheck(t, monPassword)
 }
 
 // TestTLS_ReloadPicksUpRotatedCertificateFiles renews the client
@@ -166,7 +166,7 @@ func TestTLS_ReloadPicksUpRotatedCertificateFiles(t *testing.T) {
     tls: {ca_file: %s, cert_file: %s, key_file: %s}
 `, pg.Addr(), af["ca.pem"], af["client.crt"], af["client.key"]), lifecycle)
 
-	if up := scrape(t, pw).must(t, targetUp, "target", "client-cert"); up != 1 {
+	if up := pw.Scrape(t).Must(t, targetUp, "target", "client-cert"); up != 1 {
 		t.Fatalf("client-cert up = %v before the rotation, want 1", up)
 	}
 	if got, want := clientSerial(t, pg, "pw-rotate"), serialOf(t, first); got != want {
@@ -182,7 +182,7 @@ func TestTLS_ReloadPicksUpRotatedCertificateFiles(t *testing.T) {
 	pg.TerminateBackends(t, "pw-rotate")
 	pg.WaitBackends(t, "pw-rotate", func(n int) bool { return n == 0 }, settle)
 	eventually(t, settle, "client-cert up again", func() (bool, string) {
-		up := scrape(t, pw).must(t, targetUp, "target", "client-cert")
+		up := pw.Scrape(t).Must(t, targetUp, "target", "client-cert")
 		return up == 1, fmt.Sprint(up)
 	})
 	if got, want := clientSerial(t, pg, "pw-rotate"), serialOf(t, second); got != want {
@@ -190,7 +190,7 @@ func TestTLS_ReloadPicksUpRotatedCertificateFiles(t *testing.T) {
 			"presents serial %s, want the renewed certificate's %s (the first one was %s): TLS files are read "+
 			"only when the target's probe pool is created", got, want, serialOf(t, first))
 	}
-	stopAndCheck(t, pw)
+	pw.StopAndCheck(t)
 }
 
 // clientSerial returns the serial number of the client certificate of the

@@ -93,7 +93,7 @@ basic_auth_users:
 	if resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
 		t.Fatalf("GET /metrics was not served over TLS 1.2+: %+v", resp.TLS)
 	}
-	if up := parseMetrics(t, body).must(t, targetUp, "target", "pg"); up != 1 {
+	if up := testenv.ParseMetrics(t, body).Must(t, targetUp, "target", "pg"); up != 1 {
 		t.Fatalf("%s{target=pg} = %v over TLS, want 1", targetUp, up)
 	}
 
@@ -165,5 +165,5 @@ basic_auth_users:
 			t.Errorf("after rotating the password in the web config: %v %v, want %d", statusOf(resp), err, want)
 		}
 	}
-	stopAndCheck(t, pw, monPassword, password, newPassword)
+	pw.StopAndCheck(t, monPassword, password, newPassword)
 }

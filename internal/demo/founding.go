@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -292,45 +291,22 @@ func (d *demo) killOrders(ctx context.Context) {
 // error as the app logged it.
 func (d *demo) followOrdersLog(ctx context.Context) {
 	o := d.orders
-	path := o.app.LogPath
-	var off int64
-	var partial []byte
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	followLines(ctx, o.app.LogPath, 250*time.Millisecond, func(line string) bool {
+		line = strings.TrimSpace(line)
+		if !strings.Contains(line, "connection pool exhausted") {
+			return true
 		}
-		chunk, next, err := readFrom(path, off)
-		if err != nil {
-			continue
+		o.mu.Lock()
+		first := o.errorLine == ""
+		if first {
+			o.errorLine = line
 		}
-		off = next
-		partial = append(partial, chunk...)
-		for {
-			i := bytes.IndexByte(partial, '\n')
-			if i < 0 {
-				break
-			}
-			line := strings.TrimSpace(string(partial[:i]))
-			partial = partial[i+1:]
-			if !strings.Contains(line, "connection pool exhausted") {
-				continue
-			}
-			o.mu.Lock()
-			first := o.errorLine == ""
-			if first {
-				o.errorLine = line
-			}
-			o.mu.Unlock()
-			if first {
-				d.scr.event("%s", d.scr.colour("31", "orders-api logs: "+line))
-				return
-			}
+		o.mu.Unlock()
+		if first {
+			d.scr.event("%s", d.scr.colour("31", "orders-api logs: "+line))
 		}
-	}
+		return !first
+	})
 }
 
 // watchUnaccounted prints what poolwatch counts for orders-api each time

@@ -16,9 +16,23 @@ import (
 // it logs (msg="leaked connection": pool, application_name, user, client
 // address, how long it has been held).
 func (d *demo) followLeakLog(ctx context.Context) {
+	followLines(ctx, d.pw.LogPath, time.Second, func(line string) bool {
+		if s, ok := leakCulprit(line); ok {
+			d.scr.event("poolwatch logs the culprit: %s", s)
+		}
+		return true
+	})
+}
+
+// followLines reads the file at path every interval and calls line with
+// each complete line it has gained since (without the newline), in order,
+// until ctx is done or line returns false. A line still being written is
+// held until its newline arrives; a read that fails is tried again at the
+// next tick.
+func followLines(ctx context.Context, path string, interval time.Duration, line func(string) bool) {
 	var off int64
 	var partial []byte
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
@@ -26,7 +40,7 @@ func (d *demo) followLeakLog(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		chunk, next, err := readFrom(d.pw.LogPath, off)
+		chunk, next, err := readFrom(path, off)
 		if err != nil {
 			continue
 		}
@@ -37,10 +51,10 @@ func (d *demo) followLeakLog(ctx context.Context) {
 			if i < 0 {
 				break
 			}
-			line := string(partial[:i])
+			l := string(partial[:i])
 			partial = partial[i+1:]
-			if s, ok := leakCulprit(line); ok {
-				d.scr.event("poolwatch logs the culprit: %s", s)
+			if !line(l) {
+				return
 			}
 		}
 	}

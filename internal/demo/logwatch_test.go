@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -22,4 +25,30 @@ func TestLeakCulprit_IgnoresOtherLines(t *testing.T) {
 		_, ok := leakCulprit(line)
 		require.False(t, ok, line)
 	}
+}
+
+func TestFollowLines_HoldsAPartialLineAndStopsWhenTheCallbackSaysSo(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	require.NoError(t, os.WriteFile(path, []byte("one\ntw"), 0o600))
+	var got []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		followLines(t.Context(), path, 10*time.Millisecond, func(line string) bool {
+			got = append(got, line)
+			return line != "three"
+		})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("o\nthree\nfour\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("followLines did not return after the callback said stop")
+	}
+	require.Equal(t, []string{"one", "two", "three"}, got)
 }

@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -150,19 +151,10 @@ func (b *PgBouncer) userlist() string {
 	for u, p := range b.opts.Users {
 		users[u] = p
 	}
-	for _, u := range sortedKeys(users) {
+	for _, u := range slices.Sorted(maps.Keys(users)) {
 		fmt.Fprintf(&sb, "%s %s\n", quoteUserlist(u), quoteUserlist(users[u]))
 	}
 	return sb.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // hasKey reports whether a libpq-style fragment sets key.
@@ -179,7 +171,7 @@ func hasKey(fragment, key string) bool {
 func (b *PgBouncer) config() string {
 	var sb strings.Builder
 	sb.WriteString("; written by poolwatch internal/launch\n[databases]\n")
-	for _, name := range sortedKeys(b.opts.Databases) {
+	for _, name := range slices.Sorted(maps.Keys(b.opts.Databases)) {
 		frag := b.opts.Databases[name]
 		var prefix []string
 		if !hasKey(frag, "host") {
@@ -218,15 +210,20 @@ func (b *PgBouncer) config() string {
 			set[k] = strconv.Itoa(v)
 		}
 	}
-	for k, v := range b.opts.Extra {
-		set[k] = v
-	}
+	maps.Copy(set, b.opts.Extra)
 	set["listen_port"] = strconv.Itoa(b.Port) // the port is launch's
 	sb.WriteString("\n[pgbouncer]\n")
-	for _, k := range sortedKeys(set) {
-		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
-	}
+	writeSettings(&sb, set)
 	return sb.String()
+}
+
+// writeSettings writes set into sb as "key = value" lines sorted by key,
+// the form of pgbouncer.ini and pgpool.conf. Values are written as they
+// are: quoting is the caller's.
+func writeSettings(sb *strings.Builder, set map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		fmt.Fprintf(sb, "%s = %s\n", k, set[k])
+	}
 }
 
 // writeConfig writes pgbouncer.ini for the current port and returns the
@@ -311,14 +308,5 @@ func (b *PgBouncer) AdminQuery(ctx context.Context, cmd string) (*ShowResult, er
 	if err != nil {
 		return nil, fmt.Errorf("parse console DSN: %w", err)
 	}
-	c, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to pgbouncer console on port %d: %w", b.Port, err)
-	}
-	defer func() { _ = c.Close(ctx) }()
-	results, err := c.Exec(ctx, cmd).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer console %q: %w", cmd, err)
-	}
-	return showResult(results), nil
+	return simpleQuery(ctx, cfg, "pgbouncer console", cmd)
 }

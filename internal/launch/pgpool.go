@@ -3,9 +3,11 @@ package launch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,7 +134,7 @@ func (p *Pgpool) poolPasswd() string {
 		users[u] = pw
 	}
 	var sb strings.Builder
-	for _, u := range sortedKeys(users) {
+	for _, u := range slices.Sorted(maps.Keys(users)) {
 		fmt.Fprintf(&sb, "%s:TEXT%s\n", u, users[u])
 	}
 	return sb.String()
@@ -188,9 +190,7 @@ func (p *Pgpool) config() string {
 		set["backend_flag"+n] = "'ALLOW_TO_FAILOVER'"
 		set["backend_application_name"+n] = quoteConf("node" + n)
 	}
-	for k, v := range p.opts.Extra {
-		set[k] = v
-	}
+	maps.Copy(set, p.opts.Extra)
 	// Fixed: the ports and directories are launch's.
 	set["listen_addresses"] = quoteConf(p.Host)
 	set["port"] = strconv.Itoa(p.Port)
@@ -203,9 +203,7 @@ func (p *Pgpool) config() string {
 	set["memqcache_oiddir"] = quoteConf(filepath.Join(p.Dir, "oiddir"))
 	var sb strings.Builder
 	sb.WriteString("# written by poolwatch internal/launch\n")
-	for _, k := range sortedKeys(set) {
-		fmt.Fprintf(&sb, "%s = %s\n", k, set[k])
-	}
+	writeSettings(&sb, set)
 	return sb.String()
 }
 
@@ -257,14 +255,21 @@ func (p *Pgpool) Query(ctx context.Context, sql string) (*ShowResult, error) {
 		return nil, fmt.Errorf("parse pgpool DSN: %w", err)
 	}
 	cfg.RuntimeParams["application_name"] = AdminApplicationName
+	return simpleQuery(ctx, cfg, "pgpool", sql)
+}
+
+// simpleQuery connects with cfg, runs sql with the simple protocol and
+// returns the rows of its last result, closing the connection. Its errors
+// name the server as what ("pgbouncer console") and the port it dialled.
+func simpleQuery(ctx context.Context, cfg *pgconn.Config, what, sql string) (*ShowResult, error) {
 	c, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to pgpool on port %d: %w", p.Port, err)
+		return nil, fmt.Errorf("connect to %s on port %d: %w", what, cfg.Port, err)
 	}
 	defer func() { _ = c.Close(ctx) }()
 	results, err := c.Exec(ctx, sql).ReadAll()
 	if err != nil {
-		return nil, fmt.Errorf("pgpool %q: %w", sql, err)
+		return nil, fmt.Errorf("%s %q: %w", what, sql, err)
 	}
 	return showResult(results), nil
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -155,13 +156,8 @@ func (p *Postgres) serverArgs() []string {
 	conf["unix_socket_directories"] = p.SocketDir
 	conf["port"] = strconv.Itoa(p.Port)
 
-	keys := make([]string, 0, len(conf))
-	for k := range conf {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	args := []string{"-D", p.DataDir}
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(conf)) {
 		args = append(args, "-c", k+"="+conf[k])
 	}
 	return args

@@ -63,13 +63,10 @@ func (p *feParser) clientBytes(b []byte) {
 				p.state = feOpaque
 				return
 			}
-			n := copy(p.hdr[p.hdrN:8], b)
-			p.hdrN += n
-			b = b[n:]
-			if p.hdrN < 8 {
+			var full bool
+			if b, full = p.header(b, 8); !full {
 				return
 			}
-			p.hdrN = 0
 			length := int(binary.BigEndian.Uint32(p.hdr[0:4]))
 			code := binary.BigEndian.Uint32(p.hdr[4:8])
 			if length < 8 || length > maxStartupLen {
@@ -89,13 +86,10 @@ func (p *feParser) clientBytes(b []byte) {
 				p.state = p.after
 			}
 		case feTyped:
-			n := copy(p.hdr[p.hdrN:5], b)
-			p.hdrN += n
-			b = b[n:]
-			if p.hdrN < 5 {
+			var full bool
+			if b, full = p.header(b, 5); !full {
 				return
 			}
-			p.hdrN = 0
 			typ := p.hdr[0]
 			length := int(binary.BigEndian.Uint32(p.hdr[1:5]))
 			if length < 4 {
@@ -107,6 +101,20 @@ func (p *feParser) clientBytes(b []byte) {
 			p.skip = length - 4
 		}
 	}
+}
+
+// header moves bytes of b into p.hdr until it holds size bytes and returns
+// what is left of b. full reports whether the header is complete: then
+// p.hdr[:size] is it and the next header starts empty; otherwise b was used
+// up and the header goes on with the next bytes.
+func (p *feParser) header(b []byte, size int) (rest []byte, full bool) {
+	n := copy(p.hdr[p.hdrN:size], b)
+	p.hdrN += n
+	if p.hdrN < size {
+		return b[n:], false
+	}
+	p.hdrN = 0
+	return b[n:], true
 }
 
 // serverBytes feeds bytes sent by the server; only the one-byte answer to
