@@ -331,6 +331,7 @@ func manifestRuleFile(header string, groups []RuleGroup) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	blockExprs(v)
 	doc, err := ManifestYAMLDoc(v)
 	if err != nil {
 		return nil, err
@@ -346,6 +347,29 @@ func manifestRuleFile(header string, groups []RuleGroup) ([]byte, error) {
 		return nil, fmt.Errorf("the manifested rules do not read back as written")
 	}
 	return []byte(header + doc + "\n"), nil
+}
+
+// blockExprs ends every expression of more than one line in v (a rule
+// file's plain value) with a newline, in place: manifestYamlDoc writes
+// such a string as a literal block ("|"), readable line by line, and any
+// other string on one quoted line with "\n" escapes. PromQL ignores the
+// final newline. mixin.libsonnet takes it off before it patches an
+// expression and puts it back after.
+func blockExprs(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if s, ok := x.(string); ok && k == "expr" && strings.Contains(s, "\n") && !strings.HasSuffix(s, "\n") {
+				v[k] = s + "\n"
+				continue
+			}
+			blockExprs(x)
+		}
+	case []any:
+		for _, x := range v {
+			blockExprs(x)
+		}
+	}
 }
 
 // manifestDashboard renders a dashboard in ManifestJSONEx's format with a

@@ -89,14 +89,20 @@ local generated = {
       (if rule.alert == 'PoolwatchDown' then expr + '\nor\nabsent(up{' + config.agentSelector + '})' else expr)
     else withoutAbsent(expr),
 
+  // An expression of more than one line ends in a newline in the rule
+  // files, so that manifestYamlDoc writes it as a readable block: chomp
+  // takes that newline off before patching, block puts it back after.
+  local chomp(s) = if std.endsWith(s, '\n') then std.substr(s, 0, std.length(s) - 1) else s,
+  local block(s) = if std.length(std.findSubstr('\n', s)) > 0 then s + '\n' else s,
+
   local patchRule(rule) =
-    local expr = replaceSelectors(rule.expr);
-    if !std.objectHas(rule, 'alert') then rule { expr: expr }
+    local expr = replaceSelectors(chomp(rule.expr));
+    if !std.objectHas(rule, 'alert') then rule { expr: block(expr) }
     else
       local e = notScraped(rule, expr);
       if e == null then null
       else rule {
-        expr: e,
+        expr: block(e),
         labels: rule.labels {
           severity: if std.objectHas(config.severities, rule.labels.severity) then config.severities[rule.labels.severity] else rule.labels.severity,
         } + config.extraLabels,

@@ -365,10 +365,19 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 		// drops the absent() branches, on adds PoolwatchDown's.
 		{"alertWhenNotScraped", fmt.Sprintf("alertWhenNotScraped: %v", !notScrapedByDefault(t)), fromDefault(func(r rendered) {
 			alerts(r, func(rule map[string]any) {
-				expr := rule["expr"].(string)
+				// A multi-line expression ends in a newline in the rule
+				// files (a YAML block): patch the expression without it,
+				// then put it back if the result has more than one line.
+				expr := strings.TrimSuffix(rule["expr"].(string), "\n")
+				block := func(e string) string {
+					if strings.Contains(e, "\n") {
+						return e + "\n"
+					}
+					return e
+				}
 				if !notScrapedByDefault(t) {
 					if rule["alert"] == mixin.AlertPoolwatchDown {
-						rule["expr"] = expr + "\nor\nabsent(up{" + mixin.Default().AgentSelector + "})"
+						rule["expr"] = block(expr + "\nor\nabsent(up{" + mixin.Default().AgentSelector + "})")
 					}
 					return
 				}
@@ -378,7 +387,7 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 						kept = append(kept, part)
 					}
 				}
-				rule["expr"] = strings.Join(kept, "\nor\n")
+				rule["expr"] = block(strings.Join(kept, "\nor\n"))
 			})
 		})},
 	} {
