@@ -1,8 +1,6 @@
 package mixin
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -48,22 +46,20 @@ func DashboardFile(d Dashboard) string {
 	return "dashboards/" + d.UID + ".json"
 }
 
-// RenderDashboards renders every dashboard as indented JSON, keyed by its
-// path relative to the repository root.
+// RenderDashboards renders every dashboard as JSON in the format of
+// jsonnet's std.manifestJsonEx (manifest.go), keyed by its path relative to
+// the repository root.
 func RenderDashboards(c Config) (map[string][]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	out := make(map[string][]byte)
 	for _, d := range Dashboards(c) {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(d); err != nil {
+		b, err := manifestDashboard(d)
+		if err != nil {
 			return nil, fmt.Errorf("encode dashboard %s: %w", d.UID, err)
 		}
-		out[DashboardFile(d)] = buf.Bytes()
+		out[DashboardFile(d)] = b
 	}
 	return out, nil
 }

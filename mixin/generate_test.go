@@ -133,7 +133,7 @@ func TestWriteShortRules_WritesTheShortVariant(t *testing.T) {
 		t.Errorf("path = %s", path)
 	}
 	b := readTestFile(t, path)
-	if !strings.Contains(string(b), "interval: 1s") || !strings.Contains(string(b), "for: 5s") {
+	if !strings.Contains(string(b), `interval: "1s"`) || !strings.Contains(string(b), `for: "5s"`) {
 		t.Errorf("short rules lack 1s interval or 5s for:\n%s", b)
 	}
 }

@@ -11,9 +11,17 @@
 // package in this directory (`make mixin`), which writes them to
 // alerts/*.rules.yml and dashboards/*.json and, for this file,
 // generated/<variant>.json. This file imports that JSON and patches it with
-// _config. With the default _config it renders exactly the shipped files
-// (a test in conformance/jsonnet compares the parsed structures). To change
-// a threshold or a duration, change mixin/config.go, not this file.
+// _config. With the default _config it renders exactly the shipped files:
+// renderedFiles holds their text, byte for byte (the Go generator writes
+// them in jsonnet's std.manifestYamlDoc and std.manifestJsonEx formats), and
+// a test in conformance/jsonnet compares the bytes. From the repository
+// root, to print one file or to write them all under OUT:
+//
+//   jsonnet -S --no-trailing-newline -J . -e "(import 'mixin/mixin.libsonnet').renderedFiles['alerts/poolwatch.rules.yml']"
+//   jsonnet -S --no-trailing-newline -c -m OUT -J . -e "(import 'mixin/mixin.libsonnet').renderedFiles"
+//
+// (--no-trailing-newline: each text already ends in its newline). To
+// change a threshold or a duration, change mixin/config.go, not this file.
 //
 // It needs no jsonnet library.
 
@@ -81,14 +89,20 @@ local generated = {
       (if rule.alert == 'PoolwatchDown' then expr + '\nor\nabsent(up{' + config.agentSelector + '})' else expr)
     else withoutAbsent(expr),
 
+  // An expression of more than one line ends in a newline in the rule
+  // files, so that manifestYamlDoc writes it as a readable block: chomp
+  // takes that newline off before patching, block puts it back after.
+  local chomp(s) = if std.endsWith(s, '\n') then std.substr(s, 0, std.length(s) - 1) else s,
+  local block(s) = if std.length(std.findSubstr('\n', s)) > 0 then s + '\n' else s,
+
   local patchRule(rule) =
-    local expr = replaceSelectors(rule.expr);
-    if !std.objectHas(rule, 'alert') then rule { expr: expr }
+    local expr = replaceSelectors(chomp(rule.expr));
+    if !std.objectHas(rule, 'alert') then rule { expr: block(expr) }
     else
       local e = notScraped(rule, expr);
       if e == null then null
       else rule {
-        expr: e,
+        expr: block(e),
         labels: rule.labels {
           severity: if std.objectHas(config.severities, rule.labels.severity) then config.severities[rule.labels.severity] else rule.labels.severity,
         } + config.extraLabels,
@@ -128,9 +142,34 @@ local generated = {
       templating+: { list: [patchVariable(v) for v in d.templating.list] },
     },
 
-  // The dashboards, keyed by file name (<uid>.json).
-  grafanaDashboards+:: {
+  local dashboards = {
     [withPrefix(source.dashboards[file].uid) + '.json']: patchDashboard(source.dashboards[file])
     for file in std.objectFields(source.dashboards)
+  },
+
+  // The dashboards, keyed by file name (<uid>.json).
+  grafanaDashboards+:: dashboards,
+
+  local groupsByName = { [g.name]: g for g in groups },
+
+  // The files, as text, keyed by their path in the repository: each rule
+  // file (its header comment, then its groups as std.manifestYamlDoc writes
+  // them, keys sorted and unquoted where YAML allows) and each dashboard
+  // (std.manifestJsonEx with a two-space indent), each ending in a newline.
+  // The Go generator writes the shipped files in these formats: with the
+  // default _config they are those files byte for byte (the header says
+  // how to print them).
+  renderedFiles:: {
+    [file]: source.ruleFiles[file].header + std.manifestYamlDoc({
+      groups: [
+        groupsByName[name]
+        for name in source.ruleFiles[file].groups
+        if std.length(groupsByName[name].rules) > 0
+      ],
+    }, indent_array_in_object=true, quote_keys=false) + '\n'
+    for file in std.objectFields(source.ruleFiles)
+  } + {
+    ['dashboards/' + file]: std.manifestJsonEx(dashboards[file], '  ') + '\n'
+    for file in std.objectFields(dashboards)
   },
 }

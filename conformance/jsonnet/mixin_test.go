@@ -1,13 +1,14 @@
 // Package jsonnet renders mixin/mixin.libsonnet with go-jsonnet, as
 // kube-prometheus and mixtool users do (no jsonnet library is needed), and
 // checks it against the Go generator it is generated from: with the default
-// _config it is the shipped files, and each _config key changes exactly
-// what it should.
+// _config it is the shipped files (renderedFiles: byte for byte), and each
+// _config key changes exactly what it should.
 package jsonnet
 
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -146,6 +147,154 @@ func TestMixin_DefaultConfigRendersTheShippedFiles(t *testing.T) {
 	require.Equal(t, shipped(t), render(t, ""))
 }
 
+// renderedFiles evaluates the mixin's renderedFiles (the files as text,
+// keyed by path) with the _config overrides.
+func renderedFiles(t *testing.T, overrides string) map[string]string {
+	t.Helper()
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{repoRoot}})
+	out, err := vm.EvaluateAnonymousSnippet("files.jsonnet", fmt.Sprintf(
+		`((import 'mixin/mixin.libsonnet') + { _config+:: { %s } }).renderedFiles`, overrides))
+	require.NoError(t, err)
+	var files map[string]string
+	require.NoError(t, json.Unmarshal([]byte(out), &files))
+	return files
+}
+
+// requireSameBytes fails at the first line where got differs from want.
+func requireSameBytes(t *testing.T, name string, want, got []byte) {
+	t.Helper()
+	if string(want) == string(got) {
+		return
+	}
+	wantLines, gotLines := strings.SplitAfter(string(want), "\n"), strings.SplitAfter(string(got), "\n")
+	for i := 0; ; i++ {
+		var w, g string
+		if i < len(wantLines) {
+			w = wantLines[i]
+		}
+		if i < len(gotLines) {
+			g = gotLines[i]
+		}
+		if w != g {
+			t.Errorf("%s: differs from line %d (%d and %d bytes in all)\nwant %q\ngot  %q", name, i+1, len(want), len(got), w, g)
+			return
+		}
+	}
+}
+
+// The acceptance of issue 13: with the default _config, renderedFiles is
+// the shipped rule files and dashboards, byte for byte, and nothing else.
+func TestMixin_DefaultConfigRendersTheShippedFilesByteForByte(t *testing.T) {
+	files := renderedFiles(t, "")
+	var shippedPaths []string
+	for _, pattern := range []string{"alerts/*.rules.yml", "dashboards/*.json"} {
+		paths, err := filepath.Glob(filepath.Join(repoRoot, filepath.FromSlash(pattern)))
+		require.NoError(t, err)
+		require.NotEmpty(t, paths, pattern)
+		for _, p := range paths {
+			rel, err := filepath.Rel(repoRoot, p)
+			require.NoError(t, err)
+			shippedPaths = append(shippedPaths, filepath.ToSlash(rel))
+		}
+	}
+	require.ElementsMatch(t, shippedPaths, slices.Collect(maps.Keys(files)), "renderedFiles holds exactly the shipped files")
+	for _, p := range shippedPaths {
+		want, err := os.ReadFile(filepath.Join(repoRoot, filepath.FromSlash(p))) //nolint:gosec // a file of the repository
+		require.NoError(t, err)
+		requireSameBytes(t, p, want, []byte(files[p]))
+	}
+}
+
+// The short variant renders, byte for byte, what the Go generator writes
+// for it (go run ./mixin/cmd/mixin -variant short).
+func TestMixin_ShortVariantRendersTheGoGeneratorsShortFilesByteForByte(t *testing.T) {
+	files := renderedFiles(t, "variant: 'short'")
+	want, err := mixin.Files(mixin.Short(), "short")
+	require.NoError(t, err)
+	n := 0
+	for p, b := range want {
+		if !mixin.IsRuleFile(p) && path.Dir(p) != "dashboards" {
+			continue // alertmanager.yml.example: not the jsonnet mixin's
+		}
+		n++
+		require.Contains(t, files, p)
+		requireSameBytes(t, p, b, []byte(files[p]))
+	}
+	require.Len(t, files, n, "renderedFiles holds only the generator's rule files and dashboards")
+}
+
+// The Go ports of the two manifest functions write what go-jsonnet's
+// std.manifestYamlDoc and std.manifestJsonEx write, on values that reach
+// every branch: quoted and bare keys, empty, nested and block values.
+func TestManifest_GoPortsWriteWhatGoJsonnetWrites(t *testing.T) {
+	values := []string{
+		`null`, `true`, `0`, `-1.5`, `1e-7`, `12345678901234`, `""`, `"plain"`, `"two\nlines"`, `"ends\nin a newline\n"`,
+		`"quote \" backslash \\ tab \t cr \r bell \u0007 del \u007f é < & > \u2028"`,
+		`[]`, `{}`, `[[]]`, `[{}]`, `[[1, [2, 3]], [], {}]`, `{"a": [], "b": {}, "c": [[1]], "d": {"e": {"f": "g"}}}`,
+		`[{"x": 1, "y": [1, {"z": "w"}]}, "s"]`,
+		`{"on": 1, "Yes": 2, "y": 3, "null": 4, "-": 5, "---": 6, "''": 7, "1": 8, "1.5": 9, "0x1F": 10, "a0x1": 11,
+		  "0b101": 12, "2026-12-03": 13, "1-2-3": 14, ".inf": 15, "nan": 16, "Infinity": 17, "": 18, "a b": 19, "a:b": 20,
+		  "é": 21, "keep_firing_for": 22, "runbook_url": 23, "a/b.c-d": 24, "_": 25, "Z": 26, "\"": 27, "a\nb": 28}`,
+	}
+	for _, src := range values {
+		var v any
+		require.NoError(t, json.Unmarshal([]byte(src), &v), src)
+		for _, tc := range []struct {
+			call string
+			port func(any) (string, error)
+		}{
+			{"std.manifestYamlDoc(v, indent_array_in_object=true, quote_keys=false)", mixin.ManifestYAMLDoc},
+			{"std.manifestJsonEx(v, '  ')", func(v any) (string, error) { return mixin.ManifestJSONEx(v, "  ") }},
+		} {
+			vm := jsonnet.MakeVM()
+			vm.ExtVar("v", src)
+			out, err := vm.EvaluateAnonymousSnippet("manifest.jsonnet", "local v = std.parseJson(std.extVar('v')); "+tc.call)
+			require.NoError(t, err, src)
+			var want string
+			require.NoError(t, json.Unmarshal([]byte(out), &want))
+			got, err := tc.port(v)
+			require.NoError(t, err, src)
+			require.Equal(t, want, got, "%s of %s", tc.call, src)
+		}
+	}
+}
+
+// The _config keys that Config also has: renderedFiles with the override
+// is, byte for byte, what the Go generator writes with the same setting.
+func TestMixin_ConfigKeysOfTheGoGeneratorRenderItsFilesByteForByte(t *testing.T) {
+	for _, tc := range []struct {
+		key, override string
+		change        func(c *mixin.Config)
+	}{
+		{"poolSelector", `poolSelector: 'job="db-probe", cluster="eu1"'`, func(c *mixin.Config) { c.PoolSelector = `job="db-probe", cluster="eu1"` }},
+		{"agentSelector", `agentSelector: 'job=~"poolwatch|poolwatch-probe", role="agent"'`, func(c *mixin.Config) { c.AgentSelector = `job=~"poolwatch|poolwatch-probe", role="agent"` }},
+		{"runbookURL", `runbookURL: 'https://wiki.example.com/runbooks/poolwatch'`, func(c *mixin.Config) { c.RunbookURL = "https://wiki.example.com/runbooks/poolwatch" }},
+		{"dashboardTags", `dashboardTags: ['databases', 'poolwatch']`, func(c *mixin.Config) { c.DashboardTags = []string{"databases", "poolwatch"} }},
+		{"dashboardUIDPrefix", `dashboardUIDPrefix: 'dba-'`, func(c *mixin.Config) { c.DashboardUIDPrefix = "dba-" }},
+		{"dashboardRefresh", `dashboardRefresh: '1m'`, func(c *mixin.Config) { c.DashboardRefresh = "1m" }},
+		{"dashboardTimeFrom", `dashboardTimeFrom: 'now-24h'`, func(c *mixin.Config) { c.DashboardTimeFrom = "now-24h" }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			c := mixin.Default()
+			tc.change(&c)
+			want, err := mixin.Files(c, "default")
+			require.NoError(t, err)
+			files := renderedFiles(t, tc.override)
+			n := 0
+			for p, b := range want {
+				if !mixin.IsRuleFile(p) && path.Dir(p) != "dashboards" {
+					continue
+				}
+				n++
+				require.Contains(t, files, p)
+				requireSameBytes(t, p, b, []byte(files[p]))
+			}
+			require.Len(t, files, n)
+		})
+	}
+}
+
 func TestMixin_ShortVariantRendersWhatTheGoGeneratorRendersForShort(t *testing.T) {
 	require.Equal(t, fromGo(t, mixin.Short(), "short"), render(t, "variant: 'short'"))
 }
@@ -216,10 +365,19 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 		// drops the absent() branches, on adds PoolwatchDown's.
 		{"alertWhenNotScraped", fmt.Sprintf("alertWhenNotScraped: %v", !notScrapedByDefault(t)), fromDefault(func(r rendered) {
 			alerts(r, func(rule map[string]any) {
-				expr := rule["expr"].(string)
+				// A multi-line expression ends in a newline in the rule
+				// files (a YAML block): patch the expression without it,
+				// then put it back if the result has more than one line.
+				expr := strings.TrimSuffix(rule["expr"].(string), "\n")
+				block := func(e string) string {
+					if strings.Contains(e, "\n") {
+						return e + "\n"
+					}
+					return e
+				}
 				if !notScrapedByDefault(t) {
 					if rule["alert"] == mixin.AlertPoolwatchDown {
-						rule["expr"] = expr + "\nor\nabsent(up{" + mixin.Default().AgentSelector + "})"
+						rule["expr"] = block(expr + "\nor\nabsent(up{" + mixin.Default().AgentSelector + "})")
 					}
 					return
 				}
@@ -229,7 +387,7 @@ func TestMixin_EachConfigKeyChangesExactlyWhatItShould(t *testing.T) {
 						kept = append(kept, part)
 					}
 				}
-				rule["expr"] = strings.Join(kept, "\nor\n")
+				rule["expr"] = block(strings.Join(kept, "\nor\n"))
 			})
 		})},
 	} {

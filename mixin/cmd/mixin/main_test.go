@@ -16,7 +16,7 @@ func TestRun_WritesRulesAndDashboardsUnderOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(rules), "-variant short") || !strings.Contains(string(rules), "interval: 1s") {
+	if !strings.Contains(string(rules), "-variant short") || !strings.Contains(string(rules), `interval: "1s"`) {
 		t.Errorf("rules are not the short variant:\n%.300s", rules)
 	}
 	dashboards, err := filepath.Glob(filepath.Join(dir, "dashboards", "*.json"))
