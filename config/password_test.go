@@ -176,13 +176,22 @@ func (h *hangingFS) unhang(t *testing.T) {
 	require.NoError(t, w.Close())
 }
 
-// pollGoroutines polls, in the test's own goroutine so as not to add one,
-// until the number of goroutines satisfies ok, for at most 5 s.
-func pollGoroutines(t *testing.T, ok func(int) bool, what string) {
+// pollReaders polls until exactly want goroutines run a password read
+// (PasswordReader.run), as their stacks show. It counts those goroutines
+// only: runtime.NumGoroutine also counts what earlier tests left to wind
+// down, which on a loaded machine can end in the middle of this one.
+func pollReaders(t *testing.T, want int) {
 	t.Helper()
+	buf := make([]byte, 1<<20)
 	testenv.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
-		n := runtime.NumGoroutine()
-		return ok(n), fmt.Sprintf("%s: %d goroutines", what, n)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		n := 0
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "(*PasswordReader).run(") {
+				n++
+			}
+		}
+		return n == want, fmt.Sprintf("%d goroutines run a password read, want %d", n, want)
 	})
 }
 
@@ -212,7 +221,6 @@ func TestPasswordReader_HungFileSystemCostsOneGoroutineAndEachReadItsDeadline(t 
 	fs := newHangingFS(t)
 	r := PasswordSource{File: pw}.NewReader()
 	r.open = fs.open
-	before := runtime.NumGoroutine()
 
 	// Sequential and concurrent reads, each with a short deadline.
 	type result struct {
@@ -241,7 +249,7 @@ func TestPasswordReader_HungFileSystemCostsOneGoroutineAndEachReadItsDeadline(t 
 		require.Contains(t, res.err.Error(), `read password file "`+pw+`": gave up waiting`)
 	}
 	require.Equal(t, int64(1), fs.opens.Load(), "one open in flight, however many reads")
-	pollGoroutines(t, func(n int) bool { return n == before+1 }, "one goroutine blocked in the file system")
+	pollReaders(t, 1) // one goroutine blocked in the file system, however many reads
 
 	// A read that joins the one in flight gets its result when the file
 	// system answers.
