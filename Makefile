@@ -156,7 +156,7 @@ e2e: deps
 # Prints every run and the counts (e2e/founding).
 RUNS ?= 10
 founding-bug: deps
-	POOLWATCH_FOUNDING_RUNS=$(RUNS) $(GO) test -count=1 -v -timeout 60m -run '^TestFoundingBug_Series$$' ./e2e/founding/
+	POOLWATCH_FOUNDING_RUNS=$(RUNS) $(GO) test -tags founding_series -count=1 -v -timeout 60m -run '^TestFoundingBug_Series$$' ./e2e/founding/
 
 ## fuzz: run each fuzz target for FUZZTIME (seed corpora run in make test)
 FUZZTIME ?= 5m

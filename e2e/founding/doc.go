@@ -42,12 +42,13 @@
 // that one run covers the detection through pg_stat_activity and the quiet
 // of a correct application through PgBouncer's restarts. TestFoundingBug_Series is the
 // acceptance series over the three routes, both copies on the same route
-// in each run: it runs only when POOLWATCH_FOUNDING_RUNS is set (make
-// founding-bug RUNS=10) and prints a table of every run.
+// in each run: it is built only with the founding_series tag (make
+// founding-bug RUNS=10), so make test never skips it, and prints a table of
+// every run.
 //
 // Environment:
 //
-//   - POOLWATCH_FOUNDING_RUNS=N: TestFoundingBug_Series runs N times, over
+//   - POOLWATCH_FOUNDING_RUNS=N: TestFoundingBug_Series runs N times (default 10), over
 //     the three routes in turn (POOLWATCH_FOUNDING_ROUTES=direct,session
 //     picks the routes).
 //   - POOLWATCH_FOUNDING_RESTART_EVERY=DURATION: the time between two

@@ -60,8 +60,6 @@ const (
 	routeTransaction route = "transaction" // PgBouncer, transaction mode; PgBouncer restarted
 )
 
-var routes = []route{routeDirect, routeSession, routeTransaction}
-
 // PgBouncer's two databases, both in front of appDB: one per mode.
 const (
 	transactionDB = appDB
